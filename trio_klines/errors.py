@@ -1,0 +1,79 @@
+"""Every exception trio-klines raises on purpose.
+
+Callers catch these, never the third-party errors underneath (those are chained with ``from``)::
+
+    KlinesError
+    ├── ConfigError         bad market, symbol, interval or setting (also a ValueError)
+    ├── MalformedMessage    a frame or REST row that is not what Binance sends (also a ValueError)
+    ├── BinanceError        Binance answered with an error payload {"code": …, "msg": …}
+    └── ServerShutdown      spot's ``serverShutdown`` event: reconnect at once
+"""
+
+from __future__ import annotations
+
+__all__ = ["BinanceError", "ConfigError", "KlinesError", "MalformedMessage", "ServerShutdown"]
+
+
+class KlinesError(Exception):
+    """Root of every error trio-klines raises deliberately."""
+
+
+class ConfigError(KlinesError, ValueError):
+    """A market, symbol, interval or setting that trio-klines cannot accept.
+
+    The message quotes the bad value and lists what is allowed.
+    """
+
+
+class MalformedMessage(KlinesError, ValueError):
+    """A WebSocket frame or REST row that does not have the shape Binance documents.
+
+    ``reason`` says what is wrong; ``frame`` holds (a prefix of) the offending input for logs.
+    """
+
+    def __init__(self, reason: str, frame: object = None) -> None:
+        self.reason = reason
+        self.frame = _preview(frame)
+        super().__init__(reason if frame is None else f"{reason}: {self.frame}")
+
+
+class BinanceError(KlinesError):
+    """Binance answered with an error payload such as ``{"code": -1121, "msg": "Invalid symbol."}``.
+
+    On a WebSocket, replies to a control request arrive as ``{"error": {…}, "id": N}``; ``request_id``
+    holds that ``id`` (``None`` otherwise).
+    """
+
+    def __init__(self, code: int | None, msg: str, request_id: object = None) -> None:
+        self.code = code
+        self.msg = msg
+        self.request_id = request_id
+        where = "" if request_id is None else f" (request id {request_id!r})"
+        super().__init__(f"Binance error {code}: {msg}{where}")
+
+
+class ServerShutdown(KlinesError):
+    """Spot sent ``serverShutdown``: the server is about to close this connection.
+
+    Not a fault of the frame: the connection should reconnect at once instead of waiting for the cut.
+    ``event_time`` is the event's ``E`` (ms since epoch) when present.
+    """
+
+    def __init__(self, event_time: int | None = None) -> None:
+        self.event_time = event_time
+        super().__init__(f"server shutdown announced (E={event_time})")
+
+
+_PREVIEW_CHARS = 200
+
+
+def _preview(frame: object) -> str | None:
+    """A short printable excerpt of a bad input, so logs stay readable whatever arrived."""
+    if frame is None:
+        return None
+    if isinstance(frame, bytes | bytearray | memoryview):
+        text = repr(bytes(frame[:_PREVIEW_CHARS]))
+    else:
+        text = repr(frame) if not isinstance(frame, str) else frame
+        text = text[:_PREVIEW_CHARS]
+    return text if len(text) < _PREVIEW_CHARS else text + "…"
