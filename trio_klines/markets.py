@@ -212,7 +212,8 @@ def get_market(name: object) -> Market:
 
 def normalize_symbol(symbol: object) -> str:
     """``symbol`` upper-cased, or :class:`ConfigError` if it is not ``[A-Z0-9_]{1,32}``."""
-    if isinstance(symbol, str):
+    # ASCII first: str.upper() maps some non-ASCII letters onto ASCII ones ("ſ" → "S").
+    if isinstance(symbol, str) and symbol.isascii():
         upper = symbol.upper()
         if _SYMBOL_RE.fullmatch(upper):
             return upper

@@ -248,9 +248,10 @@ def frame_parser(market: Market | str) -> FrameParser:
 
         # Closed candle: the checks below are inlined because they run once per recorded candle.
         interval = k.i
-        length = lengths.get(interval, -1)
-        if length == -1:
-            raise MalformedMessage(f"interval {interval!r} is not a {name} interval", frame)
+        try:
+            length = lengths[interval]
+        except KeyError:
+            raise MalformedMessage(f"interval {interval!r} is not a {name} interval", frame) from None
         symbol = k.s or event.s
         if symbol not in known_symbols:
             symbol = _symbol(symbol, frame)
@@ -260,7 +261,7 @@ def frame_parser(market: Market | str) -> FrameParser:
         if k.T - open_time != length - 1 or open_time % length:
             open_time = _check_times(interval, open_time, k.T, frame)
         o, h, lo, c, v, q, bv, bq = k.o, k.h, k.l, k.c, k.v, k.q, k.V, k.Q
-        if not (lo <= o <= h and lo <= c <= h and bv <= v and bq <= q):
+        if not (lo <= o <= h >= c >= lo and bv <= v and bq <= q):
             _check_values(o, h, lo, c, v, q, bv, bq, frame)
         return candle(name, symbol, interval, open_time, o, h, lo, c, v, q, k.n, bv, bq)
 

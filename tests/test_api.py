@@ -1,0 +1,36 @@
+"""The public surface: what ``import trio_klines`` promises."""
+
+from __future__ import annotations
+
+import trio_klines
+
+
+def test_public_names_are_pinned() -> None:
+    assert sorted(trio_klines.__all__) == sorted(
+        [
+            "MARKETS",
+            "BinanceError",
+            "Candle",
+            "ConfigError",
+            "KlinesError",
+            "MalformedMessage",
+            "Market",
+            "Series",
+            "ServerShutdown",
+            "candles_to_dataframe",
+            "candles_to_table",
+            "frame_parser",
+            "parse_frame",
+            "parse_rest_klines",
+            "parse_rest_row",
+        ]
+    )
+    for name in trio_klines.__all__:
+        assert getattr(trio_klines, name) is not None
+
+
+def test_errors_share_one_root() -> None:
+    for name in ("BinanceError", "ConfigError", "MalformedMessage", "ServerShutdown"):
+        assert issubclass(getattr(trio_klines, name), trio_klines.KlinesError)
+    assert issubclass(trio_klines.MalformedMessage, ValueError)
+    assert issubclass(trio_klines.ConfigError, ValueError)
