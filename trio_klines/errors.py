@@ -6,12 +6,22 @@ Callers catch these, never the third-party errors underneath (those are chained 
     ├── ConfigError         bad market, symbol, interval or setting (also a ValueError)
     ├── MalformedMessage    a frame or REST row that is not what Binance sends (also a ValueError)
     ├── BinanceError        Binance answered with an error payload {"code": …, "msg": …}
-    └── ServerShutdown      spot's ``serverShutdown`` event: reconnect at once
+    ├── ServerShutdown      spot's ``serverShutdown`` event: reconnect at once
+    └── ConnectionLost      a WebSocket could not be opened, or closed, or went silent
+        └── ReceiveTimeout  nothing arrived within the receive timeout
 """
 
 from __future__ import annotations
 
-__all__ = ["BinanceError", "ConfigError", "KlinesError", "MalformedMessage", "ServerShutdown"]
+__all__ = [
+    "BinanceError",
+    "ConfigError",
+    "ConnectionLost",
+    "KlinesError",
+    "MalformedMessage",
+    "ReceiveTimeout",
+    "ServerShutdown",
+]
 
 
 class KlinesError(Exception):
@@ -62,6 +72,14 @@ class ServerShutdown(KlinesError):
     def __init__(self, event_time: int | None = None) -> None:
         self.event_time = event_time
         super().__init__(f"server shutdown announced (E={event_time})")
+
+
+class ConnectionLost(KlinesError):
+    """A WebSocket connection failed to open, was closed, or broke. The connection task reconnects."""
+
+
+class ReceiveTimeout(ConnectionLost):
+    """No frame arrived within the receive timeout: the connection is presumed dead."""
 
 
 _PREVIEW_CHARS = 200

@@ -1,0 +1,235 @@
+"""The connection task against a scripted transport, on a MockClock: retries, rotation, silence."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import pytest
+import trio
+import trio.testing
+
+from trio_klines.errors import ConfigError
+from trio_klines.markets import MARKETS, stream_name
+from trio_klines.parse import Candle
+from trio_klines.stream import StreamConnection, StreamSettings
+
+from fakes import FakeTransport, kline_frame
+
+pytestmark = pytest.mark.timeout(10)
+UM = MARKETS["usdt_futures"]
+STREAMS = [stream_name("BTCUSDT", "1m"), stream_name("ETHUSDT", "1m")]
+SETTINGS = StreamSettings(receive_timeout=5, backoff_initial=1, backoff_max=8, healthy_after=30, silence_min=1000)
+
+
+def make(transport: FakeTransport, settings: StreamSettings = SETTINGS, streams: Sequence[str] = STREAMS) -> tuple[
+    StreamConnection, trio.MemoryReceiveChannel[Sequence[Candle]]
+]:  # fmt: skip
+    send, receive = trio.open_memory_channel[Sequence[Candle]](100)
+    conn = StreamConnection("um-0", UM, streams, send, settings=settings, transport=transport, rng=random.Random(1))
+    return conn, receive
+
+
+async def test_closed_candles_reach_the_channel(autojump_clock: trio.testing.MockClock) -> None:
+    transport = FakeTransport()
+    conn, receive = make(transport)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        ws = await transport.next_connection(1)
+        assert ws.url == "wss://fstream.binance.com/market/stream?streams=btcusdt@kline_1m/ethusdt@kline_1m"
+        await ws.push(kline_frame("BTCUSDT", "1m", 60_000, closed=False))
+        await ws.push("garbage{")
+        await ws.push('{"code":-1,"msg":"oops"}')
+        await ws.push(kline_frame("BTCUSDT", "1m", 60_000))
+        batch = await receive.receive()
+        assert [(c.symbol, c.open_time) for c in batch] == [("BTCUSDT", 60_000)]
+        assert conn.stats.state == "live"
+        assert (conn.stats.messages, conn.stats.candles, conn.stats.malformed, conn.stats.binance_errors) == (
+            4,
+            1,
+            1,
+            1,
+        )
+        nursery.cancel_scope.cancel()
+    assert conn.stats.state == "stopped"
+    with pytest.raises(trio.EndOfChannel):
+        await receive.receive()  # run() closed its send channel
+
+
+async def test_silence_past_the_receive_timeout_reconnects_with_backoff(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    transport = FakeTransport()
+    conn, _ = make(transport)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        await transport.next_connection(3)
+        nursery.cancel_scope.cancel()
+    # Each connection delivers nothing: 5 s receive timeout, then a jittered backoff of at most 1, 2 s.
+    first, second, third = transport.attempts[:3]
+    assert 5 <= second - first <= 5 + 1
+    assert 5 <= third - second <= 5 + 2
+    assert conn.stats.reconnects >= 2
+    assert "ReceiveTimeout" in (conn.stats.last_error or "")
+
+
+async def test_refused_connections_back_off_exponentially_up_to_the_cap(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    transport = FakeTransport()
+    transport.refuse = 8
+    conn, _ = make(transport)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        await transport.next_connection(1)
+        nursery.cancel_scope.cancel()
+    gaps = [b - a for a, b in zip(transport.attempts, transport.attempts[1:], strict=False)]
+    ceilings = [1, 2, 4, 8, 8, 8, 8, 8]
+    assert len(gaps) == 8
+    assert all(0 <= g <= c for g, c in zip(gaps, ceilings, strict=True))
+    assert conn.stats.reconnects == 8
+
+
+async def test_server_shutdown_reconnects_at_once(autojump_clock: trio.testing.MockClock) -> None:
+    transport = FakeTransport()
+    conn, _ = make(transport)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        ws = await transport.next_connection(1)
+        await ws.push('{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1}}')
+        await transport.next_connection(2)
+        nursery.cancel_scope.cancel()
+    assert transport.attempts[1] - transport.attempts[0] < 0.01
+    assert "ServerShutdown" in (conn.stats.last_error or "")
+
+
+async def test_a_healthy_session_resets_the_backoff(autojump_clock: trio.testing.MockClock) -> None:
+    transport = FakeTransport()
+    transport.refuse = 4  # the backoff ceiling climbs to 8
+    conn, _ = make(transport)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        ws = await transport.next_connection(1)
+        for minute in range(1, 40):  # 39 s of traffic: healthy
+            await ws.push(kline_frame("BTCUSDT", "1m", minute * 60_000, closed=False))
+            await trio.sleep(1)
+        ws.cut()
+        await transport.next_connection(2)
+        nursery.cancel_scope.cancel()
+    assert transport.attempts[-1] - transport.attempts[-2] >= 39
+    # After the reset the first delay is at most backoff_initial again.
+    cut_at = transport.attempts[-2] + 39
+    assert transport.attempts[-1] - cut_at <= 1 + 0.01
+
+
+async def test_rotation_is_make_before_break(autojump_clock: trio.testing.MockClock) -> None:
+    transport = FakeTransport()
+    settings = StreamSettings(receive_timeout=5, rotate_after=60, silence_min=1000)
+    conn, receive = make(transport, settings)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        old = await transport.next_connection(1)
+
+        async def feed(ws: object, minutes: range) -> None:
+            for minute in minutes:
+                await ws.push(kline_frame("BTCUSDT", "1m", minute * 60_000))  # type: ignore[attr-defined]
+                await trio.sleep(1)
+
+        nursery.start_soon(feed, old, range(1, 200))
+        new = await transport.next_connection(2)
+        assert not old.closed  # the old one still receives while the new one comes up
+        await trio.sleep(2)
+        assert not old.closed  # the new one has delivered nothing yet
+        await new.push(kline_frame("BTCUSDT", "1m", 999 * 60_000))
+        await trio.sleep(0.1)
+        assert old.closed
+        assert conn.stats.rotations == 1
+        assert conn.stats.reconnects == 0
+        nursery.cancel_scope.cancel()
+    minutes = set()
+    while True:
+        try:
+            minutes.update(c.open_time // 60_000 for c in receive.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
+    assert set(range(1, 60)) <= minutes  # nothing lost across the rotation
+
+
+async def test_a_failed_rotation_keeps_the_old_connection(autojump_clock: trio.testing.MockClock) -> None:
+    transport = FakeTransport()
+    settings = StreamSettings(receive_timeout=5, rotate_after=60, silence_min=1000, backoff_initial=1)
+    conn, _ = make(transport, settings)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        old = await transport.next_connection(1)
+
+        async def feed() -> None:
+            for minute in range(1, 100):
+                await old.push(kline_frame("BTCUSDT", "1m", minute * 60_000, closed=False))
+                await trio.sleep(1)
+
+        nursery.start_soon(feed)
+        await transport.next_connection(2)  # silent: rotation fails after the receive timeout
+        await trio.sleep(7)
+        assert not old.closed
+        assert conn.stats.state == "rotating" or conn.stats.state == "live"
+        assert conn.stats.reconnects == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_silent_stream_is_resubscribed_then_reconnected(autojump_clock: trio.testing.MockClock) -> None:
+    transport = FakeTransport()
+    settings = StreamSettings(receive_timeout=5, silence_periods=4, silence_min=10)
+    conn, _ = make(transport, settings)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        ws = await transport.next_connection(1)
+
+        async def only_btc() -> None:
+            for minute in range(1, 1000):
+                if not ws.closed:
+                    await ws.push(kline_frame("BTCUSDT", "1m", minute * 60_000, closed=False))
+                await trio.sleep(1)
+
+        nursery.start_soon(only_btc)
+        await trio.sleep(12)
+        assert ws.sent == [{"method": "SUBSCRIBE", "params": ["ethusdt@kline_1m"], "id": 1}]
+        assert conn.stats.silent_alarms == 1
+        await transport.next_connection(2)  # still silent after the resubscribe: reconnect
+        assert "still silent" in (conn.stats.last_error or "")
+        nursery.cancel_scope.cancel()
+
+
+async def test_subscribe_and_unsubscribe_on_the_live_connection(autojump_clock: trio.testing.MockClock) -> None:
+    transport = FakeTransport()
+    conn, _ = make(transport)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        ws = await transport.next_connection(1)
+        await ws.push('{"result":null,"id":0}')
+        await trio.sleep(0.1)
+        assert await conn.subscribe(["bnbusdt@kline_1m", "btcusdt@kline_1m"]) == ["bnbusdt@kline_1m"]
+        assert await conn.unsubscribe(["ethusdt@kline_1m"]) == ["ethusdt@kline_1m"]
+        assert ws.sent == [
+            {"method": "SUBSCRIBE", "params": ["bnbusdt@kline_1m"], "id": 1},
+            {"method": "UNSUBSCRIBE", "params": ["ethusdt@kline_1m"], "id": 2},
+        ]
+        assert conn.streams == ("btcusdt@kline_1m", "bnbusdt@kline_1m")
+        with pytest.raises(ConfigError, match="no streams left"):
+            await conn.unsubscribe(conn.streams)
+        ws.cut()
+        ws2 = await transport.next_connection(2)
+        assert ws2.url.endswith("streams=btcusdt@kline_1m/bnbusdt@kline_1m")  # the reconnect carries the change
+        nursery.cancel_scope.cancel()
+
+
+def test_bad_settings_and_stream_counts_are_refused() -> None:
+    with pytest.raises(ConfigError, match="receive_timeout"):
+        StreamSettings(receive_timeout=0)
+    with pytest.raises(ConfigError, match="backoff_initial"):
+        StreamSettings(backoff_initial=10, backoff_max=1)
+    send, _ = trio.open_memory_channel[Sequence[Candle]](1)
+    with pytest.raises(ConfigError, match="exceed"):
+        StreamConnection("x", UM, [stream_name(f"S{i}", "1m") for i in range(201)], send)
+    with pytest.raises(ConfigError, match="no streams"):
+        StreamConnection("x", UM, [], send)

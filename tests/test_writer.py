@@ -1,0 +1,181 @@
+"""The writer task: batching, dedupe, gaps, failing disks, shutdown. Deterministic time (MockClock)."""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from trio_klines.gaps import ContinuityTracker, Gap
+from trio_klines.markets import Series
+from trio_klines.parse import Candle
+from trio_klines.writer import WriterSettings, WriterStats, call_inline, run_writer
+
+from fakes import MemorySink
+
+pytestmark = pytest.mark.timeout(10)
+BTC = Series("spot", "BTCUSDT", "1m")
+
+
+def write(
+    receive: trio.MemoryReceiveChannel[Sequence[Candle]], sink: MemorySink, **kwargs: Any
+) -> Coroutine[Any, Any, None]:
+    """The writer with the sink called inline: time jumps on a MockClock while a thread runs."""
+    return run_writer(receive, sink, run_sink=call_inline, **kwargs)
+
+
+def candle(minute: int, symbol: str = "BTCUSDT", close: float = 2.0) -> Candle:
+    return Candle("spot", symbol, "1m", minute * 60_000, 2, 3, 1, close, 5, 10, 9, 1, 2)
+
+
+async def test_flushes_on_age(autojump_clock: trio.testing.MockClock) -> None:
+    sink, stats = MemorySink(), WriterStats()
+    send, receive = trio.open_memory_channel[Sequence[Candle]](10)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: write(receive, sink, settings=WriterSettings(flush_seconds=1.0), stats=stats))
+        await send.send([candle(1)])
+        await trio.sleep(0.5)
+        await send.send([candle(2)])
+        await trio.sleep(0.4)
+        assert sink.batches == []  # the oldest has waited 0.9 s
+        await trio.sleep(0.2)
+        assert sink.batches == [[candle(1), candle(2)]]
+        await send.aclose()
+    assert stats.written == 2
+    assert stats.flushes == 1
+
+
+async def test_flushes_on_size(autojump_clock: trio.testing.MockClock) -> None:
+    sink = MemorySink()
+    send, receive = trio.open_memory_channel[Sequence[Candle]](10)
+    settings = WriterSettings(flush_seconds=100, flush_size=3, max_pending=10)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: write(receive, sink, settings=settings))
+        await send.send([candle(1), candle(2)])
+        await trio.sleep(1)
+        assert sink.batches == []
+        await send.send([candle(3)])
+        await trio.sleep(0.01)
+        assert sink.batches == [[candle(1), candle(2), candle(3)]]
+        await send.aclose()
+
+
+async def test_end_of_channel_flushes_everything(autojump_clock: trio.testing.MockClock) -> None:
+    sink = MemorySink()
+    send, receive = trio.open_memory_channel[Sequence[Candle]](10)
+    async with send:
+        await send.send([candle(1)])
+    with trio.fail_after(1):
+        await write(receive, sink, settings=WriterSettings(flush_seconds=1000))
+    assert sink.candles == [candle(1)]
+
+
+async def test_drops_repeats_and_reports_gaps(autojump_clock: trio.testing.MockClock) -> None:
+    sink, stats, gaps = MemorySink(), WriterStats(), list[Gap]()
+    send, receive = trio.open_memory_channel[Sequence[Candle]](10)
+    async with send:
+        await send.send([candle(1), candle(2), candle(2), candle(5)])  # repeat, then 3 and 4 missing
+        await send.send([candle(3), candle(1)])  # 3 arrives late; 1 again
+    await write(receive, sink, stats=stats, on_gap=gaps.append)
+    assert sink.candles == [candle(1), candle(2), candle(5), candle(3)]
+    assert gaps == [Gap(BTC, 3 * 60_000, 5 * 60_000)]
+    assert (stats.received, stats.duplicates, stats.late, stats.gaps, stats.missing_candles) == (6, 2, 1, 1, 2)
+    assert stats.last_open_time[BTC] == 5 * 60_000
+
+
+async def test_a_seeded_tracker_reports_the_hole_since_the_stored_record(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    tracker = ContinuityTracker()
+    tracker.seed(BTC, 10 * 60_000)
+    gaps: list[Gap] = []
+    send, receive = trio.open_memory_channel[Sequence[Candle]](10)
+    async with send:
+        await send.send([candle(10), candle(14)])
+    sink = MemorySink()
+    await write(receive, sink, tracker=tracker, on_gap=gaps.append)
+    assert sink.candles == [candle(14)]
+    assert gaps == [Gap(BTC, 11 * 60_000, 14 * 60_000)]
+
+
+async def test_a_failing_disk_keeps_the_batch_and_retries(autojump_clock: trio.testing.MockClock) -> None:
+    sink, stats = MemorySink(), WriterStats()
+    sink.fail = 3
+    send, receive = trio.open_memory_channel[Sequence[Candle]](10)
+    settings = WriterSettings(flush_seconds=0.1, retry_initial=1, retry_max=2)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: write(receive, sink, settings=settings, stats=stats))
+        await send.send([candle(1)])
+        await trio.sleep(0.5)
+        await send.send([candle(2)])  # still received while the disk is failing
+        await trio.sleep(0.5)
+        assert sink.batches == []
+        assert stats.write_errors >= 1
+        assert "No space left" in (stats.last_error or "")
+        await trio.sleep(10)
+        await send.aclose()
+    assert sink.candles == [candle(1), candle(2)]
+    assert stats.write_errors == 3
+    assert stats.pending == 0
+
+
+async def test_backpressure_when_too_much_is_pending(autojump_clock: trio.testing.MockClock) -> None:
+    sink = MemorySink()
+    sink.fail = 1_000_000
+    send, receive = trio.open_memory_channel[Sequence[Candle]](1)
+    settings = WriterSettings(flush_seconds=0.1, flush_size=2, max_pending=4, retry_initial=1, retry_max=1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: write(receive, sink, settings=settings))
+        for minute in range(1, 6):
+            await send.send([candle(minute)])
+        with trio.move_on_after(5) as blocked:
+            await send.send([candle(6)])  # the writer holds 4 and one is buffered: this blocks
+        assert blocked.cancelled_caught
+        sink.fail = 0
+        await send.send([candle(6)])
+        await send.aclose()
+    assert [c.open_time // 60_000 for c in sink.candles] == [1, 2, 3, 4, 5, 6]
+
+
+async def test_cancellation_flushes_what_was_received(autojump_clock: trio.testing.MockClock) -> None:
+    sink = MemorySink()
+    send, receive = trio.open_memory_channel[Sequence[Candle]](10)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: write(receive, sink, settings=WriterSettings(flush_seconds=1000)))
+        await send.send([candle(1), candle(2)])
+        await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    assert sink.candles == [candle(1), candle(2)]
+
+
+async def test_durable_batches_reach_an_embedder(autojump_clock: trio.testing.MockClock) -> None:
+    sink, seen = MemorySink(), list[list[Candle]]()
+
+    async def on_written(batch: list[Candle]) -> None:
+        seen.append(batch)
+
+    send, receive = trio.open_memory_channel[Sequence[Candle]](10)
+    async with send:
+        await send.send([candle(1), candle(1), candle(2)])
+    await write(receive, sink, on_written=on_written)
+    assert seen == sink.batches == [[candle(1), candle(2)]]
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="flush_seconds"):
+        WriterSettings(flush_seconds=0)
+    with pytest.raises(ValueError, match="flush_size"):
+        WriterSettings(flush_size=10, max_pending=5)
+
+
+async def test_the_default_runner_writes_from_a_worker_thread() -> None:
+    sink = MemorySink()
+    send, receive = trio.open_memory_channel[Sequence[Candle]](10)
+    async with send:
+        await send.send([candle(1), candle(2)])
+    with trio.fail_after(5):
+        await run_writer(receive, sink, settings=WriterSettings(flush_seconds=0.01))
+    assert sink.candles == [candle(1), candle(2)]

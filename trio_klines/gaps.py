@@ -1,0 +1,132 @@
+"""Continuity of a series: which candles are new, which are repeats, where the record has holes.
+
+Pure: no I/O, no trio, no clock. The writer feeds every received candle through a
+:class:`ContinuityTracker`; coverage and backfill use :func:`find_gaps` on stored open times.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from .markets import Series, count_open_times, next_open_time
+
+__all__ = ["ContinuityTracker", "Gap", "Verdict", "find_gaps", "missing_count"]
+
+#: How many recent open times per series are remembered to recognise repeats that arrive late.
+DEFAULT_MEMORY: Final = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Candles of ``series`` opening in ``[start, end)`` are missing (times in ms)."""
+
+    series: Series
+    start: int
+    end: int
+
+    @property
+    def candles(self) -> int:
+        return count_open_times(self.series.interval, self.start, self.end)
+
+    def __str__(self) -> str:
+        return f"{self.series}: {self.candles} candle(s) missing from {self.start} to {self.end}"
+
+
+class Verdict(enum.Enum):
+    """What the tracker makes of a candle."""
+
+    NEW = "new"  # next in line, or after a gap (then a Gap is reported too)
+    LATE = "late"  # older than the newest seen but never seen before: fills (part of) a gap
+    DUPLICATE = "duplicate"  # seen before: drop it
+
+
+@dataclass(slots=True)
+class _SeriesState:
+    last: int
+    recent: OrderedDict[int, None]
+
+
+class ContinuityTracker:
+    """Remembers, per series, the newest open time and the recent ones, to judge each new candle.
+
+    ``seed(series, last_open_time)`` starts a series from what the store already holds, so a restart
+    reports the hole between the stored record and the first live candle.
+    """
+
+    def __init__(self, memory: int = DEFAULT_MEMORY) -> None:
+        if memory < 1:
+            raise ValueError("memory must be at least 1")
+        self._memory = memory
+        self._series: dict[Series, _SeriesState] = {}
+
+    def seed(self, series: Series, last_open_time: int) -> None:
+        """Declare that everything of ``series`` up to ``last_open_time`` is already recorded."""
+        state = self._series.get(series)
+        if state is None:
+            self._series[series] = _SeriesState(last_open_time, OrderedDict({last_open_time: None}))
+        elif last_open_time > state.last:
+            state.last = last_open_time
+            self._remember(state, last_open_time)
+
+    def last_open_time(self, series: Series) -> int | None:
+        state = self._series.get(series)
+        return None if state is None else state.last
+
+    def observe(self, series: Series, open_time: int) -> tuple[Verdict, Gap | None]:
+        """Judge the candle of ``series`` opening at ``open_time`` and remember it."""
+        state = self._series.get(series)
+        if state is None:
+            self._series[series] = _SeriesState(open_time, OrderedDict({open_time: None}))
+            return Verdict.NEW, None
+        if open_time in state.recent:
+            state.recent.move_to_end(open_time)
+            return Verdict.DUPLICATE, None
+        self._remember(state, open_time)
+        if open_time < state.last:
+            return Verdict.LATE, None
+        expected = next_open_time(series.interval, state.last)
+        state.last = open_time
+        if open_time > expected:
+            return Verdict.NEW, Gap(series, expected, open_time)
+        return Verdict.NEW, None
+
+    def _remember(self, state: _SeriesState, open_time: int) -> None:
+        state.recent[open_time] = None
+        if len(state.recent) > self._memory:
+            state.recent.popitem(last=False)
+
+
+def find_gaps(series: Series, open_times: Iterable[int], start: int | None = None, end: int | None = None) -> list[Gap]:
+    """The holes in ``open_times`` (any order, repeats allowed) between ``start`` and ``end``.
+
+    ``start`` defaults to the first open time and ``end`` (exclusive) to just after the last one: a
+    series is only judged between what it holds unless told otherwise. Times off the interval's grid
+    are the caller's problem; they simply count as present.
+    """
+    times = sorted(set(open_times))
+    if not times and (start is None or end is None):
+        return []
+    lo = times[0] if start is None else start
+    hi = next_open_time(series.interval, times[-1]) if end is None else end
+    gaps = []
+    expected = lo
+    for t in times:
+        if t < lo:
+            continue
+        if t >= hi:
+            break
+        if t > expected and count_open_times(series.interval, expected, t):
+            gaps.append(Gap(series, expected, t))
+        expected = max(expected, next_open_time(series.interval, t))
+    if expected < hi and count_open_times(series.interval, expected, hi):
+        gaps.append(Gap(series, expected, hi))
+    return gaps
+
+
+def missing_count(gaps: Iterable[Gap]) -> int:
+    """Total candles missing over ``gaps``."""
+    return sum(g.candles for g in gaps)

@@ -1,0 +1,189 @@
+"""The single consumer: batches closed candles from the channel into the store.
+
+Each item on the channel is a batch (a sequence of candles), so a connection pays one channel send
+per received chunk, not per candle. The writer drops repeats, reports gaps, and flushes when the batch
+reaches ``flush_size`` candles or its oldest candle has waited ``flush_seconds``. The store call runs in
+a worker thread so the receive loops never wait on the disk.
+
+Failure and backpressure: when a flush fails (disk full, I/O error, permissions) the writer logs it,
+keeps the whole batch and retries with capped backoff, while it goes on receiving up to
+``max_pending`` candles. Past that it stops receiving, the bounded channel fills, and the connections
+block on their sends: memory stays bounded and nothing already received is dropped. A candle is lost
+only if the process dies while it is pending; the gap-free record (backfill) repairs that on restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+import trio
+
+from .backoff import Backoff
+from .errors import KlinesError
+from .gaps import ContinuityTracker, Gap, Verdict
+from .markets import Series
+from .parse import Candle
+
+__all__ = ["CandleSink", "SinkRunner", "WriterSettings", "WriterStats", "call_inline", "run_writer"]
+
+log = logging.getLogger("trio_klines.writer")
+
+DEFAULT_FLUSH_SECONDS: Final = 1.0
+DEFAULT_FLUSH_SIZE: Final = 10_000
+DEFAULT_MAX_PENDING: Final = 500_000
+#: How long a final flush may take when the writer is cancelled.
+FINAL_FLUSH_GRACE: Final = 10.0
+
+
+class CandleSink(Protocol):
+    """Where batches go: :class:`trio_klines.store.Store` in production. Durable when it returns."""
+
+    def append(self, candles: Sequence[Candle]) -> object: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class WriterSettings:
+    flush_seconds: float = DEFAULT_FLUSH_SECONDS
+    flush_size: int = DEFAULT_FLUSH_SIZE
+    max_pending: int = DEFAULT_MAX_PENDING
+    retry_initial: float = 0.5
+    retry_max: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not (self.flush_seconds > 0 and math.isfinite(self.flush_seconds)):
+            raise ValueError(f"flush_seconds must be a positive number of seconds, not {self.flush_seconds!r}")
+        if self.flush_size < 1 or self.max_pending < self.flush_size:
+            raise ValueError(f"need 1 <= flush_size ({self.flush_size}) <= max_pending ({self.max_pending})")
+
+
+@dataclass(slots=True)
+class WriterStats:
+    received: int = 0
+    written: int = 0
+    duplicates: int = 0
+    late: int = 0
+    gaps: int = 0
+    missing_candles: int = 0
+    flushes: int = 0
+    write_errors: int = 0
+    pending: int = 0
+    last_error: str | None = None
+    last_open_time: dict[Series, int] = field(default_factory=dict)
+
+
+GapHandler = Callable[[Gap], None]
+WrittenHandler = Callable[[list[Candle]], Awaitable[None]]
+#: How the writer calls the sink: in a worker thread by default. Tests on a MockClock call it inline,
+#: since time jumps while the event loop waits for a thread.
+SinkRunner = Callable[[Callable[[list[Candle]], object], list[Candle]], Awaitable[object]]
+
+
+async def call_inline(fn: Callable[[list[Candle]], object], batch: list[Candle]) -> object:
+    """A :data:`SinkRunner` that calls the sink on the event loop's thread."""
+    return fn(batch)
+
+
+async def run_writer(
+    receive: trio.MemoryReceiveChannel[Sequence[Candle]],
+    sink: CandleSink,
+    *,
+    settings: WriterSettings | None = None,
+    tracker: ContinuityTracker | None = None,
+    stats: WriterStats | None = None,
+    on_gap: GapHandler | None = None,
+    on_written: WrittenHandler | None = None,
+    run_sink: SinkRunner = trio.to_thread.run_sync,
+) -> None:
+    """Consume ``receive`` until it is closed and empty, writing every new candle to ``sink``.
+
+    Returns after the final flush once every sender has closed. If cancelled, it makes one last
+    shielded attempt (at most :data:`FINAL_FLUSH_GRACE` seconds) to flush what it holds, then lets the
+    cancellation through. ``on_written`` is awaited with each durable batch (for embedders); a slow
+    one slows the writer, it never loses candles.
+    """
+    settings = settings or WriterSettings()
+    tracker = tracker or ContinuityTracker()
+    stats = stats if stats is not None else WriterStats()
+    backoff = Backoff(settings.retry_initial, settings.retry_max)
+    pending: list[Candle] = []
+    first_pending_at = math.inf
+    retry_at = -math.inf
+    open_channel = True
+
+    def accept(batch: Sequence[Candle]) -> None:
+        nonlocal first_pending_at
+        for candle in batch:
+            stats.received += 1
+            series = Series(candle.market, candle.symbol, candle.interval)
+            verdict, gap = tracker.observe(series, candle.open_time)
+            if verdict is Verdict.DUPLICATE:
+                stats.duplicates += 1
+                continue
+            if verdict is Verdict.LATE:
+                stats.late += 1
+            if gap is not None:
+                stats.gaps += 1
+                stats.missing_candles += gap.candles
+                log.warning("gap: %s", gap)
+                if on_gap is not None:
+                    on_gap(gap)
+            if not pending:
+                first_pending_at = trio.current_time()
+            pending.append(candle)
+        stats.pending = len(pending)
+
+    async def flush() -> bool:
+        nonlocal pending, first_pending_at, retry_at
+        batch = pending
+        try:
+            await run_sink(sink.append, batch)
+        except (OSError, KlinesError) as exc:
+            # Disk and store errors are retried; anything else is a bug and propagates.
+            stats.write_errors += 1
+            stats.last_error = f"{type(exc).__name__}: {exc}"
+            delay = backoff.next_delay()
+            retry_at = trio.current_time() + delay
+            log.error("writing %d candles failed (%s); keeping them, retry in %.1fs", len(batch), exc, delay)
+            return False
+        backoff.reset()
+        stats.flushes += 1
+        stats.written += len(batch)
+        for c in batch:
+            key = Series(c.market, c.symbol, c.interval)
+            if c.open_time > stats.last_open_time.get(key, -1):
+                stats.last_open_time[key] = c.open_time
+        pending, first_pending_at = [], math.inf
+        stats.pending = 0
+        if on_written is not None:
+            await on_written(batch)
+        return True
+
+    try:
+        while open_channel or pending:
+            now = trio.current_time()
+            due = max(first_pending_at + settings.flush_seconds, retry_at)
+            full = len(pending) >= settings.flush_size
+            if pending and now >= retry_at and (full or now >= due or not open_channel):
+                if not await flush() and not open_channel:
+                    await trio.sleep_until(retry_at)
+                continue
+            if not open_channel:
+                await trio.sleep_until(retry_at)
+                continue
+            if len(pending) >= settings.max_pending:
+                await trio.sleep_until(retry_at)  # backpressure: stop receiving until the disk is back
+                continue
+            with trio.move_on_at(due if pending else math.inf):
+                try:
+                    accept(await receive.receive())
+                except trio.EndOfChannel:
+                    open_channel = False
+    finally:
+        if pending:
+            with trio.CancelScope(shield=True), trio.move_on_after(FINAL_FLUSH_GRACE):
+                if not await flush():
+                    log.error("%d received candles could not be written before shutdown", len(pending))
