@@ -145,6 +145,7 @@ class StreamConnection:
         self._backoff = Backoff(self.settings.backoff_initial, self.settings.backoff_max, rng=rng or random.Random())
         self._parse = frame_parser(market)
         self._current: _Session | None = None
+        self._open: set[_Session] = set()  # sessions with a socket, live or not yet
         self._request_id = 0
         self._last_seen: dict[str, float] = {}
         self._alarms: dict[str, int] = {}  # stream → consecutive alarms
@@ -225,8 +226,17 @@ class StreamConnection:
     async def _run_session(self, session: _Session) -> None:
         with session.scope:
             try:
-                async with self._transport(self.url) as conn:
+                asked = dict(self._streams)
+                async with self._transport(combined_stream_url(self.market, asked)) as conn:
                     session.conn = conn
+                    self._open.add(session)
+                    # Streams changed while this one was connecting: catch up on the live socket.
+                    added = [s for s in self._streams if s not in asked]
+                    removed = [s for s in asked if s not in self._streams]
+                    if added:
+                        await self._request("SUBSCRIBE", added, conn)
+                    if removed:
+                        await self._request("UNSUBSCRIBE", removed, conn)
                     await self._receive_loop(conn, session)
             except (ConnectionLost, ServerShutdown) as exc:
                 session.error = exc
@@ -235,6 +245,7 @@ class StreamConnection:
                 session.error = exc
             finally:
                 session.conn = None
+                self._open.discard(session)
                 session.ended_at = trio.current_time()
                 session.ended.set()
                 session.settled.set()
@@ -312,14 +323,17 @@ class StreamConnection:
         return gone
 
     async def _request(self, method: str, params: list[str], conn: Connection | None = None) -> None:
-        conn = conn or (self._current.conn if self._current is not None else None)
-        if conn is None:
-            return  # not connected: the next connection's URL already carries the change
-        self._request_id += 1
-        try:
-            await conn.send(json.dumps({"method": method, "params": params, "id": self._request_id}))
-        except ConnectionLost as exc:
-            log.info("%s: %s not sent (%s); the reconnect will carry it", self.name, method, exc)
+        """Send a control request on ``conn``, or on every open socket (two while rotating).
+
+        With none open there is nothing to do: the next connection's URL carries the change.
+        """
+        targets = [conn] if conn is not None else [s.conn for s in list(self._open) if s.conn is not None]
+        for target in targets:
+            self._request_id += 1
+            try:
+                await target.send(json.dumps({"method": method, "params": params, "id": self._request_id}))
+            except ConnectionLost as exc:
+                log.info("%s: %s not sent (%s); the reconnect will carry it", self.name, method, exc)
 
     # --- silence and error reporting ----------------------------------------------------------
 

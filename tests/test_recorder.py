@@ -1,0 +1,136 @@
+"""The Recorder engine in-process: scripted transport, in-memory sink, MockClock."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from trio_klines.config import RecorderConfig
+from trio_klines.errors import ConfigError
+from trio_klines.markets import Series
+from trio_klines.parse import Candle
+from trio_klines.recorder import Recorder
+from trio_klines.writer import call_inline
+
+from fakes import FakeTransport, MemorySink, kline_frame
+
+pytestmark = pytest.mark.timeout(10)
+
+
+def config(*specs: str, **kw: object) -> RecorderConfig:
+    return RecorderConfig.build(streams=specs, receive_timeout=5, flush_seconds=0.5, silence_min=1000, **kw)
+
+
+async def test_records_closed_candles_and_flushes_on_exit(autojump_clock: trio.testing.MockClock) -> None:
+    transport, sink = FakeTransport(), MemorySink()
+    cfg = config("usdt_futures:1m:BTCUSDT,ETHUSDT", "spot:1h:BTCUSDT")
+    async with Recorder(cfg, sink=sink, transport=transport, run_sink=call_inline) as rec:
+        um = await transport.next_connection(1)
+        spot = await transport.next_connection(2)
+        assert "fstream.binance.com/market/stream" in um.url or "fstream.binance.com/market/stream" in spot.url
+        if "fstream" not in um.url:
+            um, spot = spot, um
+        await um.push(kline_frame("BTCUSDT", "1m", 60_000, closed=False))
+        await um.push(kline_frame("BTCUSDT", "1m", 60_000))
+        await um.push(kline_frame("ETHUSDT", "1m", 60_000))
+        await spot.push(kline_frame("BTCUSDT", "1h", 3_600_000))
+        await trio.sleep(1)
+        assert len(sink.candles) == 3
+        await um.push(kline_frame("BTCUSDT", "1m", 120_000))  # still pending when we leave
+        await trio.sleep(0.01)
+        stats = rec.stats()
+        assert stats.messages == 5
+        assert stats.candles == 4
+        assert len(stats.connections) == 2
+    assert sorted((c.market, c.symbol, c.interval, c.open_time) for c in sink.candles) == [
+        ("spot", "BTCUSDT", "1h", 3_600_000),
+        ("usdt_futures", "BTCUSDT", "1m", 60_000),
+        ("usdt_futures", "BTCUSDT", "1m", 120_000),
+        ("usdt_futures", "ETHUSDT", "1m", 60_000),
+    ]
+
+
+async def test_one_failing_connection_does_not_stop_the_others(autojump_clock: trio.testing.MockClock) -> None:
+    transport, sink = FakeTransport(), MemorySink()
+    async with Recorder(
+        config("spot:1m:BTCUSDT", "coin_futures:1m:BTCUSD_PERP"), sink=sink, transport=transport, run_sink=call_inline
+    ):
+        a = await transport.next_connection(1)
+        b = await transport.next_connection(2)
+        a.cut()
+        await b.push(kline_frame("BTCUSD_PERP" if "dstream" in b.url else "BTCUSDT", "1m", 60_000))
+        await trio.sleep(1)
+        assert len(sink.candles) == 1
+        await transport.next_connection(3)  # the cut one came back
+
+
+async def test_embedders_receive_durable_candles(autojump_clock: trio.testing.MockClock) -> None:
+    transport, sink = FakeTransport(), MemorySink()
+    got: list[Candle] = []
+    async with Recorder(config("spot:1m:BTCUSDT"), sink=sink, transport=transport, run_sink=call_inline) as rec:
+        channel = rec.candles()
+        ws = await transport.next_connection(1)
+        for minute in (1, 2, 2, 3):
+            await ws.push(kline_frame("BTCUSDT", "1m", minute * 60_000))
+        await trio.sleep(1)
+        while True:
+            try:
+                got.extend(channel.receive_nowait())
+            except trio.WouldBlock:
+                break
+    assert [c.open_time // 60_000 for c in got] == [1, 2, 3]
+    assert got == sink.candles
+
+
+async def test_gaps_are_reported(autojump_clock: trio.testing.MockClock) -> None:
+    transport, sink = FakeTransport(), MemorySink()
+    async with Recorder(config("spot:1m:BTCUSDT"), sink=sink, transport=transport, run_sink=call_inline) as rec:
+        ws = await transport.next_connection(1)
+        await ws.push(kline_frame("BTCUSDT", "1m", 60_000))
+        await ws.push(kline_frame("BTCUSDT", "1m", 240_000))
+        await trio.sleep(1)
+        assert rec.stats().gaps == 1
+        assert rec.stats().missing_candles == 2
+        assert rec.gaps[0].start == 120_000
+
+
+async def test_streams_added_and_removed_at_run_time(autojump_clock: trio.testing.MockClock) -> None:
+    transport, sink = FakeTransport(), MemorySink()
+    async with Recorder(config("spot:1m:BTCUSDT"), sink=sink, transport=transport, run_sink=call_inline) as rec:
+        ws = await transport.next_connection(1)
+        await ws.push('{"result":null,"id":0}')
+        await trio.sleep(0.1)
+        await rec.add_streams([Series("spot", "ETHUSDT", "1m"), Series("coin_futures", "BTCUSD_PERP", "1h")])
+        assert ws.sent == [{"method": "SUBSCRIBE", "params": ["ethusdt@kline_1m"], "id": 1}]
+        cm = await transport.next_connection(2)  # a new market needs a new connection
+        assert cm.url.endswith("/stream?streams=btcusd_perp@kline_1h")
+        await rec.remove_streams([Series("spot", "BTCUSDT", "1m")])
+        assert ws.sent[-1] == {"method": "UNSUBSCRIBE", "params": ["btcusdt@kline_1m"], "id": 2}
+        await rec.remove_streams([Series("coin_futures", "BTCUSD_PERP", "1h")])
+        await trio.sleep(0.1)
+        assert cm.closed
+        assert {s.symbol for s in rec.config.streams} == {"ETHUSDT"}
+
+
+async def test_misuse_is_reported() -> None:
+    rec = Recorder(config("spot:1m:BTCUSDT"), sink=MemorySink(), transport=FakeTransport())
+    with pytest.raises(RuntimeError, match="not running"):
+        await rec.add_streams([Series("spot", "ETHUSDT", "1m")])
+
+
+def test_config_validation_says_what_to_fix() -> None:
+    with pytest.raises(ConfigError, match="no streams"):
+        RecorderConfig.build(streams=[])
+    with pytest.raises(ConfigError, match="MARKET:INTERVAL:SYMBOL"):
+        RecorderConfig.build(streams=["spot:BTCUSDT"])
+    with pytest.raises(ConfigError, match="invalid interval '1s' for usdt_futures"):
+        RecorderConfig.build(streams=["usdt_futures:1s:BTCUSDT"])
+    with pytest.raises(ConfigError, match="flush_seconds"):
+        RecorderConfig.build(streams=["spot:1m:BTCUSDT"], flush_seconds=-1)
+    with pytest.raises(ConfigError, match="unknown setting"):
+        RecorderConfig.build(streams=["spot:1m:BTCUSDT"], flush_secs=1)
+    with pytest.raises(ConfigError, match="transport"):
+        RecorderConfig.build(streams=["spot:1m:BTCUSDT"], transport="carrier-pigeon")
+    cfg = RecorderConfig.build(streams=["spot:1m:btcusdt,ethusdt", "spot:1m:BTCUSDT"])
+    assert cfg.streams == (Series("spot", "BTCUSDT", "1m"), Series("spot", "ETHUSDT", "1m"))

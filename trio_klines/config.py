@@ -1,0 +1,240 @@
+"""The recorder's configuration: one frozen, validated object, built from flags or a TOML file.
+
+The library never reads argv or the environment; the CLI builds a :class:`RecorderConfig` and hands
+it over. Every check raises :class:`~trio_klines.errors.ConfigError` with a message saying what to fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from .errors import ConfigError
+from .markets import MARKETS, Market, Series, apply_endpoints, get_market, series
+from .stream import DEFAULT_RECEIVE_TIMEOUT, DEFAULT_ROTATE_AFTER, StreamSettings
+from .writer import DEFAULT_FLUSH_SECONDS, DEFAULT_FLUSH_SIZE, DEFAULT_MAX_PENDING, WriterSettings
+
+__all__ = [
+    "DEFAULT_DATA_DIR",
+    "RecorderConfig",
+    "load_endpoints",
+    "load_toml",
+    "parse_stream_spec",
+]
+
+DEFAULT_DATA_DIR: Final = Path("data")
+#: Batches the channel between the connections and the writer holds before senders wait.
+DEFAULT_CHANNEL_SIZE: Final = 1024
+TRANSPORTS: Final = ("trio-websocket",)
+
+
+def parse_stream_spec(spec: str) -> list[Series]:
+    """``MARKET:INTERVAL:SYM[,SYM…]`` → validated series, e.g. ``usdt_futures:1m:BTCUSDT,ETHUSDT``."""
+    parts = spec.split(":") if isinstance(spec, str) else []
+    if len(parts) != 3 or not all(p.strip() for p in parts):
+        raise ConfigError(
+            f"invalid stream {spec!r}: write MARKET:INTERVAL:SYMBOL[,SYMBOL…], e.g. spot:1m:BTCUSDT,ETHUSDT"
+        )
+    market, interval, symbols = (p.strip() for p in parts)
+    return [series(market, s.strip(), interval) for s in symbols.split(",") if s.strip()] or [
+        series(market, "", interval)  # raises: an empty symbol list
+    ]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RecorderConfig:
+    """Everything a :class:`~trio_klines.recorder.Recorder` needs. Compares by value."""
+
+    streams: tuple[Series, ...]
+    data_dir: Path = DEFAULT_DATA_DIR
+    #: Market URLs, after any endpoint overrides (defaults: Binance's own).
+    markets: Mapping[str, Market] = dataclasses.field(default_factory=lambda: dict(MARKETS))
+    receive_timeout: float = DEFAULT_RECEIVE_TIMEOUT
+    flush_seconds: float = DEFAULT_FLUSH_SECONDS
+    flush_size: int = DEFAULT_FLUSH_SIZE
+    max_pending: int = DEFAULT_MAX_PENDING
+    channel_size: int = DEFAULT_CHANNEL_SIZE
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    rotate_after: float = DEFAULT_ROTATE_AFTER
+    silence_min: float = 60.0
+    transport: str = "trio-websocket"
+
+    def __post_init__(self) -> None:
+        streams = tuple(self.streams)
+        if not streams:
+            raise ConfigError("no streams to record: give --stream MARKET:INTERVAL:SYMBOL or streams in the config")
+        for s in streams:
+            if not isinstance(s, Series) or series(*s) != s:
+                raise ConfigError(f"invalid stream {s!r}")
+        object.__setattr__(self, "streams", tuple(dict.fromkeys(streams)))
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        for name in ("flush_size", "max_pending", "channel_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive whole number, not {value!r}")
+        for name in (
+            "receive_timeout",
+            "flush_seconds",
+            "backoff_initial",
+            "backoff_max",
+            "rotate_after",
+            "silence_min",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (0 < value < math.inf):
+                raise ConfigError(f"{name} must be a positive number of seconds, not {value!r}")
+        if self.transport not in TRANSPORTS:
+            raise ConfigError(f"unknown transport {self.transport!r}; choose one of: {', '.join(TRANSPORTS)}")
+        # Building these validates the remaining combinations with their own messages.
+        self.stream_settings()
+        try:
+            self.writer_settings()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def stream_settings(self) -> StreamSettings:
+        return StreamSettings(
+            receive_timeout=self.receive_timeout,
+            backoff_initial=self.backoff_initial,
+            backoff_max=self.backoff_max,
+            rotate_after=self.rotate_after,
+            silence_min=self.silence_min,
+        )
+
+    def writer_settings(self) -> WriterSettings:
+        return WriterSettings(
+            flush_seconds=self.flush_seconds, flush_size=self.flush_size, max_pending=self.max_pending
+        )
+
+    def market(self, name: str) -> Market:
+        return self.markets[get_market(name).name]
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        streams: Iterable[str | Series] = (),
+        endpoints: Mapping[str, Mapping[str, str]] | None = None,
+        **settings: Any,
+    ) -> RecorderConfig:
+        """A config from stream specs (``MARKET:INTERVAL:SYM,…`` or :class:`Series`) and settings."""
+        unknown = set(settings) - {f.name for f in dataclasses.fields(cls)} | ({"markets"} & set(settings))
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        parsed: list[Series] = []
+        for spec in streams:
+            parsed.extend([spec] if isinstance(spec, Series) else parse_stream_spec(spec))
+        markets = apply_endpoints(endpoints) if endpoints else dict(MARKETS)
+        return cls(streams=tuple(parsed), markets=markets, **settings)
+
+
+_TOML_KEYS: Final = {
+    "data": "data_dir",
+    "streams": "streams",
+    "endpoints": "endpoints",
+    "receive_timeout": "receive_timeout",
+    "flush_seconds": "flush_seconds",
+    "flush_size": "flush_size",
+    "max_pending": "max_pending",
+    "channel_size": "channel_size",
+    "backoff_initial": "backoff_initial",
+    "backoff_max": "backoff_max",
+    "rotate_after": "rotate_after",
+    "silence_min": "silence_min",
+    "transport": "transport",
+}
+
+
+def load_toml(path: Path | str) -> dict[str, Any]:
+    """Read a TOML config file into :meth:`RecorderConfig.build` keyword arguments.
+
+    Streams are strings (``"spot:1m:BTCUSDT,ETHUSDT"``) or tables (``{market=…, interval=…,
+    symbols=[…]}``); ``[endpoints.<market>]`` tables hold ``ws`` and ``rest``. Unknown keys are errors.
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(raw) - set(_TOML_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown key(s) in {path}: {', '.join(unknown)}; known: {', '.join(sorted(_TOML_KEYS))}")
+    out: dict[str, Any] = {_TOML_KEYS[k]: v for k, v in raw.items()}
+    if "streams" in out:
+        out["streams"] = _toml_streams(out["streams"], path)
+    if "data_dir" in out:
+        if not isinstance(out["data_dir"], str):
+            raise ConfigError(f"'data' in {path} must be a path string")
+        out["data_dir"] = (
+            (path.parent / out["data_dir"]).resolve()
+            if not Path(out["data_dir"]).is_absolute()
+            else (Path(out["data_dir"]))
+        )
+    return out
+
+
+def _toml_streams(value: object, path: Path) -> list[Series]:
+    if not isinstance(value, list):
+        raise ConfigError(f"'streams' in {path} must be a list")
+    out: list[Series] = []
+    for item in value:
+        if isinstance(item, str):
+            out.extend(parse_stream_spec(item))
+        elif isinstance(item, dict):
+            extra = set(item) - {"market", "interval", "symbols"}
+            symbols = item.get("symbols")
+            if extra or not isinstance(symbols, list) or not symbols:
+                raise ConfigError(
+                    f"a stream table in {path} has exactly market, interval and a non-empty symbols list, not {item!r}"
+                )
+            out.extend(series(item.get("market"), s, item.get("interval")) for s in symbols)  # type: ignore[arg-type]
+        else:
+            raise ConfigError(f"a stream in {path} is a string or a table, not {item!r}")
+    return out
+
+
+def load_endpoints(path: Path | str) -> dict[str, dict[str, str]]:
+    """Read an endpoints map (the JSON ``python -m trio_klines exchange`` prints first) from a file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read endpoints file {path}: {exc.strerror or exc}") from None
+    try:
+        endpoints = json.loads(text.splitlines()[0] if text else "")
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"endpoints file {path} does not start with a JSON object: {exc}") from None
+    apply_endpoints(endpoints)  # validates
+    return endpoints
+
+
+def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``overrides`` (flags) over ``base`` (config file), ignoring unset flags; streams add up."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key == "streams":
+            out["streams"] = [*out.get("streams", ()), *value]
+        else:
+            out[key] = value
+    return out
+
+
+def describe(config: RecorderConfig) -> Sequence[str]:
+    """Human lines summing a config up, for the start-up log."""
+    by_market: dict[str, list[Series]] = {}
+    for s in config.streams:
+        by_market.setdefault(s.market, []).append(s)
+    return [
+        f"{market}: {len(items)} series via {config.market(market).ws_url}"
+        for market, items in sorted(by_market.items())
+    ]

@@ -1,0 +1,335 @@
+"""The public engine: connections and the writer under one nursery, embeddable in any trio program.
+
+::
+
+    async with Recorder(config) as rec:      # connections and writer start here
+        async for batch in rec.candles():    # optional: each durable batch, as it is written
+            ...
+    # leaving the block: connections stop, everything received is flushed, the store is compacted
+
+or ``await Recorder(config).run()`` to record until cancelled. Signals are the CLI's business.
+
+Data flows one way: each :class:`~trio_klines.stream.StreamConnection` sends batches of closed candles
+into one bounded memory channel; the single writer task (:func:`~trio_klines.writer.run_writer`) drops
+repeats, reports gaps and appends to the store. A failing connection reconnects on its own and never
+takes the others down; only a bug in the writer (not a disk error: those are retried) ends the recorder.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Self
+
+import trio
+
+from .config import RecorderConfig
+from .errors import ConfigError
+from .gaps import ContinuityTracker, Gap
+from .markets import DEFAULT_MAX_URL_LENGTH, Series, combined_stream_url, plan_connections, stream_name
+from .parse import Candle
+from .stream import ConnectionStats, StreamConnection
+from .transport import Transport, trio_websocket_transport
+from .writer import CandleSink, SinkRunner, WriterStats, run_writer
+
+__all__ = ["Recorder", "RecorderStats"]
+
+log = logging.getLogger("trio_klines.recorder")
+record_log = logging.getLogger("trio_klines.record")
+
+
+@dataclass(frozen=True)
+class RecorderStats:
+    """A snapshot of the recorder's counters (``rec.stats()``)."""
+
+    messages: int
+    candles: int
+    reconnects: int
+    malformed: int
+    binance_errors: int
+    silent_alarms: int
+    written: int
+    duplicates: int
+    gaps: int
+    missing_candles: int
+    write_errors: int
+    pending: int
+    connections: tuple[ConnectionStats, ...] = field(default=())
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        live = sum(c.state == "live" for c in self.connections)
+        return (
+            f"{self.written} candles written, {self.messages} messages, {live}/{len(self.connections)} connections "
+            f"live, {self.reconnects} reconnects, {self.gaps} gaps ({self.missing_candles} candles), "
+            f"{self.malformed} malformed, {self.write_errors} write errors, {self.pending} pending"
+        )
+
+
+class Recorder:
+    """Records ``config.streams`` into ``config.data_dir`` (or into ``sink``) until stopped.
+
+    ``sink`` replaces the Parquet store (anything with ``append(candles)``); ``transport`` replaces the
+    WebSocket transport; ``run_sink`` how the sink is called (a worker thread by default). They exist
+    for tests and unusual embeddings.
+    """
+
+    def __init__(
+        self,
+        config: RecorderConfig,
+        *,
+        sink: CandleSink | None = None,
+        transport: Transport | None = None,
+        run_sink: SinkRunner | None = None,
+    ) -> None:
+        self.config = config
+        self._run_sink = run_sink or trio.to_thread.run_sync
+        self._sink = sink
+        self._owns_sink = sink is None
+        self._transport = transport or trio_websocket_transport(connect_timeout=min(10.0, config.receive_timeout))
+        self._connections: dict[str, tuple[StreamConnection, trio.CancelScope]] = {}
+        self._writer_stats = WriterStats()
+        self._tracker = ContinuityTracker()
+        self._subscribers: list[trio.MemorySendChannel[list[Candle]]] = []
+        self._stack: AsyncExitStack | None = None
+        self._send: trio.MemorySendChannel[Sequence[Candle]] | None = None
+        self._conn_nursery: trio.Nursery | None = None
+        self._counter = 0
+        self.gaps: list[Gap] = []
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._stack is not None:
+            raise RuntimeError("this Recorder is already running")
+        sink = self._sink or self._open_store()
+        self._sink = sink
+        last = getattr(sink, "last_open_times", None)
+        if callable(last):
+            for series, open_time in (await trio.to_thread.run_sync(last)).items():
+                self._tracker.seed(series, open_time)
+        stack = AsyncExitStack()
+        try:
+            outer = await stack.enter_async_context(trio.open_nursery())
+            send, receive = trio.open_memory_channel[Sequence[Candle]](self.config.channel_size)
+            self._send = send
+            outer.start_soon(self._run_writer, receive, sink)
+            self._conn_nursery = await outer.start(self._run_connections)
+            for market in sorted({s.market for s in self.config.streams}):
+                streams = [stream_name(s.symbol, s.interval) for s in self.config.streams if s.market == market]
+                for group in plan_connections(self.config.market(market), streams):
+                    self._start_connection(market, group)
+        except BaseException:
+            await stack.__aexit__(None, None, None)
+            raise
+        self._stack = stack
+        for line in self._describe():
+            log.info("%s", line)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return
+        try:
+            await self._stop()
+        finally:
+            await stack.__aexit__(None, None, None)
+            await self._after_stop()
+
+    async def run(self) -> None:
+        """Record until cancelled; on cancellation everything received is flushed first."""
+        async with self:
+            await trio.sleep_forever()
+
+    async def _stop(self) -> None:
+        """Stop the connections; the writer drains the channel, flushes and returns."""
+        for _conn, scope in self._connections.values():
+            scope.cancel()
+        if self._conn_nursery is not None:
+            self._conn_nursery.cancel_scope.cancel()
+        if self._send is not None:
+            await self._send.aclose()
+
+    async def _after_stop(self) -> None:
+        for channel in self._subscribers:
+            channel.close()
+        if self._owns_sink and self._sink is not None:
+            # Shielded: a cancelled recorder still leaves the store compacted and unlocked.
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._close_store)
+
+    def _open_store(self) -> CandleSink:
+        from .store import Store  # imported here: the store pulls pyarrow's dataset machinery in
+
+        return Store(self.config.data_dir)
+
+    def _close_store(self) -> None:
+        sink: Any = self._sink
+        try:
+            summary = sink.compact()
+            log.info("compacted: %s", summary)
+        except Exception:
+            log.exception("compaction at shutdown failed; the data stays in its append files, readable as is")
+        finally:
+            sink.close()
+
+    # --- tasks --------------------------------------------------------------------------------
+
+    async def _run_connections(self, task_status: trio.TaskStatus[trio.Nursery]) -> None:
+        async with trio.open_nursery() as nursery:
+            task_status.started(nursery)
+            await trio.sleep_forever()
+
+    async def _run_writer(self, receive: trio.MemoryReceiveChannel[Sequence[Candle]], sink: CandleSink) -> None:
+        await run_writer(
+            receive,
+            sink,
+            settings=self.config.writer_settings(),
+            tracker=self._tracker,
+            stats=self._writer_stats,
+            on_gap=self.gaps.append,
+            on_written=self._written,
+            run_sink=self._run_sink,
+        )
+
+    async def _written(self, batch: list[Candle]) -> None:
+        if record_log.isEnabledFor(logging.INFO):
+            for c in batch:
+                end = datetime.fromtimestamp(c.end_time / 1000, UTC)
+                record_log.info("Record %s %s-%s at %s", c.market, c.symbol, c.interval, end)
+        for channel in list(self._subscribers):
+            try:
+                await channel.send(batch)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._subscribers.remove(channel)  # the embedder stopped listening
+
+    def _start_connection(self, market: str, streams: Sequence[str]) -> StreamConnection:
+        assert self._conn_nursery is not None and self._send is not None
+        name = f"{market}-{self._counter}"
+        self._counter += 1
+        conn = StreamConnection(
+            name,
+            self.config.market(market),
+            streams,
+            self._send.clone(),
+            settings=self.config.stream_settings(),
+            transport=self._transport,
+        )
+        scope = trio.CancelScope()
+
+        async def run() -> None:
+            with scope:
+                await conn.run()
+            self._connections.pop(name, None)
+
+        self._connections[name] = (conn, scope)
+        self._conn_nursery.start_soon(run, name=name)
+        return conn
+
+    # --- run-time changes ---------------------------------------------------------------------
+
+    async def add_streams(self, series: Iterable[Series]) -> None:
+        """Start recording more series: ``SUBSCRIBE`` on a connection with room, or a new connection."""
+        self._check_running()
+        wanted = [s for s in dict.fromkeys(series) if s not in self._recording()]
+        for s in wanted:
+            if s.market not in self.config.markets:
+                raise ConfigError(f"unknown market {s.market!r}")
+        for market in sorted({s.market for s in wanted}):
+            m = self.config.market(market)
+            streams = [stream_name(s.symbol, s.interval) for s in wanted if s.market == market]
+            for conn, _scope in list(self._connections.values()):
+                if conn.market.name != market or not streams:
+                    continue
+                room = m.max_streams_per_connection - len(conn.streams)
+                take = []
+                for stream in streams:
+                    url = combined_stream_url(m, (*conn.streams, *take, stream))
+                    if len(take) < room and len(url) <= DEFAULT_MAX_URL_LENGTH:
+                        take.append(stream)
+                if take:
+                    await conn.subscribe(take)
+                    streams = [s for s in streams if s not in take]
+            for group in plan_connections(m, streams):
+                self._start_connection(market, group)
+        self.config = _with_streams(self.config, [*self.config.streams, *wanted])
+
+    async def remove_streams(self, series: Iterable[Series]) -> None:
+        """Stop recording these series: ``UNSUBSCRIBE``, or stop a connection left with none."""
+        self._check_running()
+        gone = set(series)
+        names = {stream_name(s.symbol, s.interval): s.market for s in gone}
+        for name, (conn, scope) in list(self._connections.items()):
+            mine = [st for st in conn.streams if names.get(st) == conn.market.name]
+            if not mine:
+                continue
+            if len(mine) == len(conn.streams):
+                scope.cancel()
+                self._connections.pop(name, None)
+            else:
+                await conn.unsubscribe(mine)
+        remaining = [s for s in self.config.streams if s not in gone]
+        if remaining:
+            self.config = _with_streams(self.config, remaining)
+
+    def candles(self, buffer: int = 100) -> trio.MemoryReceiveChannel[list[Candle]]:
+        """A channel of every batch of candles once it is durable on disk, deduplicated, in write order.
+
+        The writer waits for a slow reader rather than drop anything, so read it promptly (or close it:
+        a closed channel is forgotten). It ends when the recorder stops.
+        """
+        send, receive = trio.open_memory_channel[list[Candle]](buffer)
+        self._subscribers.append(send)
+        return receive
+
+    async def iter_candles(self) -> AsyncIterator[Candle]:
+        """Each durable candle, one at a time (see :meth:`candles`)."""
+        async with self.candles() as channel:
+            async for batch in channel:
+                for candle in batch:
+                    yield candle
+
+    # --- introspection ------------------------------------------------------------------------
+
+    def stats(self) -> RecorderStats:
+        conns = tuple(ConnectionStats(**asdict(c.stats)) for c, _ in self._connections.values())
+        w = self._writer_stats
+        return RecorderStats(
+            messages=sum(c.messages for c in conns),
+            candles=sum(c.candles for c in conns),
+            reconnects=sum(c.reconnects for c in conns),
+            malformed=sum(c.malformed for c in conns),
+            binance_errors=sum(c.binance_errors for c in conns),
+            silent_alarms=sum(c.silent_alarms for c in conns),
+            written=w.written,
+            duplicates=w.duplicates,
+            gaps=w.gaps,
+            missing_candles=w.missing_candles,
+            write_errors=w.write_errors,
+            pending=w.pending,
+            connections=conns,
+        )
+
+    def _recording(self) -> set[Series]:
+        return set(self.config.streams)
+
+    def _check_running(self) -> None:
+        if self._stack is None:
+            raise RuntimeError("the Recorder is not running: use it as `async with Recorder(config) as rec:`")
+
+    def _describe(self) -> list[str]:
+        lines = [f"recording {len(self.config.streams)} series into {self.config.data_dir}"]
+        lines += [
+            f"{name}: {len(c.streams)} streams, {c.url.split('?')[0]}" for name, (c, _) in self._connections.items()
+        ]
+        return lines
+
+
+def _with_streams(config: RecorderConfig, streams: Sequence[Series]) -> RecorderConfig:
+    return replace(config, streams=tuple(streams))
