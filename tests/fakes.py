@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
+import httpx
 import trio
 
+from trio_klines.backoff import Backoff
 from trio_klines.errors import ConnectionLost
-from trio_klines.markets import close_time
+from trio_klines.markets import MARKETS, close_time, iter_open_times
 from trio_klines.parse import Candle
+from trio_klines.rest import RestClient, WeightBudget
 from trio_klines.transport import Connection
 
 
@@ -101,3 +105,48 @@ class MemorySink:
     @property
     def candles(self) -> list[Candle]:
         return [c for batch in self.batches for c in batch]
+
+
+def kline_row(interval: str, t: int) -> list[object]:
+    return [t, "2", "3", "1", "2", "5", close_time(interval, t), "10", 9, "1", "2", "0"]
+
+
+class FakeBinance:
+    """A scripted REST klines endpoint: answers any window, or the statuses queued in ``script``."""
+
+    def __init__(self, market: str, now: int, outage: tuple[int, int] | None = None) -> None:
+        self.market = market
+        self.now = now
+        self.outage = outage
+        self.script: list[tuple[int, dict[str, str], object]] = []
+        self.calls: list[tuple[float, dict[str, str]]] = []
+        self.used = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        params = dict(request.url.params)
+        self.calls.append((trio.current_time(), params))
+        if request.url.path.endswith("/time"):
+            return httpx.Response(200, json={"serverTime": self.now})
+        if self.script:
+            status, headers, body = self.script.pop(0)
+            return httpx.Response(status, headers=headers, json=body)
+        interval, limit = params["interval"], int(params["limit"])
+        start, end = int(params["startTime"]), min(int(params["endTime"]), self.now)
+        rows = [
+            kline_row(interval, t)
+            for t in iter_open_times(interval, start, end + 1)
+            if not (self.outage and self.outage[0] <= t < self.outage[1])
+        ]
+        # COIN-M returns the `limit` rows closest to endTime, the others the oldest from startTime.
+        rows = rows[-limit:] if self.market == "coin_futures" else rows[:limit]
+        self.used += 5
+        return httpx.Response(200, headers={"X-MBX-USED-WEIGHT-1M": str(self.used)}, content=json.dumps(rows))
+
+
+def rest_client(fake: FakeBinance, budget: WeightBudget | None = None, retries: int = 8) -> RestClient:
+    """A :class:`RestClient` whose HTTP goes to ``fake`` (httpx's MockTransport: no socket)."""
+    market = MARKETS[fake.market].with_urls(rest_url="http://exchange.test")
+    http = httpx.AsyncClient(transport=httpx.MockTransport(fake))
+    return RestClient(
+        market, http, budget or WeightBudget(2400), max_retries=retries, backoff=Backoff(0.2, 2.0, rng=random.Random(5))
+    )

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_klines.gaps import ContinuityTracker, Gap, Verdict, find_gaps, missing_count
+from trio_klines.gaps import ContinuityTracker, Gap, RangeSet, Verdict, find_gaps, missing_count
 from trio_klines.markets import INTERVALS, Series, floor_open_time, iter_open_times, next_open_time
 
 intervals = st.sampled_from(list(INTERVALS))
@@ -104,3 +104,25 @@ def test_tracker_memory_is_bounded_and_seeding_works() -> None:
     assert fresh.observe(s, 12 * 60_000) == (Verdict.NEW, Gap(s, 11 * 60_000, 12 * 60_000))
     with pytest.raises(ValueError, match="memory"):
         ContinuityTracker(memory=0)
+
+
+range_ops = st.lists(st.tuples(st.sampled_from(["add", "remove"]), st.integers(0, 60), st.integers(0, 60)), max_size=30)
+
+
+@settings(max_examples=300)
+@given(range_ops, st.integers(0, 60), st.integers(0, 60))
+def test_range_set_matches_a_set_of_points(ops: list[tuple[str, int, int]], lo: int, hi: int) -> None:
+    ranges, points = RangeSet(), set()
+    for op, a, b in ops:
+        if op == "add":
+            ranges.add(a, b)
+            points |= set(range(a, b))
+        else:
+            ranges.remove(a, b)
+            points -= set(range(a, b))
+    held = [t for start, end in ranges for t in range(start, end)]
+    assert held == sorted(points)
+    assert all(a[1] < b[0] for a, b in zip(list(ranges), list(ranges)[1:], strict=False))  # merged
+    missing = [t for start, end in ranges.missing(lo, hi) for t in range(start, end)]
+    assert missing == [t for t in range(lo, hi) if t not in points]
+    assert ranges.covers(lo, hi) == (not missing)

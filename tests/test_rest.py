@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import random
-
 import httpx
 import pytest
 import trio
@@ -12,10 +9,11 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_klines.backoff import Backoff
 from trio_klines.errors import BinanceError
-from trio_klines.markets import INTERVALS, MARKETS, close_time, iter_open_times
-from trio_klines.rest import MAX_WINDOW_MS, RestClient, RestError, WeightBudget, page_windows, pages_needed
+from trio_klines.markets import INTERVALS, iter_open_times
+from trio_klines.rest import MAX_WINDOW_MS, RestError, WeightBudget, page_windows, pages_needed
+
+from fakes import FakeBinance, rest_client
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -42,47 +40,7 @@ def test_windows_cover_every_open_time_once(interval: str, start: int, span: int
     assert len(windows) >= pages_needed(interval, start, end, limit) - 1 or not expected
 
 
-def kline_row(interval: str, t: int) -> list[object]:
-    return [t, "2", "3", "1", "2", "5", close_time(interval, t), "10", 9, "1", "2", "0"]
-
-
-class FakeBinance:
-    """A scripted REST klines endpoint: answers any window, or the statuses queued in ``script``."""
-
-    def __init__(self, market: str, now: int) -> None:
-        self.market = market
-        self.now = now
-        self.script: list[tuple[int, dict[str, str], object]] = []
-        self.calls: list[tuple[float, dict[str, str]]] = []
-        self.used = 0
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        params = dict(request.url.params)
-        self.calls.append((trio.current_time(), params))
-        if request.url.path.endswith("/time"):
-            return httpx.Response(200, json={"serverTime": self.now})
-        if self.script:
-            status, headers, body = self.script.pop(0)
-            return httpx.Response(status, headers=headers, json=body)
-        interval, limit = params["interval"], int(params["limit"])
-        start, end = int(params["startTime"]), min(int(params["endTime"]), self.now)
-        rows = [kline_row(interval, t) for t in iter_open_times(interval, start, end + 1)]
-        # COIN-M returns the `limit` rows closest to endTime, the others the oldest from startTime.
-        rows = rows[-limit:] if self.market == "coin_futures" else rows[:limit]
-        self.used += 5
-        return httpx.Response(200, headers={"X-MBX-USED-WEIGHT-1M": str(self.used)}, content=json.dumps(rows))
-
-
-def client(fake: FakeBinance, budget: WeightBudget | None = None, retries: int = 8) -> RestClient:
-    market = MARKETS[fake.market].with_urls(rest_url="http://exchange.test")
-    http = httpx.AsyncClient(transport=httpx.MockTransport(fake))
-    return RestClient(
-        market,
-        http,
-        budget or WeightBudget(2400),
-        max_retries=retries,
-        backoff=Backoff(0.2, 2.0, rng=random.Random(5)),
-    )
+client = rest_client
 
 
 @pytest.mark.parametrize("market", ["spot", "usdt_futures", "coin_futures"])

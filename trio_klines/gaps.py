@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
 from .markets import Series, count_open_times, next_open_time
 
-__all__ = ["ContinuityTracker", "Gap", "Verdict", "find_gaps", "missing_count"]
+__all__ = ["ContinuityTracker", "Gap", "RangeSet", "Verdict", "find_gaps", "missing_count"]
 
 #: How many recent open times per series are remembered to recognise repeats that arrive late.
 DEFAULT_MEMORY: Final = 4096
@@ -130,3 +130,72 @@ def find_gaps(series: Series, open_times: Iterable[int], start: int | None = Non
 def missing_count(gaps: Iterable[Gap]) -> int:
     """Total candles missing over ``gaps``."""
     return sum(g.candles for g in gaps)
+
+
+class RangeSet:
+    """A set of half-open ranges ``[start, end)`` of ms, kept merged and sorted."""
+
+    __slots__ = ("_ranges",)
+
+    def __init__(self, ranges: Iterable[tuple[int, int]] = ()) -> None:
+        self._ranges: list[tuple[int, int]] = []
+        for start, end in ranges:
+            self.add(start, end)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter(list(self._ranges))
+
+    def __len__(self) -> int:
+        return len(self._ranges)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RangeSet) and self._ranges == other._ranges
+
+    def __repr__(self) -> str:
+        return f"RangeSet({self._ranges!r})"
+
+    def add(self, start: int, end: int) -> None:
+        if start >= end:
+            return
+        merged: list[tuple[int, int]] = []
+        for lo, hi in self._ranges:
+            if hi < start or lo > end:
+                merged.append((lo, hi))
+            else:
+                start, end = min(start, lo), max(end, hi)
+        merged.append((start, end))
+        merged.sort()
+        self._ranges = merged
+
+    def remove(self, start: int, end: int) -> None:
+        if start >= end:
+            return
+        out: list[tuple[int, int]] = []
+        for lo, hi in self._ranges:
+            if hi <= start or lo >= end:
+                out.append((lo, hi))
+                continue
+            if lo < start:
+                out.append((lo, start))
+            if hi > end:
+                out.append((end, hi))
+        self._ranges = out
+
+    def missing(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The parts of ``[start, end)`` this set does not hold."""
+        out: list[tuple[int, int]] = []
+        t = start
+        for lo, hi in self._ranges:
+            if hi <= t:
+                continue
+            if lo >= end:
+                break
+            if lo > t:
+                out.append((t, lo))
+            t = max(t, hi)
+        if t < end:
+            out.append((t, end))
+        return out
+
+    def covers(self, start: int, end: int) -> bool:
+        return not self.missing(start, end)
