@@ -100,3 +100,16 @@ def test_endpoints_file(tmp_path: Path) -> None:
         load_endpoints(path)
     with pytest.raises(ConfigError, match="cannot read endpoints file"):
         load_endpoints(tmp_path / "nope.json")
+
+
+def test_times_for_since() -> None:
+    from trio_klines.config import parse_time
+
+    assert parse_time("2024-06-30") == 1719705600000
+    assert parse_time("2024-06-30T15:00") == 1719759600000
+    assert parse_time("2024-06-30T17:00+02:00") == 1719759600000
+    assert parse_time("1719705600000") == 1719705600000
+    assert parse_time(1719705600000) == 1719705600000
+    for bad in ("yesterday", -5, 1.5, None, "2024-13-01"):
+        with pytest.raises(ConfigError, match="invalid time"):
+            parse_time(bad)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 import trio
 import trio.testing
@@ -13,12 +14,13 @@ from trio_klines.parse import Candle
 from trio_klines.recorder import Recorder
 from trio_klines.writer import call_inline
 
-from fakes import FakeTransport, MemorySink, kline_frame
+from fakes import FakeBinance, FakeTransport, MemorySink, kline_frame
 
 pytestmark = pytest.mark.timeout(10)
 
 
 def config(*specs: str, **kw: object) -> RecorderConfig:
+    kw.setdefault("backfill", False)  # the backfill tests bring their own scripted REST endpoint
     return RecorderConfig.build(streams=specs, receive_timeout=5, flush_seconds=0.5, silence_min=1000, **kw)
 
 
@@ -134,3 +136,35 @@ def test_config_validation_says_what_to_fix() -> None:
         RecorderConfig.build(streams=["spot:1m:BTCUSDT"], transport="carrier-pigeon")
     cfg = RecorderConfig.build(streams=["spot:1m:btcusdt,ethusdt", "spot:1m:BTCUSDT"])
     assert cfg.streams == (Series("spot", "BTCUSDT", "1m"), Series("spot", "ETHUSDT", "1m"))
+
+
+async def test_a_gap_is_backfilled_over_rest(autojump_clock: trio.testing.MockClock) -> None:
+    now = 10 * 60_000 + 5_000
+    fake = FakeBinance("spot", now)
+    transport, sink = FakeTransport(), MemorySink()
+    cfg = config("spot:1m:BTCUSDT", backfill=True, endpoints={"spot": {"rest": "http://exchange.test"}})
+    http = httpx.AsyncClient(transport=httpx.MockTransport(fake))
+    async with Recorder(cfg, sink=sink, transport=transport, run_sink=call_inline, http=http) as rec:
+        ws = await transport.next_connection(1)
+        await ws.push(kline_frame("BTCUSDT", "1m", 2 * 60_000))
+        await ws.push(kline_frame("BTCUSDT", "1m", 7 * 60_000))  # 3, 4, 5, 6 missing
+        await trio.sleep(1)
+        assert rec.backfiller is not None
+        await rec.backfiller.wait_idle()
+        await trio.sleep(1)
+    assert sorted(c.open_time // 60_000 for c in sink.candles) == [2, 3, 4, 5, 6, 7]
+    assert rec.stats().gaps == 1
+
+
+async def test_start_up_catches_up_from_since(autojump_clock: trio.testing.MockClock) -> None:
+    now = 10 * 60_000 + 5_000
+    fake = FakeBinance("usdt_futures", now)
+    sink = MemorySink()
+    cfg = config("usdt_futures:1m:BTCUSDT", backfill=True, since=4 * 60_000,
+                 endpoints={"usdt_futures": {"rest": "http://exchange.test"}})  # fmt: skip
+    http = httpx.AsyncClient(transport=httpx.MockTransport(fake))
+    async with Recorder(cfg, sink=sink, transport=FakeTransport(), run_sink=call_inline, http=http) as rec:
+        assert rec.backfiller is not None
+        await rec.backfiller.wait_idle()
+        await trio.sleep(1)
+    assert [c.open_time // 60_000 for c in sink.candles] == [4, 5, 6, 7, 8, 9]

@@ -11,6 +11,7 @@ import json
 import math
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -25,12 +26,37 @@ __all__ = [
     "load_endpoints",
     "load_toml",
     "parse_stream_spec",
+    "parse_time",
 ]
 
 DEFAULT_DATA_DIR: Final = Path("data")
 #: Batches the channel between the connections and the writer holds before senders wait.
 DEFAULT_CHANNEL_SIZE: Final = 1024
 TRANSPORTS: Final = ("trio-websocket",)
+
+
+def parse_time(value: object) -> int:
+    """An ISO 8601 date or date-time (UTC unless it says otherwise) or epoch ms → epoch ms."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ConfigError(
+                f"invalid time {value!r}: give an ISO date or date-time (2024-06-30, 2024-06-30T15:00) or epoch ms"
+            ) from None
+    elif isinstance(value, date):
+        moment = datetime(value.year, value.month, value.day)
+    else:
+        raise ConfigError(f"invalid time {value!r}: give an ISO date or date-time or epoch ms")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
 
 
 def parse_stream_spec(spec: str) -> list[Series]:
@@ -64,6 +90,10 @@ class RecorderConfig:
     rotate_after: float = DEFAULT_ROTATE_AFTER
     silence_min: float = 60.0
     transport: str = "trio-websocket"
+    #: Fill holes from REST: on start-up from the last stored candle, and after every gap.
+    backfill: bool = True
+    #: First run only: where a series without stored candles starts (ms). None: at the first live candle.
+    since: int | None = None
 
     def __post_init__(self) -> None:
         streams = tuple(self.streams)
@@ -89,6 +119,10 @@ class RecorderConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not (0 < value < math.inf):
                 raise ConfigError(f"{name} must be a positive number of seconds, not {value!r}")
+        if self.since is not None and (
+            isinstance(self.since, bool) or not isinstance(self.since, int) or self.since < 0
+        ):
+            raise ConfigError(f"since must be a time in ms since the epoch, not {self.since!r}")
         if self.transport not in TRANSPORTS:
             raise ConfigError(f"unknown transport {self.transport!r}; choose one of: {', '.join(TRANSPORTS)}")
         # Building these validates the remaining combinations with their own messages.
@@ -148,6 +182,8 @@ _TOML_KEYS: Final = {
     "rotate_after": "rotate_after",
     "silence_min": "silence_min",
     "transport": "transport",
+    "backfill": "backfill",
+    "since": "since",
 }
 
 
@@ -170,6 +206,8 @@ def load_toml(path: Path | str) -> dict[str, Any]:
     out: dict[str, Any] = {_TOML_KEYS[k]: v for k, v in raw.items()}
     if "streams" in out:
         out["streams"] = _toml_streams(out["streams"], path)
+    if "since" in out:
+        out["since"] = parse_time(out["since"])
     if "data_dir" in out:
         if not isinstance(out["data_dir"], str):
             raise ConfigError(f"'data' in {path} must be a path string")

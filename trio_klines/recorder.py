@@ -24,13 +24,23 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Self
 
+import httpx
 import trio
 
+from .backfill import Backfiller, ExchangeGapLedger
 from .config import RecorderConfig
 from .errors import ConfigError
 from .gaps import ContinuityTracker, Gap
-from .markets import DEFAULT_MAX_URL_LENGTH, Series, combined_stream_url, plan_connections, stream_name
+from .markets import (
+    DEFAULT_MAX_URL_LENGTH,
+    Series,
+    combined_stream_url,
+    next_open_time,
+    plan_connections,
+    stream_name,
+)
 from .parse import Candle
+from .rest import RestClient, WeightBudget
 from .stream import ConnectionStats, StreamConnection
 from .transport import Transport, trio_websocket_transport
 from .writer import CandleSink, SinkRunner, WriterStats, run_writer
@@ -86,6 +96,7 @@ class Recorder:
         sink: CandleSink | None = None,
         transport: Transport | None = None,
         run_sink: SinkRunner | None = None,
+        http: httpx.AsyncClient | None = None,
     ) -> None:
         self.config = config
         self._run_sink = run_sink or trio.to_thread.run_sync
@@ -100,6 +111,9 @@ class Recorder:
         self._send: trio.MemorySendChannel[Sequence[Candle]] | None = None
         self._conn_nursery: trio.Nursery | None = None
         self._counter = 0
+        self._http = http
+        self._owns_http = http is None
+        self.backfiller: Backfiller | None = None
         self.gaps: list[Gap] = []
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -110,9 +124,9 @@ class Recorder:
         sink = self._sink or self._open_store()
         self._sink = sink
         last = getattr(sink, "last_open_times", None)
-        if callable(last):
-            for series, open_time in (await trio.to_thread.run_sync(last)).items():
-                self._tracker.seed(series, open_time)
+        stored: dict[Series, int] = dict(await trio.to_thread.run_sync(last)) if callable(last) else {}
+        for series, open_time in stored.items():
+            self._tracker.seed(series, open_time)
         stack = AsyncExitStack()
         try:
             outer = await stack.enter_async_context(trio.open_nursery())
@@ -120,6 +134,8 @@ class Recorder:
             self._send = send
             outer.start_soon(self._run_writer, receive, sink)
             self._conn_nursery = await outer.start(self._run_connections)
+            if self.config.backfill:
+                self._start_backfill(stored)
             for market in sorted({s.market for s in self.config.streams}):
                 streams = [stream_name(s.symbol, s.interval) for s in self.config.streams if s.market == market]
                 for group in plan_connections(self.config.market(market), streams):
@@ -159,6 +175,9 @@ class Recorder:
     async def _after_stop(self) -> None:
         for channel in self._subscribers:
             channel.close()
+        if self._owns_http and self._http is not None:
+            with trio.CancelScope(shield=True):
+                await self._http.aclose()
         if self._owns_sink and self._sink is not None:
             # Shielded: a cancelled recorder still leaves the store compacted and unlocked.
             with trio.CancelScope(shield=True):
@@ -181,6 +200,30 @@ class Recorder:
 
     # --- tasks --------------------------------------------------------------------------------
 
+    def _start_backfill(self, stored: dict[Series, int]) -> None:
+        """REST clients (one weight budget per pool), the backfiller, and the start-up catch-up."""
+        assert self._conn_nursery is not None and self._send is not None
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), headers={"User-Agent": "trio-klines"})
+        budgets: dict[str, WeightBudget] = {}
+        clients: dict[str, RestClient] = {}
+        for name in sorted({s.market for s in self.config.streams}):
+            market = self.config.market(name)
+            budget = budgets.setdefault(market.weight_pool, WeightBudget(market.weight_limit_per_minute))
+            clients[name] = RestClient(market, self._http, budget)
+        self.backfiller = Backfiller(clients, self._send.clone(), ExchangeGapLedger(self.config.data_dir))
+        self._conn_nursery.start_soon(self.backfiller.run, name="backfill")
+        for s in self.config.streams:
+            if s in stored:
+                self.backfiller.request(s, next_open_time(s.interval, stored[s]))
+            elif self.config.since is not None:
+                self.backfiller.request(s, self.config.since)
+
+    def _on_gap(self, gap: Gap) -> None:
+        self.gaps.append(gap)
+        if self.backfiller is not None:
+            self.backfiller.request_gap(gap)
+
     async def _run_connections(self, task_status: trio.TaskStatus[trio.Nursery]) -> None:
         async with trio.open_nursery() as nursery:
             task_status.started(nursery)
@@ -193,7 +236,7 @@ class Recorder:
             settings=self.config.writer_settings(),
             tracker=self._tracker,
             stats=self._writer_stats,
-            on_gap=self.gaps.append,
+            on_gap=self._on_gap,
             on_written=self._written,
             run_sink=self._run_sink,
         )
