@@ -30,8 +30,10 @@ class Backoff:
 
     def ceiling(self) -> float:
         """Upper bound of the next delay."""
-        # Cap the exponent so the power cannot overflow on a very long outage.
-        return min(self.maximum, self.initial * self.multiplier ** min(self.attempt, 64))
+        try:
+            return min(self.maximum, self.initial * self.multiplier**self.attempt)
+        except OverflowError:  # a very long outage: the power left the floats long ago
+            return self.maximum
 
     def next_delay(self) -> float:
         """The delay before the next attempt; counts the attempt."""

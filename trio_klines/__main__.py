@@ -1,0 +1,3 @@
+from trio_klines.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,292 @@
+"""The fake exchange as a server: one hypercorn ASGI app on 127.0.0.1 serving all three markets.
+
+Each market lives under its own path prefix (``/spot``, ``/usdt_futures``, ``/coin_futures``); WebSocket
+and REST share the port. :func:`open_exchange` runs it inside the caller's trio program and yields a
+:class:`FakeExchange` holding the *endpoints map* and the ground truth.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import logging
+import math
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from ..errors import ConfigError
+from ..markets import MARKETS, Market, apply_endpoints
+from ..parse import Candle
+from .faults import Dice, Faults, parse_faults
+from .feed import DEFAULT_MIN_UPDATE_GAP_S, ExchangeClock
+from .history import History
+from .rest import RestApi
+from .symbols import Universe
+from .ws import Receive, Send, WsConnection, resolve_ws_path
+
+__all__ = ["ExchangeConfig", "FakeExchange", "open_exchange"]
+
+log = logging.getLogger("trio_klines.testing")
+
+#: Binance's WebSocket route for klines on USDⓈ-M (binance.md §1): part of that market's ``ws`` base.
+USDM_KLINE_ROUTE: Final = "/market"
+# Spot pings every 20 s (futures every 3 min); one interval serves all markets, scaled by the speed.
+_SPOT_PING_S: Final = MARKETS["spot"].server_ping_interval_s
+_MIN_PING_S: Final = 0.05
+_GRACE_S: Final = 2.0
+_HYPERCORN_GRACE_S: Final = 0.1
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ExchangeConfig:
+    """How to run a fake exchange. Validated on creation (:class:`ConfigError`)."""
+
+    seed: int = 0
+    #: Exchange time runs this many times faster than the wall clock.
+    speed: float = 1.0
+    #: Exchange time at start-up, ms since the epoch; ``None`` for the wall clock's now.
+    start: int | None = None
+    faults: Faults = dataclasses.field(default_factory=Faults)
+    #: Generated symbols added to each market's defaults.
+    symbols: int = 0
+    host: str = "127.0.0.1"
+    port: int = 0
+    #: Seconds between server pings; ``None`` for spot's 20 s divided by the speed (0.05 s at least).
+    ping_interval: float | None = None
+    #: Smallest wall-clock gap between two open updates of one series.
+    min_update_gap: float = DEFAULT_MIN_UPDATE_GAP_S
+    #: How long (exchange seconds) before a cutoff spot announces ``serverShutdown``.
+    shutdown_notice: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ConfigError(f"seed must be an integer, not {self.seed!r}")
+        if not isinstance(self.speed, int | float) or not (0 < self.speed < math.inf):
+            raise ConfigError(f"speed must be a positive number, not {self.speed!r}")
+        if self.start is not None and (not isinstance(self.start, int) or self.start < 0):
+            raise ConfigError(f"start must be epoch milliseconds >= 0, not {self.start!r}")
+        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0 to 65535, not {self.port!r}")
+        if self.ping_interval is not None and not self.ping_interval > 0:
+            raise ConfigError(f"ping_interval must be a positive number of seconds, not {self.ping_interval!r}")
+        if not self.min_update_gap >= 0 or not self.shutdown_notice >= 0:
+            raise ConfigError("min_update_gap and shutdown_notice must be >= 0")
+        if not isinstance(self.faults, Faults):
+            object.__setattr__(self, "faults", parse_faults(self.faults))
+        Universe(self.symbols)  # validates the count
+
+
+class FakeExchange:
+    """A running fake exchange; made by :func:`open_exchange`, valid inside its ``async with``.
+
+    ``endpoints`` is the endpoints map (``{"spot": {"ws": …, "rest": …}, …}``); ``stats`` counts what
+    the server did (``frames_sent``, ``closed_frames_sent``, ``fault_drop``, ``rest_requests``, …).
+    """
+
+    def __init__(self, config: ExchangeConfig) -> None:
+        # Inside trio.run only: the exchange clock starts now, on trio's clock.
+        self.config = config
+        self.faults = config.faults
+        self.speed = float(config.speed)
+        self.min_update_gap = config.min_update_gap
+        self.shutdown_notice_ms = math.ceil(config.shutdown_notice * 1000)
+        start = config.start if config.start is not None else int(time.time() * 1000)
+        self.clock = ExchangeClock(start, self.speed)
+        self.history = History(config.seed, universe=Universe(config.symbols), outages=config.faults.outages)
+        self.dice = Dice(config.seed)
+        self.stats: collections.Counter[str] = collections.Counter()
+        self.rest = RestApi(
+            self.history, self.clock.now, faults=self.faults, dice=self.dice, wall_seconds=self.clock.wall_seconds
+        )
+        self.endpoints: dict[str, dict[str, str]] = {}
+        self._connections: set[WsConnection] = set()
+        self._idle = trio.Event()
+        self._idle.set()
+        self._closing = False
+        self._serial = 0
+        self._stopped = trio.Event()
+
+    # --- public -------------------------------------------------------------------------------
+
+    @property
+    def markets(self) -> dict[str, Market]:
+        """The market table pointed at this exchange (:func:`trio_klines.markets.apply_endpoints`)."""
+        return apply_endpoints(self.endpoints)
+
+    def now(self) -> int:
+        """The exchange time, ms since the epoch."""
+        return self.clock.now()
+
+    def ground_truth(self, market: str, symbol: str, interval: str, start: int, end: int | None = None) -> list[Candle]:
+        """The candles this exchange serves for a series, opening in ``[start, end)``, oldest first.
+
+        With ``end`` omitted: every candle that has closed by the exchange's current time. Outages and
+        the symbol's listing are respected. Raises :class:`ConfigError` for an unknown market, unlisted
+        symbol or unserved interval.
+        """
+        if end is None:
+            now = self.now()
+            return [c for c in self.history.candles(market, symbol, interval, start, now) if c.end_time <= now]
+        return self.history.candles(market, symbol, interval, start, end)
+
+    def cut_connections(self, code: int = 1001, reason: str = "Server shutting down") -> None:
+        """Close every open WebSocket connection now (spot announces ``serverShutdown`` first)."""
+        for conn in list(self._connections):
+            conn.request_close(code, reason)
+
+    def next_serial(self) -> int:
+        """A number for the next connection, which seeds its faults."""
+        self._serial += 1
+        return self._serial
+
+    # --- ASGI ---------------------------------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+    def _route(self, path: str) -> tuple[Market, str] | None:
+        _, _, rest = path.partition("/")
+        prefix, slash, tail = rest.partition("/")
+        market = MARKETS.get(prefix)
+        return (market, slash + tail) if market is not None else None
+
+    async def _http(self, scope: dict[str, Any], send: Send) -> None:
+        routed = self._route(scope["path"])
+        if routed is None or scope["method"] not in ("GET", "HEAD"):
+            status = 404 if routed is None else 405
+            await _respond(send, status, b"", "text/plain", ())
+            return
+        market, path = routed
+        self.stats["rest_requests"] += 1
+        if self.faults.rest_slow:
+            self.stats["fault_rest_slow"] += 1
+            await trio.sleep(self.faults.rest_slow)
+        response = self.rest.handle(market, path, scope.get("query_string", b""))
+        if response.status != 200:
+            self.stats[f"rest_{response.status}"] += 1
+        body = b"" if scope["method"] == "HEAD" else response.body
+        await _respond(send, response.status, body, response.content_type, response.headers)
+
+    async def _websocket(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        routed = self._route(scope["path"])
+        route = resolve_ws_path(routed[0], routed[1], scope.get("query_string", b"")) if routed else None
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        if route is None or self._closing:
+            # Before accepting, a close is an HTTP rejection (hypercorn answers 403).
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await send({"type": "websocket.accept"})
+        conn = WsConnection(self, route, scope, send)
+        self.stats["ws_connections"] += 1
+        self._connections.add(conn)
+        self._idle = trio.Event()
+        try:
+            await conn.run(receive)
+        finally:
+            self._connections.discard(conn)
+            if not self._connections:
+                self._idle.set()
+
+    # --- start and stop -----------------------------------------------------------------------
+
+    def _hypercorn_config(self) -> HypercornConfig:
+        config = HypercornConfig()
+        host = self.config.host
+        config.bind = [f"[{host}]:{self.config.port}" if ":" in host else f"{host}:{self.config.port}"]
+        config.accesslog = None
+        config.errorlog = log
+        # Our own shutdown has already closed the WebSockets; what hypercorn would wait for is mostly its
+        # per-connection ping tasks, which linger until their next tick (20 s at speed 1).
+        config.graceful_timeout = _HYPERCORN_GRACE_S
+        config.include_server_header = False
+        ping = self.config.ping_interval
+        config.websocket_ping_interval = ping if ping is not None else max(_MIN_PING_S, _SPOT_PING_S / self.speed)
+        return config
+
+    def _bound(self, binds: list[str]) -> None:
+        base = binds[0].removeprefix("http://")
+        self.endpoints = {
+            name: {
+                "ws": f"ws://{base}/{name}" + (USDM_KLINE_ROUTE if name == "usdt_futures" else ""),
+                "rest": f"http://{base}/{name}",
+            }
+            for name in MARKETS
+        }
+        apply_endpoints(self.endpoints)  # our own map must be one the recorder accepts
+
+    async def _shutdown(self) -> None:
+        """Close every WebSocket (announced on spot), then let the server go."""
+        self._closing = True
+        self.cut_connections(1001, "Server shutting down")
+        with trio.move_on_after(_GRACE_S):
+            await self._idle.wait()
+        self._stopped.set()
+
+
+def _check_bindable(host: str, port: int) -> None:
+    """Raise a plain :class:`OSError` now rather than one wrapped in the server nursery's ExceptionGroup."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as hypercorn does
+        probe.bind((host, port))
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, content_type: str, headers: tuple[tuple[str, str], ...]
+) -> None:
+    raw = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+    raw += [(k.encode(), v.encode()) for k, v in headers]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+@asynccontextmanager
+async def open_exchange(config: ExchangeConfig | None = None, **options: Any) -> AsyncIterator[FakeExchange]:
+    """Run a fake exchange on 127.0.0.1 for the duration of the ``async with`` block.
+
+    Pass an :class:`ExchangeConfig` or its fields as keywords (``seed=1, speed=6000, start=…,
+    faults="drop=0.1", symbols=10``); ``faults`` may be a string, a mapping or a :class:`Faults`. The
+    server is listening when the block starts; on exit it closes every connection and stops. Raises
+    :class:`ConfigError` for bad options and :class:`OSError` when it cannot bind.
+    """
+    if config is None:
+        faults = options.pop("faults", None)
+        config = ExchangeConfig(**options, faults=parse_faults(faults))
+    elif options:
+        config = dataclasses.replace(config, **options)
+    _check_bindable(config.host, config.port)
+    exchange = FakeExchange(config)
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(
+            functools.partial(serve, exchange, exchange._hypercorn_config(), shutdown_trigger=exchange._stopped.wait)
+        )
+        exchange._bound(binds)
+        log.info("fake exchange serving %s", exchange.endpoints)
+        try:
+            yield exchange
+        finally:
+            await exchange._shutdown()
+            # Hypercorn waits for its connections up to its graceful timeout; never longer than ours.
+            nursery.cancel_scope.deadline = trio.current_time() + 2 * _GRACE_S

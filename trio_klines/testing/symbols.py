@@ -1,0 +1,278 @@
+"""The fake exchange's symbol universe: which symbols each market lists and how they trade.
+
+Pure data and arithmetic. A :class:`SymbolSpec` fixes everything the wire format depends on (decimal
+places, tick and lot size, COIN-M contract size) and the scale of the generated history (price level,
+volume, trade count, volatility, listing date). The defaults copy the real instruments' formats as seen
+in ``shared/realdata`` (spot: 8 decimals everywhere; USDⓈ-M: ``pricePrecision`` / ``quantityPrecision``
+decimals and their sum for the quote volume; COIN-M: integer contracts and 8-decimal base volume).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Final
+
+from ..errors import ConfigError
+from ..markets import MARKET_NAMES, get_market
+
+__all__ = ["GENERATED_PREFIX", "SymbolSpec", "Universe", "generated_symbol"]
+
+#: Generated symbols are ``SYM0001USDT`` (spot, USDⓈ-M) and ``SYM0001USD_PERP`` (COIN-M).
+GENERATED_PREFIX: Final = "SYM"
+_MAX_GENERATED: Final = 9999
+_SPOT_DECIMALS: Final = 8
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class SymbolSpec:
+    """One listed symbol: its wire format and the scale of its generated candles.
+
+    Prices are integers in units of ``10**-price_dp`` and always a multiple of ``tick``; volumes are
+    integers in units of ``10**-qty_dp`` and a multiple of ``step``. For COIN-M the volume is in
+    contracts (``qty_dp`` 0) worth ``contract_size`` USD each, and the "quote" volume is the base-asset
+    volume with ``quote_dp`` (8) decimals, exactly as Binance reports them.
+    """
+
+    market: str
+    symbol: str
+    base_asset: str
+    quote_asset: str
+    #: Typical price; the generated path wanders around it.
+    price: float
+    price_dp: int
+    tick: int
+    qty_dp: int
+    step: int
+    quote_dp: int
+    #: Mean base volume per minute (COIN-M: contracts per minute).
+    volume_per_minute: float
+    trades_per_minute: float
+    #: Standard deviation of the daily log return.
+    volatility: float
+    #: Opening instant of trading (ms); no candle ends before it.
+    listed_at: int
+    contract_size: int = 0
+    #: Chance that a one-minute candle has no trade at all (longer candles: this to the power of minutes).
+    zero_trade_chance: float = 0.0
+
+    @property
+    def tick_size(self) -> str:
+        """The tick as Binance's filters write it (``"0.01000000"`` on spot, ``"0.10"`` on USDⓈ-M)."""
+        return format_units(self.tick, self.price_dp)
+
+    @property
+    def step_size(self) -> str:
+        """The lot step as Binance's filters write it."""
+        return format_units(self.step, self.qty_dp)
+
+
+def format_units(units: int, decimals: int) -> str:
+    """``units × 10**-decimals`` as a plain decimal string with exactly ``decimals`` places."""
+    if decimals == 0:
+        return str(units)
+    sign = "-" if units < 0 else ""
+    digits = str(abs(units)).rjust(decimals + 1, "0")
+    return f"{sign}{digits[:-decimals]}.{digits[-decimals:]}"
+
+
+def _ms(day: str) -> int:
+    return int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def _units(text: str, decimals: int) -> int:
+    value = Decimal(text).scaleb(decimals)
+    if value != value.to_integral_value():
+        raise ValueError(f"{text} has more than {decimals} decimals")
+    return int(value)
+
+
+# symbol, base, quote, price, tick, step, volume/min, trades/min, daily vol, listed
+_SPOT_ROWS: Final = (
+    ("BTCUSDT", "BTC", "USDT", 60_000.0, "0.01", "0.00001", 15.0, 1500.0, 0.030, "2017-08-17T04:00"),
+    ("ETHUSDT", "ETH", "USDT", 3_000.0, "0.01", "0.0001", 250.0, 900.0, 0.040, "2017-08-17T04:00"),
+    ("BNBUSDT", "BNB", "USDT", 600.0, "0.01", "0.001", 120.0, 300.0, 0.035, "2017-11-06T03:00"),
+    ("SOLUSDT", "SOL", "USDT", 150.0, "0.01", "0.001", 900.0, 600.0, 0.050, "2020-08-11T06:00"),
+    ("XRPUSDT", "XRP", "USDT", 0.6, "0.0001", "0.1", 250_000.0, 400.0, 0.045, "2018-05-04T08:00"),
+    ("DOGEUSDT", "DOGE", "USDT", 0.15, "0.00001", "1", 1_500_000.0, 350.0, 0.060, "2019-07-05T12:00"),
+    ("ETHBTC", "ETH", "BTC", 0.05, "0.00001", "0.0001", 40.0, 120.0, 0.025, "2017-07-14T04:00"),
+)
+# symbol, base, price, pricePrecision, tick, quantityPrecision, step, volume/min, trades/min, vol, listed
+_USDM_ROWS: Final = (
+    ("BTCUSDT", "BTC", 60_000.0, 2, "0.10", 3, "0.001", 250.0, 5000.0, 0.030, "2019-09-08T00:00"),
+    ("ETHUSDT", "ETH", 3_000.0, 2, "0.01", 3, "0.001", 4_000.0, 3000.0, 0.040, "2019-11-27T00:00"),
+    ("BNBUSDT", "BNB", 600.0, 3, "0.010", 2, "0.01", 300.0, 400.0, 0.035, "2020-02-10T00:00"),
+    ("SOLUSDT", "SOL", 150.0, 4, "0.0100", 0, "1", 3_000.0, 900.0, 0.050, "2020-09-14T00:00"),
+    ("XRPUSDT", "XRP", 0.6, 4, "0.0001", 1, "0.1", 900_000.0, 700.0, 0.045, "2020-01-06T00:00"),
+)
+# symbol, base, price, pricePrecision, tick, contract size, contracts/min, trades/min, vol, listed
+_COINM_ROWS: Final = (
+    ("BTCUSD_PERP", "BTC", 60_000.0, 1, "0.1", 100, 8_000.0, 600.0, 0.030, "2020-08-11T00:00"),
+    ("ETHUSD_PERP", "ETH", 3_000.0, 2, "0.01", 10, 30_000.0, 500.0, 0.040, "2020-08-14T00:00"),
+    ("BNBUSD_PERP", "BNB", 600.0, 3, "0.001", 10, 2_000.0, 80.0, 0.035, "2020-09-15T00:00"),
+    ("SOLUSD_PERP", "SOL", 150.0, 3, "0.010", 10, 5_000.0, 120.0, 0.050, "2021-09-20T00:00"),
+    ("XRPUSD_PERP", "XRP", 0.6, 4, "0.0001", 10, 6_000.0, 90.0, 0.045, "2020-09-15T00:00"),
+)
+_GENERATED_LISTING: Final = _ms("2021-01-01T00:00")
+
+
+def _defaults() -> dict[str, dict[str, SymbolSpec]]:
+    spot = {
+        row[0]: SymbolSpec(
+            market="spot",
+            symbol=row[0],
+            base_asset=row[1],
+            quote_asset=row[2],
+            price=row[3],
+            price_dp=_SPOT_DECIMALS,
+            tick=_units(row[4], _SPOT_DECIMALS),
+            qty_dp=_SPOT_DECIMALS,
+            step=_units(row[5], _SPOT_DECIMALS),
+            quote_dp=_SPOT_DECIMALS,
+            volume_per_minute=row[6],
+            trades_per_minute=row[7],
+            volatility=row[8],
+            listed_at=_ms(row[9]),
+        )
+        for row in _SPOT_ROWS
+    }
+    usdm = {
+        row[0]: SymbolSpec(
+            market="usdt_futures",
+            symbol=row[0],
+            base_asset=row[1],
+            quote_asset="USDT",
+            price=row[2],
+            price_dp=row[3],
+            tick=_units(row[4], row[3]),
+            qty_dp=row[5],
+            step=_units(row[6], row[5]),
+            # The quote volume is Σ price × quantity, exact at the sum of both precisions (realdata).
+            quote_dp=row[3] + row[5],
+            volume_per_minute=row[7],
+            trades_per_minute=row[8],
+            volatility=row[9],
+            listed_at=_ms(row[10]),
+        )
+        for row in _USDM_ROWS
+    }
+    coinm = {
+        row[0]: SymbolSpec(
+            market="coin_futures",
+            symbol=row[0],
+            base_asset=row[1],
+            quote_asset="USD",
+            price=row[2],
+            price_dp=row[3],
+            tick=_units(row[4], row[3]),
+            qty_dp=0,
+            step=1,
+            quote_dp=_SPOT_DECIMALS,
+            volume_per_minute=row[6],
+            trades_per_minute=row[7],
+            volatility=row[8],
+            listed_at=_ms(row[9]),
+            contract_size=row[5],
+        )
+        for row in _COINM_ROWS
+    }
+    return {"spot": spot, "usdt_futures": usdm, "coin_futures": coinm}
+
+
+def generated_symbol(market: str, index: int) -> str:
+    """Name of the ``index``-th generated symbol of ``market`` (1-based): ``SYM0001USDT``…"""
+    suffix = "USD_PERP" if get_market(market).name == "coin_futures" else "USDT"
+    return f"{GENERATED_PREFIX}{index:04d}{suffix}"
+
+
+def _generated(market: str, index: int) -> SymbolSpec:
+    symbol = generated_symbol(market, index)
+    digest = hashlib.blake2b(f"{market}/{symbol}".encode(), digest_size=8).digest()
+    u = int.from_bytes(digest, "big") / 2**64
+    price = 10 ** (-2 + 5 * u)  # 0.01 … 1000, log-uniform
+    # A tick of about 1 bp of the price and a lot worth about 5 USD, like Binance's listings.
+    tick_exp = math.floor(math.log10(price)) - 4
+    lot_exp = min(0, math.ceil(math.log10(5 / price)))
+    base = symbol[len(GENERATED_PREFIX) :].removesuffix("USD_PERP").removesuffix("USDT")
+    common = {
+        "market": market,
+        "symbol": symbol,
+        "base_asset": f"S{base}",
+        "price": price,
+        "trades_per_minute": 40.0,
+        "volatility": 0.06,
+        "listed_at": _GENERATED_LISTING,
+        "zero_trade_chance": 0.02,
+    }
+    if market == "spot":
+        tick_dp = min(_SPOT_DECIMALS, -tick_exp)
+        return SymbolSpec(
+            **common,
+            quote_asset="USDT",
+            price_dp=_SPOT_DECIMALS,
+            tick=10 ** (_SPOT_DECIMALS - tick_dp),
+            qty_dp=_SPOT_DECIMALS,
+            step=10 ** (_SPOT_DECIMALS + lot_exp),
+            quote_dp=_SPOT_DECIMALS,
+            volume_per_minute=20_000 / price,
+        )
+    price_dp = max(0, -tick_exp)
+    if market == "usdt_futures":
+        qty_dp = -lot_exp
+        return SymbolSpec(
+            **common,
+            quote_asset="USDT",
+            price_dp=price_dp,
+            tick=1,
+            qty_dp=qty_dp,
+            step=1,
+            quote_dp=price_dp + qty_dp,
+            volume_per_minute=20_000 / price,
+        )
+    return SymbolSpec(
+        **common,
+        quote_asset="USD",
+        price_dp=price_dp,
+        tick=1,
+        qty_dp=0,
+        step=1,
+        quote_dp=_SPOT_DECIMALS,
+        volume_per_minute=2_000.0,
+        contract_size=10,
+    )
+
+
+class Universe:
+    """Every symbol each market lists: the defaults plus ``extra`` generated ones per market.
+
+    Raises :class:`ConfigError` when ``extra`` is negative or above 9999.
+    """
+
+    def __init__(self, extra: int = 0) -> None:
+        if not isinstance(extra, int) or not 0 <= extra <= _MAX_GENERATED:
+            raise ConfigError(f"the number of generated symbols must be 0 to {_MAX_GENERATED}, not {extra!r}")
+        self.extra = extra
+        self._specs = _defaults()
+        for market in MARKET_NAMES:
+            for i in range(1, extra + 1):
+                spec = _generated(market, i)
+                self._specs[market][spec.symbol] = spec
+
+    def symbols(self, market: str) -> Mapping[str, SymbolSpec]:
+        """Symbol → spec for ``market``, in listing order. Raises :class:`ConfigError` for a bad market."""
+        return self._specs[get_market(market).name]
+
+    def get(self, market: str, symbol: str) -> SymbolSpec | None:
+        """The spec of ``symbol`` on ``market``, or ``None`` when the market does not list it."""
+        return self._specs[get_market(market).name].get(symbol)
+
+    def spec(self, market: str, symbol: str) -> SymbolSpec:
+        """The spec of ``symbol`` on ``market``; :class:`ConfigError` when it is not listed."""
+        spec = self.get(market, symbol)
+        if spec is None:
+            raise ConfigError(f"the fake exchange lists no {market} symbol {symbol!r}")
+        return spec

@@ -1,0 +1,217 @@
+"""Binance's wire formats for the fake exchange: kline events, REST rows, exchangeInfo, error bodies.
+
+Pure: values in, JSON-ready objects or text out. Numbers are formatted from integers, so the decimal
+strings are exact and ``float(string)`` is the ground truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+
+from ..markets import get_market
+from .symbols import SymbolSpec, format_units
+
+if TYPE_CHECKING:
+    from .history import Kline  # history builds Candles with kline_floats: no import at run time
+
+__all__ = [
+    "binance_error",
+    "encode_json",
+    "exchange_info",
+    "kline_floats",
+    "rest_row",
+    "server_shutdown_frame",
+    "ws_error",
+    "ws_kline_event",
+    "ws_kline_frame",
+    "ws_result",
+]
+
+_encode: Final = msgspec.json.Encoder().encode
+# Far in the future, as Binance writes the delivery date of a perpetual contract.
+_PERPETUAL_DELIVERY: Final = 4133404800000
+
+
+def _strings(spec: SymbolSpec, k: Kline) -> tuple[str, str, str, str, str, str, str, str]:
+    p, q = spec.price_dp, spec.qty_dp
+    return (
+        format_units(k.open, p),
+        format_units(k.high, p),
+        format_units(k.low, p),
+        format_units(k.close, p),
+        format_units(k.volume, q),
+        format_units(k.quote_volume, spec.quote_dp),
+        format_units(k.taker_base, q),
+        format_units(k.taker_quote, spec.quote_dp),
+    )
+
+
+def kline_floats(spec: SymbolSpec, k: Kline) -> tuple[float, float, float, float, float, float, int, float, float]:
+    """The values of ``k`` as :class:`~trio_klines.parse.Candle` holds them (open … taker-buy quote)."""
+    o, h, lo, c, v, qv, bv, bq = (float(s) for s in _strings(spec, k))
+    return o, h, lo, c, v, qv, k.trades, bv, bq
+
+
+def ws_kline_event(spec: SymbolSpec, interval: str, k: Kline, event_time: int, closed: bool) -> dict[str, Any]:
+    """The raw kline event (``{"e":"kline","E":…,"s":…,"k":{…}}``) in Binance's key order."""
+    o, h, lo, c, v, qv, bv, bq = _strings(spec, k)
+    return {
+        "e": "kline",
+        "E": event_time,
+        "s": spec.symbol,
+        "k": {
+            "t": k.open_time,
+            "T": k.close_time,
+            "s": spec.symbol,
+            "i": interval,
+            "f": k.first_id,
+            "L": k.last_id,
+            "o": o,
+            "c": c,
+            "h": h,
+            "l": lo,
+            "v": v,
+            "n": k.trades,
+            "x": closed,
+            "q": qv,
+            "V": bv,
+            "Q": bq,
+            "B": "0",
+        },
+    }
+
+
+def ws_kline_frame(
+    spec: SymbolSpec, interval: str, k: Kline, *, event_time: int, closed: bool, stream: str | None
+) -> str:
+    """A kline frame as text: combined (``{"stream":…,"data":…}``) when ``stream`` is given, else raw."""
+    event = ws_kline_event(spec, interval, k, event_time, closed)
+    body = event if stream is None else {"stream": stream, "data": event}
+    return _encode(body).decode()
+
+
+def server_shutdown_frame(event_time: int, *, combined: bool) -> str:
+    """Spot's ``serverShutdown`` announcement, raw or combined (stream ``!serverShutdown``)."""
+    event = {"e": "serverShutdown", "E": event_time}
+    return _encode({"stream": "!serverShutdown", "data": event} if combined else event).decode()
+
+
+def ws_error(code: int, msg: str, request_id: object) -> str:
+    """A reply to a bad control request: ``{"error":{"code":…,"msg":…},"id":…}``."""
+    return _encode({"error": {"code": code, "msg": msg}, "id": request_id}).decode()
+
+
+def ws_result(result: object, request_id: object) -> str:
+    """A reply to a good control request: ``{"result":…,"id":…}``."""
+    return _encode({"result": result, "id": request_id}).decode()
+
+
+def rest_row(spec: SymbolSpec, k: Kline) -> list[object]:
+    """One row of a REST klines response: the 12-element array."""
+    o, h, lo, c, v, qv, bv, bq = _strings(spec, k)
+    return [k.open_time, o, h, lo, c, v, k.close_time, qv, k.trades, bv, bq, "0"]
+
+
+def binance_error(code: int, msg: str) -> bytes:
+    """A REST error body: ``{"code":-1121,"msg":"Invalid symbol."}``."""
+    return _encode({"code": code, "msg": msg})
+
+
+def encode_json(body: object) -> bytes:
+    """Compact JSON, as Binance sends it."""
+    return _encode(body)
+
+
+def _rate_limits(market: str) -> list[dict[str, object]]:
+    m = get_market(market)
+    limits: list[dict[str, object]] = [
+        {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": m.weight_limit_per_minute}
+    ]
+    if m.name == "spot":
+        limits += [
+            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
+            {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 200000},
+            {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 300000},
+        ]
+    else:
+        limits += [
+            {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
+            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 300},
+        ]
+    return limits
+
+
+def _filters(spec: SymbolSpec) -> list[dict[str, object]]:
+    return [
+        {
+            "filterType": "PRICE_FILTER",
+            "minPrice": spec.tick_size,
+            "maxPrice": format_units(10 ** (spec.price_dp + 7), spec.price_dp),
+            "tickSize": spec.tick_size,
+        },
+        {
+            "filterType": "LOT_SIZE",
+            "minQty": spec.step_size,
+            "maxQty": format_units(10 ** (spec.qty_dp + 7), spec.qty_dp),
+            "stepSize": spec.step_size,
+        },
+    ]
+
+
+def _spot_symbol(spec: SymbolSpec) -> dict[str, object]:
+    return {
+        "symbol": spec.symbol,
+        "status": "TRADING",
+        "baseAsset": spec.base_asset,
+        "baseAssetPrecision": 8,
+        "quoteAsset": spec.quote_asset,
+        "quotePrecision": 8,
+        "quoteAssetPrecision": 8,
+        "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
+        "isSpotTradingAllowed": True,
+        "isMarginTradingAllowed": False,
+        "filters": _filters(spec),
+        "permissions": [],
+        "permissionSets": [["SPOT"]],
+    }
+
+
+def _futures_symbol(spec: SymbolSpec) -> dict[str, object]:
+    common: dict[str, object] = {
+        "symbol": spec.symbol,
+        "pair": spec.symbol.removesuffix("_PERP"),
+        "contractType": "PERPETUAL",
+        "deliveryDate": _PERPETUAL_DELIVERY,
+        "onboardDate": spec.listed_at,
+    }
+    if spec.market == "coin_futures":
+        common |= {"contractStatus": "TRADING", "contractSize": spec.contract_size, "marginAsset": spec.base_asset}
+    else:
+        common |= {"status": "TRADING", "marginAsset": spec.quote_asset}
+    return common | {
+        "baseAsset": spec.base_asset,
+        "quoteAsset": spec.quote_asset,
+        "pricePrecision": spec.price_dp,
+        "quantityPrecision": spec.qty_dp,
+        "baseAssetPrecision": 8,
+        "quotePrecision": 8,
+        "underlyingType": "COIN",
+        "filters": _filters(spec),
+    }
+
+
+def exchange_info(market: str, specs: Iterable[SymbolSpec], server_time: int) -> bytes:
+    """The ``exchangeInfo`` body of ``market`` listing ``specs``: rate limits and per-symbol formats.
+
+    Spot symbols carry ``status``; USDⓈ-M ``status`` and COIN-M ``contractStatus``, as on Binance.
+    """
+    name = get_market(market).name
+    body: dict[str, object] = {"timezone": "UTC", "serverTime": server_time, "rateLimits": _rate_limits(name)}
+    body["exchangeFilters"] = []
+    if name == "usdt_futures":
+        body["futuresType"] = "U_MARGINED"
+    body["symbols"] = [_spot_symbol(s) if name == "spot" else _futures_symbol(s) for s in specs]
+    return _encode(body)
