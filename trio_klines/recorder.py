@@ -40,7 +40,7 @@ from .markets import (
     stream_name,
 )
 from .parse import Candle
-from .rest import RestClient, WeightBudget
+from .rest import new_http_client, rest_clients
 from .stream import ConnectionStats, StreamConnection
 from .transport import Transport, trio_websocket_transport
 from .writer import CandleSink, SinkRunner, WriterStats, run_writer
@@ -204,13 +204,9 @@ class Recorder:
         """REST clients (one weight budget per pool), the backfiller, and the start-up catch-up."""
         assert self._conn_nursery is not None and self._send is not None
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), headers={"User-Agent": "trio-klines"})
-        budgets: dict[str, WeightBudget] = {}
-        clients: dict[str, RestClient] = {}
-        for name in sorted({s.market for s in self.config.streams}):
-            market = self.config.market(name)
-            budget = budgets.setdefault(market.weight_pool, WeightBudget(market.weight_limit_per_minute))
-            clients[name] = RestClient(market, self._http, budget)
+            self._http = new_http_client()
+        markets = sorted({s.market for s in self.config.streams})
+        clients = rest_clients([self.config.market(m) for m in markets], self._http)
         self.backfiller = Backfiller(clients, self._send.clone(), ExchangeGapLedger(self.config.data_dir))
         self._conn_nursery.start_soon(self.backfiller.run, name="backfill")
         for s in self.config.streams:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -43,7 +43,15 @@ from .markets import (
 )
 from .parse import Candle, parse_rest_klines
 
-__all__ = ["RestClient", "RestError", "WeightBudget", "page_windows", "pages_needed"]
+__all__ = [
+    "RestClient",
+    "RestError",
+    "WeightBudget",
+    "new_http_client",
+    "page_windows",
+    "pages_needed",
+    "rest_clients",
+]
 
 log = logging.getLogger("trio_klines.rest")
 
@@ -249,6 +257,21 @@ class RestClient:
         """The closed candles opening in ``[start, end)``, a page at a time, oldest first."""
         for lo, hi in page_windows(interval, start, end):
             yield await self.klines(symbol, interval, lo, hi, closed_before=closed_before)
+
+
+def rest_clients(markets: Iterable[Market], http: httpx.AsyncClient) -> dict[str, RestClient]:
+    """One client per market, markets of one weight pool sharing one :class:`WeightBudget`."""
+    budgets: dict[str, WeightBudget] = {}
+    clients: dict[str, RestClient] = {}
+    for market in markets:
+        budget = budgets.setdefault(market.weight_pool, WeightBudget(market.weight_limit_per_minute))
+        clients[market.name] = RestClient(market, http, budget)
+    return clients
+
+
+def new_http_client() -> httpx.AsyncClient:
+    """The HTTP client the CLI and the recorder use (httpx runs on trio)."""
+    return httpx.AsyncClient(timeout=httpx.Timeout(10.0), headers={"User-Agent": "trio-klines"})
 
 
 def _retry_after(response: httpx.Response, default: float) -> float:

@@ -70,6 +70,7 @@ class WriterStats:
     missing_candles: int = 0
     flushes: int = 0
     write_errors: int = 0
+    rejected: int = 0
     pending: int = 0
     last_error: str | None = None
     last_open_time: dict[Series, int] = field(default_factory=dict)
@@ -141,6 +142,14 @@ async def run_writer(
         batch = pending
         try:
             await run_sink(sink.append, batch)
+        except ValueError as exc:
+            # The store refuses these candles (its InvalidCandles): retrying cannot help. Say so loudly.
+            stats.rejected += len(batch)
+            stats.last_error = f"{type(exc).__name__}: {exc}"
+            log.error("the store refused %d candles and they are dropped: %s", len(batch), exc)
+            pending, first_pending_at = [], math.inf
+            stats.pending = 0
+            return True
         except (OSError, KlinesError) as exc:
             # Disk and store errors are retried; anything else is a bug and propagates.
             stats.write_errors += 1
