@@ -18,7 +18,7 @@ takes the others down; only a bug in the writer (not a disk error: those are ret
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -326,13 +326,6 @@ class Recorder:
         send, receive = trio.open_memory_channel[list[Candle]](buffer)
         self._subscribers.append(send)
         return receive
-
-    async def iter_candles(self) -> AsyncIterator[Candle]:
-        """Each durable candle, one at a time (see :meth:`candles`)."""
-        async with self.candles() as channel:
-            async for batch in channel:
-                for candle in batch:
-                    yield candle
 
     # --- introspection ------------------------------------------------------------------------
 
