@@ -7,33 +7,18 @@ candle by candle, with the exchange's ground truth.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from trio_klines.store import load
-from trio_klines.testing import ground_truth
+from e2e_support import SEED, START, check_against_truth, python, record
 
 pytestmark = pytest.mark.timeout(120)
-
-START = 1_767_225_600_000  # 2026-01-01, exchange time
-SEED = 11
-STREAMS = ["usdt_futures:1m:BTCUSDT,ETHUSDT", "coin_futures:3m:BTCUSD_PERP", "spot:1m:BTCUSDT,BNBUSDT"]
-SERIES = [("usdt_futures", "BTCUSDT", "1m"), ("usdt_futures", "ETHUSDT", "1m"), ("coin_futures", "BTCUSD_PERP", "3m"),
-          ("spot", "BTCUSDT", "1m"), ("spot", "BNBUSDT", "1m")]  # fmt: skip
-
-
-def python(*args: str, **kw: object) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "trio_klines", *args], text=True, env=env, **kw)  # type: ignore[call-overload]
 
 
 @pytest.fixture
@@ -56,45 +41,6 @@ def exchange(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def record(endpoints: Path, data: Path, seconds: float, *extra: str) -> tuple[int, float, str]:
-    """Run ``record`` for ``seconds``, stop it with SIGINT; (exit code, seconds to stop, stderr)."""
-    args = ["record", "--endpoints", str(endpoints), "--data", str(data), "--receive-timeout", "2",
-            "--flush-seconds", "0.2", "--quiet", *extra]  # fmt: skip
-    for spec in STREAMS:
-        args += ["--stream", spec]
-    proc = python(*args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        time.sleep(seconds)
-        proc.send_signal(signal.SIGINT)
-        t0 = time.monotonic()
-        _, err = proc.communicate(timeout=30)
-        return proc.returncode, time.monotonic() - t0, err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-def check_against_truth(data: Path, outages: tuple[tuple[int, int], ...] = ()) -> int:
-    """Every stored series is sorted, unique, gap-free between its ends and equal to the ground truth."""
-    compared = 0
-    for market, symbol, interval in SERIES:
-        frame = load(data, market, symbol, interval)
-        assert len(frame) > 5, f"{market} {symbol}-{interval}: only {len(frame)} candles"
-        assert frame.index.is_monotonic_increasing
-        assert not frame.index.duplicated().any()
-        opens = [int(t.value // 10**6) for t in frame["candle_begin_time"]]
-        truth = ground_truth(market, symbol, interval, opens[0], opens[-1] + 1, seed=SEED, outages=outages)
-        assert [c.open_time for c in truth] == opens, f"{market} {symbol}-{interval}: missing or extra candles"
-        for candle, row in zip(truth, frame.itertuples(index=False), strict=True):
-            assert (row.open, row.high, row.low, row.close, row.volume, row.quote_volume, row.trade_num,
-                    row.taker_buy_base_asset_volume, row.taker_buy_quote_asset_volume) == (
-                candle.open, candle.high, candle.low, candle.close, candle.volume, candle.quote_volume,
-                candle.trade_num, candle.taker_buy_base_asset_volume, candle.taker_buy_quote_asset_volume)  # fmt: skip
-        compared += len(truth)
-    return compared
 
 
 def test_clean_run_records_exactly_the_exchange(exchange: Path, tmp_path: Path) -> None:

@@ -141,5 +141,5 @@ def test_parse_instant() -> None:
     assert parse_instant("2024-01-01") == T0
     assert parse_instant("2024-01-01T00:01Z") == T0 + 60_000
     assert parse_instant("2024-01-01T02:00+02:00") == T0
-    with pytest.raises(ConfigError, match="ISO date or date-time .* or epoch ms"):
+    with pytest.raises(ConfigError, match=r"ISO date or date-time .* or epoch ms"):
         parse_instant("soon")

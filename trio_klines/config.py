@@ -94,6 +94,8 @@ class RecorderConfig:
     backfill: bool = True
     #: First run only: where a series without stored candles starts (ms). None: at the first live candle.
     since: int | None = None
+    #: On stop, how long running backfills may take to finish before they are left to the next start.
+    stop_grace: float = 2.5
 
     def __post_init__(self) -> None:
         streams = tuple(self.streams)
@@ -115,6 +117,7 @@ class RecorderConfig:
             "backoff_max",
             "rotate_after",
             "silence_min",
+            "stop_grace",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not (0 < value < math.inf):
@@ -184,6 +187,7 @@ _TOML_KEYS: Final = {
     "transport": "transport",
     "backfill": "backfill",
     "since": "since",
+    "stop_grace": "stop_grace",
 }
 
 

@@ -104,6 +104,7 @@ class Recorder:
         self._owns_sink = sink is None
         self._transport = transport or trio_websocket_transport(connect_timeout=min(10.0, config.receive_timeout))
         self._connections: dict[str, tuple[StreamConnection, trio.CancelScope]] = {}
+        self._retired: list[StreamConnection] = []
         self._writer_stats = WriterStats()
         self._tracker = ContinuityTracker()
         self._subscribers: list[trio.MemorySendChannel[list[Candle]]] = []
@@ -125,6 +126,14 @@ class Recorder:
         self._sink = sink
         last = getattr(sink, "last_open_times", None)
         stored: dict[Series, int] = dict(await trio.to_thread.run_sync(last)) if callable(last) else {}
+        holes: list[Gap] = []
+        if self._owns_sink and self.config.backfill and stored:
+            from .coverage import coverage
+
+            held = await trio.to_thread.run_sync(
+                coverage, self.config.data_dir, [s for s in self.config.streams if s in stored]
+            )
+            holes = [gap for cov in held.values() for gap in cov.gaps]
         for series, open_time in stored.items():
             self._tracker.seed(series, open_time)
         stack = AsyncExitStack()
@@ -135,7 +144,7 @@ class Recorder:
             outer.start_soon(self._run_writer, receive, sink)
             self._conn_nursery = await outer.start(self._run_connections)
             if self.config.backfill:
-                self._start_backfill(stored)
+                self._start_backfill(stored, holes)
             for market in sorted({s.market for s in self.config.streams}):
                 streams = [stream_name(s.symbol, s.interval) for s in self.config.streams if s.market == market]
                 for group in plan_connections(self.config.market(market), streams):
@@ -164,13 +173,20 @@ class Recorder:
             await trio.sleep_forever()
 
     async def _stop(self) -> None:
-        """Stop the connections; the writer drains the channel, flushes and returns."""
+        """Stop the connections, give running backfills a moment, then let the writer drain and flush."""
         for _conn, scope in self._connections.values():
             scope.cancel()
-        if self._conn_nursery is not None:
-            self._conn_nursery.cancel_scope.cancel()
-        if self._send is not None:
-            await self._send.aclose()
+        try:
+            if self.backfiller is not None and self.backfiller.stats.in_flight:
+                # Holes still being filled would otherwise wait for the next start; bounded, so a stop
+                # stays prompt.
+                with trio.move_on_after(self.config.stop_grace):
+                    await self.backfiller.wait_idle()
+        finally:
+            if self._conn_nursery is not None:
+                self._conn_nursery.cancel_scope.cancel()
+            if self._send is not None:
+                self._send.close()
 
     async def _after_stop(self) -> None:
         for channel in self._subscribers:
@@ -200,8 +216,9 @@ class Recorder:
 
     # --- tasks --------------------------------------------------------------------------------
 
-    def _start_backfill(self, stored: dict[Series, int]) -> None:
-        """REST clients (one weight budget per pool), the backfiller, and the start-up catch-up."""
+    def _start_backfill(self, stored: dict[Series, int], holes: Sequence[Gap]) -> None:
+        """REST clients (one weight budget per pool), the backfiller, and the start-up catch-up: from the
+        last stored candle on, and every hole inside the stored record (exchange gaps are skipped)."""
         assert self._conn_nursery is not None and self._send is not None
         if self._http is None:
             self._http = new_http_client()
@@ -209,6 +226,8 @@ class Recorder:
         clients = rest_clients([self.config.market(m) for m in markets], self._http)
         self.backfiller = Backfiller(clients, self._send.clone(), ExchangeGapLedger(self.config.data_dir))
         self._conn_nursery.start_soon(self.backfiller.run, name="backfill")
+        for gap in holes:
+            self.backfiller.request_gap(gap)
         for s in self.config.streams:
             if s in stored:
                 self.backfiller.request(s, next_open_time(s.interval, stored[s]))
@@ -263,9 +282,12 @@ class Recorder:
         scope = trio.CancelScope()
 
         async def run() -> None:
-            with scope:
-                await conn.run()
-            self._connections.pop(name, None)
+            try:
+                with scope:
+                    await conn.run()
+            finally:
+                self._connections.pop(name, None)
+                self._retired.append(conn)
 
         self._connections[name] = (conn, scope)
         self._conn_nursery.start_soon(run, name=name)
@@ -304,13 +326,12 @@ class Recorder:
         self._check_running()
         gone = set(series)
         names = {stream_name(s.symbol, s.interval): s.market for s in gone}
-        for name, (conn, scope) in list(self._connections.items()):
+        for conn, scope in list(self._connections.values()):
             mine = [st for st in conn.streams if names.get(st) == conn.market.name]
             if not mine:
                 continue
             if len(mine) == len(conn.streams):
                 scope.cancel()
-                self._connections.pop(name, None)
             else:
                 await conn.unsubscribe(mine)
         remaining = [s for s in self.config.streams if s not in gone]
@@ -331,14 +352,15 @@ class Recorder:
 
     def stats(self) -> RecorderStats:
         conns = tuple(ConnectionStats(**asdict(c.stats)) for c, _ in self._connections.values())
+        everything = [*conns, *(c.stats for c in self._retired)]  # the counts outlive the connections
         w = self._writer_stats
         return RecorderStats(
-            messages=sum(c.messages for c in conns),
-            candles=sum(c.candles for c in conns),
-            reconnects=sum(c.reconnects for c in conns),
-            malformed=sum(c.malformed for c in conns),
-            binance_errors=sum(c.binance_errors for c in conns),
-            silent_alarms=sum(c.silent_alarms for c in conns),
+            messages=sum(c.messages for c in everything),
+            candles=sum(c.candles for c in everything),
+            reconnects=sum(c.reconnects for c in everything),
+            malformed=sum(c.malformed for c in everything),
+            binance_errors=sum(c.binance_errors for c in everything),
+            silent_alarms=sum(c.silent_alarms for c in everything),
             written=w.written,
             duplicates=w.duplicates,
             gaps=w.gaps,
