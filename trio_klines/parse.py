@@ -224,8 +224,17 @@ def frame_parser(market: Market | str) -> FrameParser:
     unset = UNSET
     known_symbols = _known_symbols
     candle = Candle
+    open_b, open_s = b'"x":false', '"x":false'
 
     def parse(frame: str | bytes) -> Candle | None:
+        # Most frames are updates of a still-open candle (a 1m futures stream sends ~240 per close):
+        # recognise them without decoding. A frame cut short does not end in "}" and is decoded, so
+        # truncation is still reported; anything else with "x":false would be dropped anyway.
+        if isinstance(frame, bytes):
+            if open_b in frame and frame.endswith(b"}"):
+                return None
+        elif isinstance(frame, str) and open_s in frame and frame.endswith("}"):
+            return None
         try:
             msg = decode(frame)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
