@@ -1,0 +1,197 @@
+"""Write cost of the Parquet store against the seed recorder's rewrite, in one run.
+
+    python -m benchmarks.write [--json] [--quick]
+
+Measured in the same process, on a temporary directory that is removed afterwards (``--quick`` shrinks
+every size, for the smoke test):
+
+- ``rows_per_s_batch_{1,100,10000}``: one ``1m`` series appended in batches of that size, with fsync
+  and the automatic compaction it triggers, from an empty store across several monthly periods;
+- ``append_s_at_1k`` / ``append_s_at_1m``: mean cost of appending one candle to a series that already
+  holds 1,000 or 1,000,000 rows (compacted), the two interleaved so that drifts hit both alike, and
+  their ratio ``append_cost_ratio_1m_vs_1k``;
+- ``rewrite_s_per_candle_at_{1k,100k}``: the seed's way, read the whole series file, concatenate one
+  row and write it back; ``ratio_vs_rewrite_at_{1k,100k}`` divides it by the store's cost per candle
+  in batches of 10,000 (``..._single_candle``: by the store's cost of a one-candle append).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+
+from benchmarks._util import emit, environment
+from trio_klines.parse import Candle
+from trio_klines.store import Store
+from trio_klines.tables import candles_to_dataframe
+
+T0: Final = 1_577_836_800_000  # 2020-01-01, a month start
+MINUTE: Final = 60_000
+SERIES: Final = ("spot", "BTCUSDT", "1m")
+TARGETS: Final = {
+    "rows_per_s_batch_10000": 800_000,
+    "append_cost_ratio_1m_vs_1k": 1.5,  # at most
+    "ratio_vs_rewrite_at_100k": 10_000,
+}
+
+
+class Sizes:
+    """How much each part measures."""
+
+    def __init__(self, quick: bool) -> None:
+        self.batches = {1: 20, 100: 5, 10_000: 2} if quick else {1: 1_000, 100: 300, 10_000: 30}
+        self.stored = (1_000, 20_000) if quick else (1_000, 1_000_000)
+        self.single_appends = 20 if quick else 600
+        self.rewrite = {1_000: 3, 10_000: 2} if quick else {1_000: 40, 100_000: 5}
+
+
+def make_candles(count: int, first_index: int = 0, seed: int = 1) -> list[Candle]:
+    """``count`` consecutive 1m candles of one series from ``T0 + first_index`` minutes, with prices
+    that wander like real ones (so compression sees realistic data)."""
+    rng = np.random.default_rng(seed + first_index)
+    close = np.round(30_000 + np.cumsum(rng.normal(0, 5, count)), 2)
+    spread = np.round(rng.random((3, count)) * 10, 2)
+    volume = np.round(rng.random(count) * 100, 3)
+    trades = rng.integers(1, 5_000, count)
+    columns = (close, spread[0], spread[1], spread[2], volume, trades)
+    rows = zip(*(column.tolist() for column in columns), strict=True)
+    start = T0 + first_index * MINUTE
+    return [
+        Candle(*SERIES, start + i * MINUTE, c + d, c + d + up, c - down, c, v, c * v, n, v / 2, c * v / 2)
+        for i, (c, d, up, down, v, n) in enumerate(rows)
+    ]
+
+
+def chunks(items: Sequence[Candle], size: int) -> Iterator[Sequence[Candle]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def rows_per_second(work: Path, batches: dict[int, int]) -> dict[int, float]:
+    """Rows per second appending ``count`` batches of each size to a fresh store."""
+    results = {}
+    for size, count in batches.items():
+        root = work / f"batch_{size}"
+        prepared = list(chunks(make_candles(size * count), size))
+        with Store(root) as store:
+            start = time.perf_counter()
+            for batch in prepared:
+                store.append(batch)
+            elapsed = time.perf_counter() - start
+        results[size] = size * count / elapsed
+        shutil.rmtree(root)
+    return results
+
+
+def append_costs(work: Path, stored: Sequence[int], appends: int) -> dict[int, list[float]]:
+    """Seconds per one-candle append to a series already holding each of ``stored`` rows (compacted)."""
+    stores = {}
+    for rows in stored:
+        store = Store(work / f"stored_{rows}")
+        for batch in chunks(make_candles(rows), 50_000):
+            store.append(batch)
+        store.compact()
+        stores[rows] = store
+    news = {rows: make_candles(appends, first_index=rows, seed=2) for rows in stored}
+    costs: dict[int, list[float]] = {rows: [] for rows in stored}
+    for i in range(appends):
+        for rows, store in stores.items():  # interleaved: a drifting machine slows both alike
+            start = time.perf_counter()
+            store.append([news[rows][i]])
+            costs[rows].append(time.perf_counter() - start)
+    for rows, store in stores.items():
+        store.close()
+        shutil.rmtree(work / f"stored_{rows}")
+    return costs
+
+
+def rewrite_costs(work: Path, sizes: dict[int, int]) -> dict[int, float]:
+    """Seconds per candle the seed's way: read the whole file, concatenate one row, write it back."""
+    results = {}
+    for rows, count in sizes.items():
+        path = work / f"seed_{rows}.parquet"
+        candles_to_dataframe(make_candles(rows)).to_parquet(path)
+        new = make_candles(count, first_index=rows, seed=3)
+        start = time.perf_counter()
+        for candle in new:
+            frame = pd.concat([pd.read_parquet(path), candles_to_dataframe([candle])])
+            frame.to_parquet(path)
+        results[rows] = (time.perf_counter() - start) / count
+        path.unlink()
+    return results
+
+
+def run(quick: bool) -> tuple[dict[str, Any], list[str]]:
+    sizes = Sizes(quick)
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="trio-klines-bench-") as tmp:
+        work = Path(tmp)
+        throughput = rows_per_second(work, sizes.batches)
+        costs = append_costs(work, sizes.stored, sizes.single_appends)
+        rewrite = rewrite_costs(work, sizes.rewrite)
+    small, large = sizes.stored
+    few, many = sorted(sizes.rewrite)
+    mean = {rows: statistics.fmean(c) for rows, c in costs.items()}
+    per_candle_10k = 1 / throughput[10_000]
+    results: dict[str, Any] = {f"rows_per_s_batch_{size}": round(rate, 1) for size, rate in throughput.items()}
+    results |= {
+        "append_s_at_1k": mean[small],
+        "append_s_at_1m": mean[large],
+        "append_p50_s_at_1k": statistics.median(costs[small]),
+        "append_p50_s_at_1m": statistics.median(costs[large]),
+        "append_max_s_at_1k": max(costs[small]),
+        "append_max_s_at_1m": max(costs[large]),
+        "append_cost_ratio_1m_vs_1k": round(mean[large] / mean[small], 3),
+        "rewrite_s_per_candle_at_1k": rewrite[few],
+        "rewrite_s_per_candle_at_100k": rewrite[many],
+        "store_s_per_candle_batch_10000": per_candle_10k,
+        "ratio_vs_rewrite_at_1k": round(rewrite[few] / per_candle_10k, 1),
+        "ratio_vs_rewrite_at_100k": round(rewrite[many] / per_candle_10k, 1),
+        "ratio_vs_rewrite_at_100k_single_candle": round(rewrite[many] / mean[small], 1),
+        "quick": quick,
+        "seconds": round(time.perf_counter() - began, 1),
+        "environment": environment(),
+    }
+    results["targets_met"] = {
+        key: (results[key] <= target if key.startswith("append_cost") else results[key] >= target)
+        for key, target in TARGETS.items()
+    }
+    lines = [
+        f"store write benchmark{' (quick sizes: not meaningful)' if quick else ''}, {results['seconds']} s",
+        *(f"  append batches of {size:>6,}: {rate:>12,.0f} rows/s" for size, rate in throughput.items()),
+        f"  one-candle append, {small:>9,} rows stored: {mean[small] * 1e3:7.3f} ms mean,"
+        f" {results['append_p50_s_at_1k'] * 1e3:.3f} ms median, {results['append_max_s_at_1k'] * 1e3:.1f} ms max",
+        f"  one-candle append, {large:>9,} rows stored: {mean[large] * 1e3:7.3f} ms mean,"
+        f" {results['append_p50_s_at_1m'] * 1e3:.3f} ms median, {results['append_max_s_at_1m'] * 1e3:.1f} ms max",
+        f"  append cost ratio ({large:,} vs {small:,} stored): {results['append_cost_ratio_1m_vs_1k']}",
+        f"  seed rewrite per candle: {rewrite[few] * 1e3:.1f} ms at {few:,} rows,"
+        f" {rewrite[many] * 1e3:.1f} ms at {many:,}",
+        f"  store per candle in batches of 10,000: {per_candle_10k * 1e6:.2f} µs",
+        f"  faster than the rewrite: {results['ratio_vs_rewrite_at_1k']:,}x at {few:,} rows,"
+        f" {results['ratio_vs_rewrite_at_100k']:,}x at {many:,}"
+        f" ({results['ratio_vs_rewrite_at_100k_single_candle']:,}x appending one candle at a time)",
+        "  targets met: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in results["targets_met"].items()),
+    ]
+    return results, lines
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.write", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check that the benchmark runs")
+    args = parser.parse_args(argv)
+    results, lines = run(args.quick)
+    emit(results, lines, as_json=args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Every change the store makes to the disk goes through :class:`FileOps`: the one seam for faults.
+
+Each method is one step that a crash can fall before or after. Tests subclass :class:`FileOps` to fail
+(``ENOSPC``, ``EIO``) or to "crash" at any step; the store never touches the disk another way except to
+read. Errors are plain :class:`OSError`; the store maps them to its own errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from pathlib import Path
+
+__all__ = ["FileOps"]
+
+# O_DIRECTORY is missing on Windows, where directories cannot be opened for fsync anyway.
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+
+
+class FileOps:
+    """Durable file operations on a POSIX file system.
+
+    ``durable=False`` skips every fsync: for tests and throw-away stores only.
+    """
+
+    def __init__(self, *, durable: bool = True) -> None:
+        self.durable = durable
+
+    def makedirs(self, path: Path) -> None:
+        """Create ``path`` and its missing parents, each made durable in its own parent."""
+        missing = []
+        for candidate in (path, *path.parents):
+            if candidate.is_dir():
+                break
+            missing.append(candidate)
+        for directory in reversed(missing):
+            try:
+                directory.mkdir()
+            except FileExistsError:
+                if not directory.is_dir():
+                    raise
+            self.fsync_dir(directory.parent)
+
+    def write(self, path: Path, data: bytes | memoryview) -> None:
+        """Create ``path`` (it must not exist) holding ``data``, flushed to the disk when this returns.
+
+        A failure removes what was written so far and raises the :class:`OSError`.
+        """
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                if written <= 0:  # pragma: no cover - os.write raises rather than returning 0 on a full disk
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+                view = view[written:]
+            if self.durable:
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            _remove_quietly(path)
+            raise
+        os.close(fd)
+
+    def rename(self, source: Path, target: Path) -> None:
+        """Atomically give ``source`` the name ``target`` (same directory or file system)."""
+        os.rename(source, target)
+
+    def fsync_dir(self, path: Path) -> None:
+        """Make the entries of directory ``path`` (created, renamed, removed names) durable."""
+        if not self.durable or os.name != "posix":
+            return
+        fd = os.open(path, _DIR_FLAGS)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def unlink(self, path: Path) -> None:
+        """Remove the file ``path``; a missing file is not an error."""
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _remove_quietly(path: Path) -> None:
+    # The original error matters more; a leftover temporary file is removed when the store next opens.
+    with contextlib.suppress(OSError):
+        path.unlink()
