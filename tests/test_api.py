@@ -11,7 +11,11 @@ def test_public_names_are_pinned() -> None:
             "MARKETS",
             "BinanceError",
             "Candle",
+            "CompactionSummary",
             "ConfigError",
+            "ConnectionLost",
+            "CorruptFile",
+            "InvalidCandles",
             "KlinesError",
             "MalformedMessage",
             "Market",
@@ -19,10 +23,18 @@ def test_public_names_are_pinned() -> None:
             "RecorderConfig",
             "RecorderStats",
             "Series",
+            "SeriesCoverage",
             "ServerShutdown",
+            "Store",
+            "StoreError",
+            "StoreLocked",
+            "StoreWriteError",
             "candles_to_dataframe",
             "candles_to_table",
+            "compact",
+            "coverage",
             "frame_parser",
+            "load",
             "parse_frame",
             "parse_rest_klines",
             "parse_rest_row",
@@ -33,7 +45,7 @@ def test_public_names_are_pinned() -> None:
 
 
 def test_errors_share_one_root() -> None:
-    for name in ("BinanceError", "ConfigError", "MalformedMessage", "ServerShutdown"):
+    for name in ("BinanceError", "ConfigError", "MalformedMessage", "ServerShutdown", "StoreError", "ConnectionLost"):
         assert issubclass(getattr(trio_klines, name), trio_klines.KlinesError)
     assert issubclass(trio_klines.MalformedMessage, ValueError)
     assert issubclass(trio_klines.ConfigError, ValueError)

@@ -1,17 +1,35 @@
 """trio-klines: record Binance klines live and gap-free into Parquet, on trio."""
 
 from .config import RecorderConfig
-from .errors import BinanceError, ConfigError, KlinesError, MalformedMessage, ServerShutdown
+from .coverage import SeriesCoverage, coverage
+from .errors import (
+    BinanceError,
+    ConfigError,
+    ConnectionLost,
+    CorruptFile,
+    InvalidCandles,
+    KlinesError,
+    MalformedMessage,
+    ServerShutdown,
+    StoreError,
+    StoreLocked,
+    StoreWriteError,
+)
 from .markets import MARKETS, Market, Series
 from .parse import Candle, frame_parser, parse_frame, parse_rest_klines, parse_rest_row
 from .recorder import Recorder, RecorderStats
+from .store import CompactionSummary, Store, compact, load
 from .tables import candles_to_dataframe, candles_to_table
 
 __all__ = [
     "MARKETS",
     "BinanceError",
     "Candle",
+    "CompactionSummary",
     "ConfigError",
+    "ConnectionLost",
+    "CorruptFile",
+    "InvalidCandles",
     "KlinesError",
     "MalformedMessage",
     "Market",
@@ -19,10 +37,18 @@ __all__ = [
     "RecorderConfig",
     "RecorderStats",
     "Series",
+    "SeriesCoverage",
     "ServerShutdown",
+    "Store",
+    "StoreError",
+    "StoreLocked",
+    "StoreWriteError",
     "candles_to_dataframe",
     "candles_to_table",
+    "compact",
+    "coverage",
     "frame_parser",
+    "load",
     "parse_frame",
     "parse_rest_klines",
     "parse_rest_row",

@@ -12,9 +12,8 @@ from typing import NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from ._store_errors import InvalidCandles
 from .compaction import open_times, sort_unique
-from .errors import ConfigError
+from .errors import ConfigError, InvalidCandles
 from .layout import MAX_OPEN_TIME, period_of, periods_of
 from .markets import INTERVALS, Series, floor_open_time, is_open_time, series
 from .parse import Candle

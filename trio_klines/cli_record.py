@@ -12,7 +12,7 @@ from typing import Any
 import trio
 
 from .cli_common import Command, argument_type, parse_instant, positive_float
-from .config import DEFAULT_DATA_DIR, RecorderConfig, load_endpoints, load_toml, merge
+from .config import DEFAULT_DATA_DIR, TRANSPORTS, RecorderConfig, load_endpoints, load_toml, merge
 from .recorder import Recorder
 
 log = logging.getLogger("trio_klines.cli")
@@ -68,6 +68,11 @@ def _record_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-backfill", action="store_true", help="do not fill holes from REST (gaps are only logged)")
     parser.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        help="WebSocket library: trio-websocket (default) or websockets (faster, Sans-I/O over trio)",
+    )
+    parser.add_argument(
         "--quiet", action="store_true", help="no line per candle; a summary every --summary-every seconds"
     )
     parser.add_argument("--summary-every", type=positive_float, default=60.0, metavar="SECONDS", help="(default 60)")
@@ -75,7 +80,7 @@ def _record_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_record(args: argparse.Namespace) -> int:
     extra: dict[str, Any] = {"receive_timeout": args.receive_timeout, "flush_seconds": args.flush_seconds,
-                             "since": args.since}  # fmt: skip
+                             "since": args.since, "transport": args.transport}  # fmt: skip
     if args.no_backfill:
         extra["backfill"] = False
     config = build_config(args, **extra)

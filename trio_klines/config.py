@@ -32,7 +32,7 @@ __all__ = [
 DEFAULT_DATA_DIR: Final = Path("data")
 #: Batches the channel between the connections and the writer holds before senders wait.
 DEFAULT_CHANNEL_SIZE: Final = 1024
-TRANSPORTS: Final = ("trio-websocket",)
+TRANSPORTS: Final = ("trio-websocket", "websockets")
 
 
 def parse_time(value: object) -> int:

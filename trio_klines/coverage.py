@@ -16,8 +16,8 @@ from typing import Final
 
 import numpy as np
 
-from ._store_errors import StoreError
 from .compaction import open_times, redundant_files
+from .errors import StoreError
 from .fileops import FileOps
 from .gaps import Gap
 from .layout import series_dir

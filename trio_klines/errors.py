@@ -7,20 +7,32 @@ Callers catch these, never the third-party errors underneath (those are chained 
     ├── MalformedMessage    a frame or REST row that is not what Binance sends (also a ValueError)
     ├── BinanceError        Binance answered with an error payload {"code": …, "msg": …}
     ├── ServerShutdown      spot's ``serverShutdown`` event: reconnect at once
-    └── ConnectionLost      a WebSocket could not be opened, or closed, or went silent
-        └── ReceiveTimeout  nothing arrived within the receive timeout
+    ├── ConnectionLost      a WebSocket could not be opened, or closed, or went silent
+    │   └── ReceiveTimeout  nothing arrived within the receive timeout
+    └── StoreError          anything the Parquet store cannot do
+        ├── StoreLocked     another process is writing this store
+        ├── StoreWriteError a write failed (also an OSError): the batch is not stored, retry it
+        ├── CorruptFile     a stored file cannot be read back as it was written
+        └── InvalidCandles  candles the store refuses (also a ValueError); nothing was written
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 __all__ = [
     "BinanceError",
     "ConfigError",
     "ConnectionLost",
+    "CorruptFile",
+    "InvalidCandles",
     "KlinesError",
     "MalformedMessage",
     "ReceiveTimeout",
     "ServerShutdown",
+    "StoreError",
+    "StoreLocked",
+    "StoreWriteError",
 ]
 
 
@@ -80,6 +92,44 @@ class ConnectionLost(KlinesError):
 
 class ReceiveTimeout(ConnectionLost):
     """No frame arrived within the receive timeout: the connection is presumed dead."""
+
+
+class StoreError(KlinesError):
+    """Root of the store's errors."""
+
+
+class StoreLocked(StoreError):
+    """Another process holds the store's lock: one writer per root."""
+
+
+class StoreWriteError(StoreError, OSError):
+    """Writing failed (``ENOSPC``, ``EIO``, ``EACCES``…); ``errno`` and ``filename`` come from the OS error.
+
+    ``committed`` is ``False`` when nothing of the batch became visible: keep the batch and retry.
+    It is ``True`` when the batch was committed but a later step (rename, directory fsync) failed: the
+    batch will be complete at the latest when the store is next opened. Retrying is harmless either way
+    (a repeated candle replaces itself).
+    """
+
+    def __init__(self, message: str, cause: OSError, *, committed: bool) -> None:
+        OSError.__init__(self, cause.errno, message, cause.filename)
+        self.committed = committed
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class CorruptFile(StoreError):
+    """A stored file that is truncated, fails its checksums, or does not hold what its name says."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class InvalidCandles(StoreError, ValueError):
+    """A batch the store refuses as a whole (bad series name, open time off the interval's grid)."""
 
 
 _PREVIEW_CHARS = 200

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import pyarrow as pa
 
-from ._store_errors import StoreWriteError
+from .errors import StoreWriteError
 from .fileops import FileOps
 from .layout import JOURNAL_NAME, FileName, parse_series_dir, temp_name
 

@@ -21,8 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ._store_errors import CorruptFile
 from .compaction import FileInfo, open_times
+from .errors import CorruptFile
 from .fileops import FileOps
 from .layout import (
     MAX_ROWS_PER_FILE,

@@ -17,9 +17,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ._store_errors import StoreError
 from .compaction import merge_tables, open_times, redundant_files
-from .errors import ConfigError
+from .errors import ConfigError, StoreError
 from .fileops import FileOps
 from .layout import FileName, period_bounds, series_dir
 from .markets import Series, series

@@ -81,6 +81,16 @@ class RecorderStats:
         )
 
 
+def _configured_transport(config: RecorderConfig) -> Transport:
+    """The transport ``config.transport`` names (the config has checked the name)."""
+    connect_timeout = min(10.0, config.receive_timeout)
+    if config.transport == "websockets":
+        from .transport_ws import websockets_transport  # only this transport needs the websockets library
+
+        return websockets_transport(connect_timeout=connect_timeout)
+    return trio_websocket_transport(connect_timeout=connect_timeout)
+
+
 class Recorder:
     """Records ``config.streams`` into ``config.data_dir`` (or into ``sink``) until stopped.
 
@@ -102,7 +112,7 @@ class Recorder:
         self._run_sink = run_sink or trio.to_thread.run_sync
         self._sink = sink
         self._owns_sink = sink is None
-        self._transport = transport or trio_websocket_transport(connect_timeout=min(10.0, config.receive_timeout))
+        self._transport = transport or _configured_transport(config)
         self._connections: dict[str, tuple[StreamConnection, trio.CancelScope]] = {}
         self._retired: list[StreamConnection] = []
         self._writer_stats = WriterStats()

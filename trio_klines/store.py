@@ -30,7 +30,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final
 
-from ._store_errors import CorruptFile, InvalidCandles, StoreError, StoreLocked, StoreWriteError
 from .batches import split_batch
 from .compaction import (
     DEFAULT_POLICY,
@@ -42,6 +41,7 @@ from .compaction import (
     plan_merge,
     redundant_files,
 )
+from .errors import CorruptFile, InvalidCandles, StoreError, StoreLocked, StoreWriteError
 from .fileops import FileOps
 from .journal import NewFile, commit, replay
 from .layout import LOCK_NAME, FileName, is_temp_name, parse_series_dir, series_dir
