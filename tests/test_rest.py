@@ -147,3 +147,28 @@ def test_the_server_header_corrects_the_local_count() -> None:
     budget.observe("garbage")
     budget.observe(None)
     assert budget.used == 70
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from([1, 2, 5, 10]), min_size=1, max_size=60), st.integers(5, 200))
+def test_the_budget_never_spends_more_than_its_allowance_a_minute(weights: list[int], limit: int) -> None:
+    """Weight accounting as a property: each minute window holds at most the allowance (a single call
+    heavier than the allowance goes alone), windows last a minute, and calls keep their order."""
+    budget = WeightBudget(limit, share=0.8)
+    spent: list[tuple[float, float, int]] = []  # (window start, time, weight)
+
+    async def main() -> None:
+        for w in weights:
+            await budget.reserve(w)
+            spent.append((budget.window_start, trio.current_time(), w))
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    windows: dict[float, list[int]] = {}
+    for start, t, w in spent:
+        assert start <= t < start + 60
+        windows.setdefault(start, []).append(w)
+    for used in windows.values():
+        assert sum(used) <= budget.allowance or len(used) == 1
+    starts = sorted(windows)
+    assert all(b - a >= 60 for a, b in zip(starts, starts[1:], strict=False))
+    assert budget.requests == len(weights)
