@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import httpx
 import pytest
 import trio
@@ -170,5 +172,5 @@ def test_the_budget_never_spends_more_than_its_allowance_a_minute(weights: list[
     for used in windows.values():
         assert sum(used) <= budget.allowance or len(used) == 1
     starts = sorted(windows)
-    assert all(b - a >= 60 for a, b in zip(starts, starts[1:], strict=False))
+    assert all(b - a >= 60 for a, b in itertools.pairwise(starts))
     assert budget.requests == len(weights)
