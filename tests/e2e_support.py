@@ -66,3 +66,13 @@ def check_against_truth(data: Path, outages: tuple[tuple[int, int], ...] = ()) -
                 candle.trade_num, candle.taker_buy_base_asset_volume, candle.taker_buy_quote_asset_volume)  # fmt: skip
         compared += len(truth)
     return compared
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 10 s: no test leaves a process behind."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 from trio_klines.store import Store, load
 from trio_klines.testing import ground_truth
 
-from e2e_support import SEED, START, python
+from e2e_support import SEED, START, python, stop
 
 pytestmark = pytest.mark.timeout(120)
 MIN = 60_000
@@ -71,12 +70,7 @@ def test_backfill_is_exact_resumable_and_verified(tmp_path: Path) -> None:
         assert "1 different" in out
         assert f"different: 2026-01-01 00:05 ({START + 5 * MIN})" in out
     finally:
-        exchange.send_signal(signal.SIGTERM)
-        try:
-            exchange.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            exchange.kill()
-            exchange.wait()
+        stop(exchange)
 
 
 def test_status_of_a_store_with_a_hole_exits_1(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from trio_klines.markets import count_open_times
 
-from e2e_support import SEED, SERIES, START, STREAMS, check_against_truth, python
+from e2e_support import SEED, SERIES, START, STREAMS, check_against_truth, python, stop
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -75,9 +75,4 @@ def test_killed_and_restarted_under_faults_the_record_is_exact(tmp_path: Path) -
         assert verify.returncode == 0, out + err
         assert "0 missing, 0 extra, 0 different" in out
     finally:
-        exchange.send_signal(signal.SIGTERM)
-        try:
-            exchange.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            exchange.kill()
-            exchange.wait()
+        stop(exchange)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from e2e_support import SEED, START, check_against_truth, python, record
+from e2e_support import SEED, START, check_against_truth, python, record, stop
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,12 +34,7 @@ def exchange(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
         json.loads(first)
         yield endpoints
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def test_clean_run_records_exactly_the_exchange(exchange: Path, tmp_path: Path) -> None:

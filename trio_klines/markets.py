@@ -130,6 +130,26 @@ class Market:
         )
 
 
+_USDT_FUTURES: Final = Market(
+    name="usdt_futures",
+    # Since 2026-04-23 klines flow only on the /market route; an unrouted socket ACKs and stays silent.
+    ws_url="wss://fstream.binance.com/market",
+    rest_url="https://fapi.binance.com",
+    klines_path="/fapi/v1/klines",
+    exchange_info_path="/fapi/v1/exchangeInfo",
+    time_path="/fapi/v1/time",
+    ping_path="/fapi/v1/ping",
+    intervals=_FUTURES_INTERVALS,
+    # Docs now say 1024, older copies 200: take the limit every version agrees on.
+    max_streams_per_connection=200,
+    max_klines_per_request=1500,
+    default_klines_limit=500,
+    weight_pool="futures",
+    weight_limit_per_minute=2400,
+    update_period_ms=250,
+    server_ping_interval_s=180.0,
+)
+
 MARKETS: Final[Mapping[str, Market]] = {
     "spot": Market(
         name="spot",
@@ -148,26 +168,10 @@ MARKETS: Final[Mapping[str, Market]] = {
         update_period_ms=2 * SECOND,
         server_ping_interval_s=20.0,
     ),
-    "usdt_futures": Market(
-        name="usdt_futures",
-        # Since 2026-04-23 klines flow only on the /market route; an unrouted socket ACKs and stays silent.
-        ws_url="wss://fstream.binance.com/market",
-        rest_url="https://fapi.binance.com",
-        klines_path="/fapi/v1/klines",
-        exchange_info_path="/fapi/v1/exchangeInfo",
-        time_path="/fapi/v1/time",
-        ping_path="/fapi/v1/ping",
-        intervals=_FUTURES_INTERVALS,
-        # Docs now say 1024, older copies 200: take the limit every version agrees on.
-        max_streams_per_connection=200,
-        max_klines_per_request=1500,
-        default_klines_limit=500,
-        weight_pool="futures",
-        weight_limit_per_minute=2400,
-        update_period_ms=250,
-        server_ping_interval_s=180.0,
-    ),
-    "coin_futures": Market(
+    "usdt_futures": _USDT_FUTURES,
+    # COIN-M mirrors USDⓈ-M's limits (and shares its weight budget) on its own hosts, without a route.
+    "coin_futures": dataclasses.replace(
+        _USDT_FUTURES,
         name="coin_futures",
         ws_url="wss://dstream.binance.com",
         rest_url="https://dapi.binance.com",
@@ -175,14 +179,6 @@ MARKETS: Final[Mapping[str, Market]] = {
         exchange_info_path="/dapi/v1/exchangeInfo",
         time_path="/dapi/v1/time",
         ping_path="/dapi/v1/ping",
-        intervals=_FUTURES_INTERVALS,
-        max_streams_per_connection=200,
-        max_klines_per_request=1500,
-        default_klines_limit=500,
-        weight_pool="futures",
-        weight_limit_per_minute=2400,
-        update_period_ms=250,
-        server_ping_interval_s=180.0,
     ),
 }
 MARKET_NAMES: Final = tuple(MARKETS)
