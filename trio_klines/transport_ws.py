@@ -211,16 +211,16 @@ class _WebsocketsConnection:
     async def aclose(self, close_timeout: float) -> None:
         """Close handshake, then close the socket. Never raises but ``Cancelled``.
 
-        The close frame is always written (shielded, bounded); the wait for the server to answer and
+        The close frame is written even when cancelled (shielded, bounded: see :meth:`_drain`), so a
+        connection closed by a cancel scope still says goodbye; the wait for the server to answer and
         end the TCP connection lasts at most ``close_timeout`` and stops at once when cancelled.
         """
         protocol = self._protocol
         try:
             if protocol.state is _OPEN and self._lost is None:
-                async with self._send_lock:  # a cancel while waiting here skips to the forced close
-                    protocol.send_close(1000)
-                    self._lost = "connection closed by this side"
-                    await self._drain()
+                protocol.send_close(1000)
+                self._lost = "connection closed by this side"
+                await self._write_queued()  # no checkpoint before the write, so a cancel cannot skip it
             if protocol.state is not _CLOSED:
                 with trio.move_on_after(close_timeout):
                     while protocol.state is not _CLOSED:
