@@ -22,7 +22,7 @@ from __future__ import annotations
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Final
 
 import trio
@@ -44,6 +44,13 @@ _TEXT, _BINARY, _CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
 _OPEN, _CLOSED = State.OPEN, State.CLOSED
 # What a trio stream raises when the network fails or the stream was closed under us.
 _STREAM_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+def _reason(exc: BaseException) -> str:
+    """A readable reason: trio wraps TLS and socket errors in an empty ``BrokenResourceError``."""
+    if isinstance(exc, trio.BrokenResourceError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return str(exc) or type(exc).__name__
 
 
 class _WebsocketsConnection:
@@ -87,7 +94,7 @@ class _WebsocketsConnection:
             try:
                 data = await self._stream.receive_some(READ_SIZE)
             except _STREAM_ERRORS as exc:
-                self._lose(f"connection lost: {exc or type(exc).__name__}", dead=True)
+                self._lose(f"connection lost: {_reason(exc)}", dead=True)
                 raise ConnectionLost(self._lost) from exc
             # From here to the return nothing can be cancelled: the bytes are the protocol's now.
             if data:
@@ -173,56 +180,59 @@ class _WebsocketsConnection:
             if not await self._drain():
                 raise ConnectionLost(f"cannot send: {self._lost}")
 
-    async def _write_queued(self) -> None:
+    async def _write_queued(self, deadline: float | None = None) -> None:
         """Write what the protocol has queued, unless a writer is busy: it writes our bytes too."""
         lock = self._send_lock
         if lock.locked():
             return
         lock.acquire_nowait()  # no checkpoint: this task keeps going without a yield
         try:
-            await self._drain()
+            await self._drain(deadline)
         finally:
             lock.release()
 
-    async def _drain(self) -> bool:
+    async def _drain(self, deadline: float | None = None) -> bool:
         """Write until the protocol's queue is empty (send lock held). False if the connection broke.
 
-        Shielded: outside cancellation waits until the frames are out, or ``write_timeout`` passes.
-        Bytes queued by other tasks while this one waits are written in the same loop.
+        Shielded: outside cancellation waits until the frames are out, or until ``deadline`` (default:
+        ``write_timeout`` from now). Bytes queued by other tasks meanwhile are written in the same loop.
         """
         protocol, stream = self._protocol, self._stream
-        with trio.CancelScope(shield=True, deadline=trio.current_time() + self._write_timeout) as scope:
+        if deadline is None:
+            deadline = trio.current_time() + self._write_timeout
+        with trio.CancelScope(shield=True, deadline=deadline) as scope:
             try:
                 while writes := protocol.data_to_send():
                     for data in writes:
                         if data:  # b"" asks for a half-close; the socket is closed on exit anyway
                             await stream.send_all(data)
             except _STREAM_ERRORS as exc:
-                self._lose(f"connection lost while sending: {exc or type(exc).__name__}", dead=True)
+                self._lose(f"connection lost while sending: {_reason(exc)}", dead=True)
                 return False
         if scope.cancelled_caught:
             # Part of a frame may be out: nothing more can be written or trusted on this stream.
-            self._lose(f"connection lost: a write took over {self._write_timeout:g}s", dead=True)
+            self._lose("connection lost: a write did not finish in time", dead=True)
             return False
         return True
 
     # --- closing ------------------------------------------------------------------------------
 
     async def aclose(self, close_timeout: float) -> None:
-        """Close handshake, then close the socket. Never raises but ``Cancelled``.
+        """Close handshake, then close the socket, all within ``close_timeout``. Never raises but ``Cancelled``.
 
-        The close frame is written even when cancelled (shielded, bounded: see :meth:`_drain`), so a
-        connection closed by a cancel scope still says goodbye; the wait for the server to answer and
-        end the TCP connection lasts at most ``close_timeout`` and stops at once when cancelled.
+        The close frame is written even when cancelled (shielded: see :meth:`_drain`), so a connection
+        closed by a cancel scope still says goodbye; waiting for the server to answer and end the TCP
+        connection stops at once when cancelled.
         """
+        deadline = trio.current_time() + close_timeout
         protocol = self._protocol
         try:
             if protocol.state is _OPEN and self._lost is None:
                 protocol.send_close(1000)
                 self._lost = "connection closed by this side"
-                await self._write_queued()  # no checkpoint before the write, so a cancel cannot skip it
+                await self._write_queued(deadline)  # no checkpoint before the write: a cancel cannot skip it
             if protocol.state is not _CLOSED:
-                with trio.move_on_after(close_timeout):
+                with trio.move_on_at(deadline):
                     while protocol.state is not _CLOSED:
                         data = await self._stream.receive_some(READ_SIZE)
                         if not data:
@@ -233,7 +243,10 @@ class _WebsocketsConnection:
             pass
         finally:
             self._lose(self._lost or "connection closed by this side", dead=True)
-            await trio.aclose_forcefully(self._stream)
+            # A graceful close lets TLS say close_notify (strict peers call a bare TCP close a truncation);
+            # trio's aclose closes the socket even when cancelled, past the deadline or broken.
+            with trio.move_on_at(deadline), suppress(*_STREAM_ERRORS):
+                await self._stream.aclose()
 
 
 async def _connect(
@@ -305,7 +318,7 @@ def websockets_transport(
         except trio.TooSlowError as exc:
             raise ConnectionLost(f"cannot connect to {where}: no answer within {connect_timeout:g}s") from exc
         except (*_STREAM_ERRORS, WebSocketException, EOFError) as exc:  # refused, TLS, HTTP status…
-            raise ConnectionLost(f"cannot connect to {where}: {exc or type(exc).__name__}") from exc
+            raise ConnectionLost(f"cannot connect to {where}: {_reason(exc)}") from exc
         try:
             yield conn
         finally:
