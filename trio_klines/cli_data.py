@@ -155,11 +155,9 @@ def store_status(root: Path) -> list[SeriesStatus]:
         known = ledger.ranges(key)
         missing = exchange = 0
         for gap in cov.gaps:
-            for lo, hi in known.missing(gap.start, gap.end):
-                missing += count_open_times(key.interval, lo, hi)
-            exchange += gap.candles - sum(
-                count_open_times(key.interval, lo, hi) for lo, hi in known.missing(gap.start, gap.end)
-            )
+            unexplained = sum(count_open_times(key.interval, lo, hi) for lo, hi in known.missing(gap.start, gap.end))
+            missing += unexplained
+            exchange += gap.candles - unexplained
         files = sum(1 for p in root.joinpath(*series_dir(key)).glob("*.parquet") if not p.name.startswith("."))
         out.append(SeriesStatus(key, cov.first, cov.last, cov.rows, missing, exchange, files))
     return out

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import math
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -269,14 +269,3 @@ def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, An
         else:
             out[key] = value
     return out
-
-
-def describe(config: RecorderConfig) -> Sequence[str]:
-    """Human lines summing a config up, for the start-up log."""
-    by_market: dict[str, list[Series]] = {}
-    for s in config.streams:
-        by_market.setdefault(s.market, []).append(s)
-    return [
-        f"{market}: {len(items)} series via {config.market(market).ws_url}"
-        for market, items in sorted(by_market.items())
-    ]
