@@ -168,3 +168,29 @@ async def test_start_up_catches_up_from_since(autojump_clock: trio.testing.MockC
         await rec.backfiller.wait_idle()
         await trio.sleep(1)
     assert [c.open_time // 60_000 for c in sink.candles] == [4, 5, 6, 7, 8, 9]
+
+
+async def test_since_is_honoured_again_when_the_stored_record_starts_after_it(tmp_path: object) -> None:
+    # A first run killed before its --since backfill landed left only live candles (7, 8): the next
+    # start must still fill 4, 5, 6, not only what follows the last stored candle.
+    from pathlib import Path
+
+    from trio_klines.parse import parse_rest_klines
+    from trio_klines.store import Store, load
+
+    data = Path(str(tmp_path)) / "data"
+    now = 10 * 60_000 + 5_000
+    fake = FakeBinance("usdt_futures", now)
+    rows = fake(httpx.Request("GET", "http://exchange.test/fapi/v1/klines?symbol=BTCUSDT&interval=1m"
+                              "&startTime=420000&endTime=539999&limit=2")).content  # fmt: skip
+    with Store(data) as store:
+        store.append(parse_rest_klines(rows, "usdt_futures", "BTCUSDT", "1m"))
+    cfg = config("usdt_futures:1m:BTCUSDT", backfill=True, since=4 * 60_000, data_dir=data,
+                 endpoints={"usdt_futures": {"rest": "http://exchange.test"}})  # fmt: skip
+    http = httpx.AsyncClient(transport=httpx.MockTransport(fake))
+    with trio.fail_after(8):
+        async with Recorder(cfg, transport=FakeTransport(), http=http) as rec:
+            assert rec.backfiller is not None
+            await rec.backfiller.wait_idle()
+    opens = [int(t.value // 10**6) // 60_000 for t in load(data, "usdt_futures", "BTCUSDT", "1m")["candle_begin_time"]]
+    assert opens == [4, 5, 6, 7, 8, 9]

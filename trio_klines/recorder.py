@@ -144,6 +144,10 @@ class Recorder:
                 coverage, self.config.data_dir, [s for s in self.config.streams if s in stored]
             )
             holes = [gap for cov in held.values() for gap in cov.gaps]
+            # A run stopped before its --since backfill reached the first live candle left the start open.
+            since = self.config.since
+            if since is not None:
+                holes += [Gap(s, since, c.first) for s, c in held.items() if c.first is not None and c.first > since]
         for series, open_time in stored.items():
             self._tracker.seed(series, open_time)
         stack = AsyncExitStack()
