@@ -90,7 +90,12 @@ async def test_exchange_command_prints_endpoints_serves_and_stops_on_signal(stop
             code = await process.wait()
         assert code == 0
         assert process.stdout is not None
-        assert await process.stdout.receive_some() == b""  # nothing after the endpoints line
+        rest = b""
+        while chunk := await process.stdout.receive_some():
+            rest += chunk
+        # After the endpoints line, one last line: what the exchange did.
+        stats = json.loads(rest)["stats"]
+        assert rest.count(b"\n") == 1 and stats["rest_requests"] == 2 and stats["ws_connections"] == 1, stats
 
 
 async def test_exchange_command_applies_faults() -> None:

@@ -224,6 +224,36 @@ async def test_injected_429_and_418_carry_retry_after(fault: str) -> None:
         assert ex.stats[f"rest_{fault[4:]}"] == 1
 
 
+async def test_calling_again_inside_a_429s_retry_after_gets_banned_with_418() -> None:
+    async with exchange_and_client(faults="retry_after=1") as (ex, client):
+        futures = ex.markets["usdt_futures"]
+        params = {"symbol": "BTCUSDT", "interval": "1m", "limit": 1001, "startTime": ex.now() + DAY}
+        statuses = [(await client.get(futures.rest_url + futures.klines_path, params=params)).status_code
+                    for _ in range(241)]  # fmt: skip
+        assert statuses[-1] == 429
+        # Requests already in flight when the 429 left are not held against the client...
+        assert (await klines(ex, client, "coin_futures", symbol="BTCUSD_PERP", interval="1m")).status_code == 429
+        # ...but a call once the 429 has surely arrived, before its Retry-After, is: the pool is banned.
+        await trio.sleep(0.3)
+        banned = await klines(ex, client, "coin_futures", symbol="BTCUSD_PERP", interval="1m")
+        assert banned.status_code == 418
+        assert banned.json()["code"] == -1003 and "banned" in banned.json()["msg"]
+        assert (await klines(ex, client, "spot", symbol="BTCUSDT", interval="1m")).status_code == 200  # other pool
+        assert ex.stats["rest_418"] == 1
+
+
+async def test_a_client_that_waits_retry_after_is_never_banned() -> None:
+    async with exchange_and_client(faults="rest429=0.5,retry_after=1", speed=60) as (ex, client):
+        statuses = []
+        for _ in range(12):
+            response = await klines(ex, client, "spot", symbol="BTCUSDT", interval="1m", limit=1)
+            statuses.append(response.status_code)
+            if response.status_code == 429:
+                await trio.sleep(float(response.headers["Retry-After"]))
+        assert 429 in statuses and 200 in statuses
+        assert 418 not in statuses and ex.stats["rest_418"] == 0
+
+
 async def test_injected_5xx_are_varied_and_seeded() -> None:
     async with exchange_and_client(faults="rest5xx=0.5") as (ex, client):
         statuses = [

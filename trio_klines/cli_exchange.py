@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
@@ -99,6 +100,9 @@ async def _serve_exchange(config: ExchangeConfig) -> None:
             async for signum in signals:
                 log.info("received %s, shutting down", signal.Signals(signum).name)
                 break
+        # The last line on stdout: what the exchange did (faults fired, REST statuses), for test oracles.
+        with contextlib.suppress(BrokenPipeError):
+            print(json.dumps({"stats": dict(sorted(exchange.stats.items()))}), flush=True)
 
 
 def _exchange_epilog() -> str:

@@ -6,6 +6,9 @@ candles from ``startTime`` or the newest up to ``endTime``/now; COIN-M returns t
 closest to ``endTime`` within a window of at most 200 days (``-4088`` beyond). The still-open candle is
 included as it stands. Request weight is counted per exchange-time minute, in one pool for spot and
 one shared by USDⓈ-M and COIN-M.
+
+Like Binance, a client that keeps calling after a ``429`` is banned: a request that reaches a pool
+inside a 429's ``Retry-After`` window (later than requests already in flight could) gets ``418``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ _MICROS: Final = 10**14
 _DIGITS: Final = "^[0-9]{1,20}$"
 _SYMBOLS_RANGE: Final = r'^\[("[A-Z0-9-_.]{1,20}"(,"[A-Z0-9-_.]{1,20}"){0,}){0,1}\]$'
 _UTC_ZONES: Final = frozenset({"0", "+0", "-0", "00:00", "+00:00", "-00:00", "0:00", "+0:00"})
+#: Wall seconds after a 429 is delivered during which requests the client had already sent may still
+#: arrive without counting as ignoring it.
+IN_FLIGHT_GRACE_S: Final = 0.1
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -88,6 +94,8 @@ class RestApi:
         self._wall_seconds = wall_seconds
         self._serial = 0
         self.budget = WeightBudget()
+        #: Per weight pool, the exchange-time window in which a call ignores the last 429.
+        self._penalty: dict[str, tuple[int, int]] = {}
 
     def handle(self, market: Market, path: str, query: bytes | str) -> RestResponse:
         """The response to ``GET <market prefix><path>?<query>``, headers included."""
@@ -104,9 +112,12 @@ class RestApi:
         route = routes.get(path)
         if route is None:
             return RestResponse(404, b"<html><body><h2>404 Not found</h2></body></html>", content_type="text/html")
+        lo, hi = self._penalty.get(market.weight_pool, (0, 0))
+        if lo < now < hi:
+            return _with_weight(self._ban(now), market, self.budget.used(market, now))
         injected = self._injected_fault(now)
         if injected is not None:
-            return _with_weight(injected, market, self.budget.used(market, now))
+            return self._penalise(_with_weight(injected, market, self.budget.used(market, now)), market, now)
         try:
             params = _params(query)
             weight, answer = route(market, params, now)
@@ -120,7 +131,8 @@ class RestApi:
                 f"Too much request weight used; current limit is {market.weight_limit_per_minute} request weight "
                 "per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API."
             )
-            return _with_weight(RestResponse(429, binance_error(-1003, msg), self._retry_after(now)), market, used)
+            response = RestResponse(429, binance_error(-1003, msg), self._retry_after(now))
+            return self._penalise(_with_weight(response, market, used), market, now)
         used = self.budget.charge(market, weight, now)
         return _with_weight(RestResponse(200, answer()), market, used)
 
@@ -132,15 +144,27 @@ class RestApi:
             seconds = math.ceil(self._wall_seconds(_MINUTE - now % _MINUTE))
         return (("retry-after", str(seconds)),)
 
+    def _ban(self, now: int) -> RestResponse:
+        until = now + 2 * _MINUTE
+        msg = (
+            f"Way too much request weight used; IP banned until {until}. "
+            "Please use WebSocket Streams for live updates to avoid bans."
+        )
+        return RestResponse(418, binance_error(-1003, msg), self._retry_after(now))
+
+    def _penalise(self, response: RestResponse, market: Market, now: int) -> RestResponse:
+        """After a 429, calls to its pool before its Retry-After has passed are banned (418)."""
+        if response.status == 429:
+            retry_after = float(dict(response.headers)["retry-after"])
+            per_wall_s = 1.0 / self._wall_seconds(1.0)
+            grace = self._faults.rest_slow + IN_FLIGHT_GRACE_S  # the 429 itself waits rest_slow to leave
+            self._penalty[market.weight_pool] = (now + round(grace * per_wall_s), now + round(retry_after * per_wall_s))
+        return response
+
     def _injected_fault(self, now: int) -> RestResponse | None:
         f, dice, serial = self._faults, self._dice, self._serial
         if dice.hit("rest418", f.rest418, serial):
-            until = now + 2 * _MINUTE
-            msg = (
-                f"Way too much request weight used; IP banned until {until}. "
-                "Please use WebSocket Streams for live updates to avoid bans."
-            )
-            return RestResponse(418, binance_error(-1003, msg), self._retry_after(now))
+            return self._ban(now)
         if dice.hit("rest429", f.rest429, serial):
             msg = "Too many requests; current limit of IP is exceeded. Please use WebSocket Streams for live updates."
             return RestResponse(429, binance_error(-1003, msg), self._retry_after(now))

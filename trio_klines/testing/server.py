@@ -178,12 +178,13 @@ class FakeExchange:
             return
         market, path = routed
         self.stats["rest_requests"] += 1
-        if self.faults.rest_slow:
-            self.stats["fault_rest_slow"] += 1
-            await trio.sleep(self.faults.rest_slow)
+        # Answered as the request arrives, delivered late: what a slow network does.
         response = self.rest.handle(market, path, scope.get("query_string", b""))
         if response.status != 200:
             self.stats[f"rest_{response.status}"] += 1
+        if self.faults.rest_slow:
+            self.stats["fault_rest_slow"] += 1
+            await trio.sleep(self.faults.rest_slow)
         body = b"" if scope["method"] == "HEAD" else response.body
         await _respond(send, response.status, body, response.content_type, response.headers)
 
