@@ -15,6 +15,7 @@ from trio_klines.errors import BinanceError
 from trio_klines.markets import MARKETS, apply_endpoints
 from trio_klines.parse import parse_rest_klines
 from trio_klines.testing import FakeExchange, open_exchange
+from trio_klines.testing.rest import BAN_AFTER
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -233,13 +234,26 @@ async def test_calling_again_inside_a_429s_retry_after_gets_banned_with_418() ->
         assert statuses[-1] == 429
         # Requests already in flight when the 429 left are not held against the client...
         assert (await klines(ex, client, "coin_futures", symbol="BTCUSD_PERP", interval="1m")).status_code == 429
-        # ...but a call once the 429 has surely arrived, before its Retry-After, is: the pool is banned.
+        # ...but calls once the 429 has surely arrived, before its Retry-After, are: a few are answered
+        # 429 again, then the pool is banned.
         await trio.sleep(0.3)
+        again = [(await klines(ex, client, "coin_futures", symbol="BTCUSD_PERP", interval="1m")).status_code
+                 for _ in range(BAN_AFTER - 1)]  # fmt: skip
+        assert again == [429] * (BAN_AFTER - 1)
         banned = await klines(ex, client, "coin_futures", symbol="BTCUSD_PERP", interval="1m")
         assert banned.status_code == 418
         assert banned.json()["code"] == -1003 and "banned" in banned.json()["msg"]
         assert (await klines(ex, client, "spot", symbol="BTCUSDT", interval="1m")).status_code == 200  # other pool
         assert ex.stats["rest_418"] == 1
+
+
+async def test_one_stray_call_inside_retry_after_is_answered_429_not_banned() -> None:
+    async with exchange_and_client(faults="rest429=1,retry_after=1") as (ex, client):
+        assert (await klines(ex, client, "spot", symbol="BTCUSDT", interval="1m")).status_code == 429
+        await trio.sleep(0.3)
+        stray = await klines(ex, client, "spot", symbol="BTCUSDT", interval="1m")
+        assert stray.status_code == 429 and int(stray.headers["Retry-After"]) >= 1
+        assert ex.stats["rest_418"] == 0
 
 
 async def test_a_client_that_waits_retry_after_is_never_banned() -> None:

@@ -8,7 +8,9 @@ included as it stands. Request weight is counted per exchange-time minute, in on
 one shared by USDⓈ-M and COIN-M.
 
 Like Binance, a client that keeps calling after a ``429`` is banned: a request that reaches a pool
-inside a 429's ``Retry-After`` window (later than requests already in flight could) gets ``418``.
+inside a 429's ``Retry-After`` window (later than requests already in flight could) is a violation,
+answered ``429`` again; the :data:`BAN_AFTER`-th violation in a row gets ``418``. One stray call (a
+process restarted during another's wait, say) is not a ban.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ _UTC_ZONES: Final = frozenset({"0", "+0", "-0", "00:00", "+00:00", "-00:00", "0:
 #: Wall seconds after a 429 is delivered during which requests the client had already sent may still
 #: arrive without counting as ignoring it.
 IN_FLIGHT_GRACE_S: Final = 0.1
+#: Calls inside Retry-After windows, with no compliant call between them, that get a pool banned.
+BAN_AFTER: Final = 5
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -96,6 +100,7 @@ class RestApi:
         self.budget = WeightBudget()
         #: Per weight pool, the exchange-time window in which a call ignores the last 429.
         self._penalty: dict[str, tuple[int, int]] = {}
+        self._violations: dict[str, int] = {}
 
     def handle(self, market: Market, path: str, query: bytes | str) -> RestResponse:
         """The response to ``GET <market prefix><path>?<query>``, headers included."""
@@ -112,9 +117,9 @@ class RestApi:
         route = routes.get(path)
         if route is None:
             return RestResponse(404, b"<html><body><h2>404 Not found</h2></body></html>", content_type="text/html")
-        lo, hi = self._penalty.get(market.weight_pool, (0, 0))
-        if lo < now < hi:
-            return _with_weight(self._ban(now), market, self.budget.used(market, now))
+        violation = self._violation(market, now)
+        if violation is not None:
+            return _with_weight(violation, market, self.budget.used(market, now))
         injected = self._injected_fault(now)
         if injected is not None:
             return self._penalise(_with_weight(injected, market, self.budget.used(market, now)), market, now)
@@ -151,6 +156,20 @@ class RestApi:
             "Please use WebSocket Streams for live updates to avoid bans."
         )
         return RestResponse(418, binance_error(-1003, msg), self._retry_after(now))
+
+    def _violation(self, market: Market, now: int) -> RestResponse | None:
+        """The answer to a call that ignores the pool's last 429, or ``None`` for a compliant call."""
+        pool = market.weight_pool
+        lo, hi = self._penalty.get(pool, (0, 0))
+        if not lo < now < hi:
+            self._violations[pool] = 0
+            return None
+        self._violations[pool] = count = self._violations.get(pool, 0) + 1
+        if count >= BAN_AFTER:
+            return self._ban(now)
+        msg = "Too many requests; current limit of IP is exceeded. Please use WebSocket Streams for live updates."
+        wait = math.ceil(self._wall_seconds(hi - now))
+        return RestResponse(429, binance_error(-1003, msg), (("retry-after", str(max(1, wait))),))
 
     def _penalise(self, response: RestResponse, market: Market, now: int) -> RestResponse:
         """After a 429, calls to its pool before its Retry-After has passed are banned (418)."""
