@@ -116,3 +116,24 @@ def test_ledger_survives_a_damaged_file(tmp_path: Path) -> None:
     assert list(ExchangeGapLedger(tmp_path).ranges(BTC)) == [(0, 2 * MIN)]
     ledger.path.write_text("{not json", encoding="utf-8")
     assert ExchangeGapLedger(tmp_path).all() == {}
+
+
+def test_ledger_survives_a_full_disk_and_writes_later(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    import errno
+    import os
+
+    ledger = ExchangeGapLedger(tmp_path)
+    real_fsync = os.fsync
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    ledger.add(BTC, 0, 2 * MIN)  # never raises: the backfill goes on
+    assert "No space left on device" in caplog.text
+    assert list(ledger.ranges(BTC)) == [(0, 2 * MIN)]  # still known in memory
+    assert not ledger.path.exists() and not list(ledger.path.parent.iterdir())  # no temporary file left
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert ledger.save()
+    assert list(ExchangeGapLedger(tmp_path).ranges(BTC)) == [(0, 2 * MIN)]

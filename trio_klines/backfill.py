@@ -14,6 +14,7 @@ by ``status`` and never requested again in a loop.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -46,6 +47,7 @@ class ExchangeGapLedger:
     def __init__(self, root: Path | str) -> None:
         self.path = Path(root) / LEDGER_PATH
         self._gaps: dict[Series, RangeSet] = {}
+        self._dirty = False
         self._load()
 
     def _load(self) -> None:
@@ -72,17 +74,33 @@ class ExchangeGapLedger:
 
     def add(self, s: Series, start: int, end: int) -> None:
         self._gaps.setdefault(s, RangeSet()).add(start, end)
-        self._save()
+        self._dirty = True
+        self.save()
 
-    def _save(self) -> None:
+    def save(self) -> bool:
+        """Write the ledger if it changed since it was last written; ``False`` if that failed.
+
+        A failure (disk full, I/O error) is logged and never raised: the ranges stay known in memory and
+        the next :meth:`add` or :meth:`save` writes them; lost, they only cost asking the exchange again.
+        """
+        if not self._dirty:
+            return True
         data = {f"{s.market}/{s.interval}/{s.symbol}": list(r) for s, r in sorted(self._gaps.items())}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(data, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.error("cannot write %s (%s); the exchange gaps stay in memory and are written later", self.path, exc)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            return False
+        self._dirty = False
+        return True
 
 
 @dataclass

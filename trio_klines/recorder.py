@@ -29,7 +29,7 @@ import trio
 
 from .backfill import Backfiller, ExchangeGapLedger
 from .config import RecorderConfig
-from .errors import ConfigError
+from .errors import ConfigError, StoreError
 from .gaps import ContinuityTracker, Gap
 from .markets import (
     DEFAULT_MAX_URL_LENGTH,
@@ -208,6 +208,9 @@ class Recorder:
         if self._owns_http and self._http is not None:
             with trio.CancelScope(shield=True):
                 await self._http.aclose()
+        if self.backfiller is not None:
+            with trio.CancelScope(shield=True):  # exchange gaps a full disk kept from being written
+                await trio.to_thread.run_sync(self.backfiller.ledger.save)
         if self._owns_sink and self._sink is not None:
             # Shielded: a cancelled recorder still leaves the store compacted and unlocked.
             with trio.CancelScope(shield=True):
@@ -223,6 +226,8 @@ class Recorder:
         try:
             summary = sink.compact()
             log.info("compacted: %s", summary)
+        except StoreError as exc:  # a full disk, say: expected, so no traceback
+            log.error("compaction at shutdown failed (%s); the data stays in its append files, readable as is", exc)
         except Exception:
             log.exception("compaction at shutdown failed; the data stays in its append files, readable as is")
         finally:
