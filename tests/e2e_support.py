@@ -9,8 +9,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from trio_klines.store import load
 from trio_klines.testing import ground_truth
+
+#: Figures a test reports (name → figures), printed in the run's closing summary by conftest.py.
+FIGURES = pytest.StashKey[dict[str, dict[str, object]]]()
 
 START = 1_767_225_600_000  # 2026-01-01, exchange time
 SEED = 11
@@ -76,3 +81,8 @@ def stop(proc: subprocess.Popen[str]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def report_figures(config: pytest.Config, name: str, figures: dict[str, object]) -> None:
+    """Keep ``figures`` for the closing summary, where they show without ``-s``."""
+    config.stash.setdefault(FIGURES, {})[name] = figures
