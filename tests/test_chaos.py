@@ -10,6 +10,8 @@ REST fault switched on, three declared outages and Binance's connection cut-off:
 4. while one run records, the disk (a small tmpfs of its own) is filled up, then freed;
 5. a last run is left to finish the backfill and stopped with SIGINT.
 
+The runs alternate between the two WebSocket transports.
+
 Then the stored record must equal the exchange's ground truth exactly from ``--since`` to the last
 candle (0 missing, 0 duplicated, 0 altered) outside the declared outages, ``status`` must count the
 outages as exchange gaps and nothing else as missing, and the exchange must never have had to ban the
@@ -56,6 +58,8 @@ FAULTS = ",".join(
     ]
 )  # fmt: skip
 KILLS = 12
+#: The runs take turns: both WebSocket transports face the same chaos.
+TRANSPORTS = ("trio-websocket", "websockets")
 DISK_MB = 256
 
 
@@ -83,12 +87,12 @@ def start_exchange(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
     return proc, endpoints
 
 
-def start_recorder(endpoints: Path, data: Path, log: Path) -> subprocess.Popen[str]:
+def start_recorder(endpoints: Path, data: Path, log: Path, transport: str) -> subprocess.Popen[str]:
     config = log.parent / "record.toml"
     config.write_text("backoff_max = 1.0\n", encoding="utf-8")  # see e2e_support.record
     args = ["record", "--endpoints", str(endpoints), "--data", str(data), "--since", str(SINCE),
             "--receive-timeout", "2", "--flush-seconds", "0.2", "--quiet", "--summary-every", "1",
-            "--config", str(config)]  # fmt: skip
+            "--config", str(config), "--transport", transport]  # fmt: skip
     for spec in STREAMS:
         args += ["--stream", spec]
     with log.open("w", encoding="utf-8") as err:
@@ -178,7 +182,7 @@ def test_chaos_record_equals_the_exchange(tmp_path: Path, small_disk: Path, pyte
 
     def launch(name: str) -> tuple[subprocess.Popen[str], Path]:
         log = logs / f"{len(runs):02d}-{name}.log"
-        proc = start_recorder(endpoints, data, log)
+        proc = start_recorder(endpoints, data, log, TRANSPORTS[len(runs) % 2])
         runs.append(proc)
         return proc, log
 
