@@ -29,8 +29,18 @@ def python(*args: str, **kw: object) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "trio_klines", *args], text=True, env=env, **kw)  # type: ignore[call-overload]
 
 
-def record(endpoints: Path, data: Path, seconds: float, *extra: str) -> tuple[int, float, str]:
-    """Run ``record`` for ``seconds``, stop it with SIGINT; (exit code, seconds to stop, stderr)."""
+def start_exchange(tmp_path: Path, faults: str) -> tuple[subprocess.Popen[str], Path]:
+    """The fake exchange as a process at 600× (ten exchange minutes a wall second); its endpoints file."""
+    proc = python("exchange", "--seed", str(SEED), "--speed", "600", "--start", str(START), "--faults", faults,
+                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+    assert proc.stdout is not None
+    endpoints = tmp_path / "endpoints.json"
+    endpoints.write_text(proc.stdout.readline(), encoding="utf-8")
+    return proc, endpoints
+
+
+def record_args(endpoints: Path, data: Path, *extra: str) -> list[str]:
+    """``record`` of :data:`STREAMS` with the tests' timings (a config file is written beside ``data``)."""
     # At 600× no session lives the minute that resets the backoff: cap it so a test run stays busy.
     config = data.parent / "record.toml"
     config.write_text("backoff_max = 1.0\n", encoding="utf-8")
@@ -38,7 +48,12 @@ def record(endpoints: Path, data: Path, seconds: float, *extra: str) -> tuple[in
             "--flush-seconds", "0.2", "--quiet", "--config", str(config), *extra]  # fmt: skip
     for spec in STREAMS:
         args += ["--stream", spec]
-    proc = python(*args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return args
+
+
+def record(endpoints: Path, data: Path, seconds: float, *extra: str) -> tuple[int, float, str]:
+    """Run ``record`` for ``seconds``, stop it with SIGINT; (exit code, seconds to stop, stderr)."""
+    proc = python(*record_args(endpoints, data, *extra), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         time.sleep(seconds)
         proc.send_signal(signal.SIGINT)

@@ -36,7 +36,17 @@ from trio_klines.compaction import redundant_files
 from trio_klines.markets import count_open_times
 from trio_klines.periodfiles import list_series_dir
 
-from e2e_support import SEED, SERIES, START, STREAMS, check_against_truth, python, report_figures, stop
+from e2e_support import (
+    SEED,
+    SERIES,
+    START,
+    check_against_truth,
+    python,
+    record_args,
+    report_figures,
+    start_exchange,
+    stop,
+)
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -78,23 +88,8 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def start_exchange(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
-    proc = python("exchange", "--seed", str(SEED), "--speed", "600", "--start", str(START), "--faults", FAULTS,
-                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
-    assert proc.stdout is not None
-    endpoints = tmp_path / "endpoints.json"
-    endpoints.write_text(proc.stdout.readline(), encoding="utf-8")
-    return proc, endpoints
-
-
 def start_recorder(endpoints: Path, data: Path, log: Path, transport: str) -> subprocess.Popen[str]:
-    config = log.parent / "record.toml"
-    config.write_text("backoff_max = 1.0\n", encoding="utf-8")  # see e2e_support.record
-    args = ["record", "--endpoints", str(endpoints), "--data", str(data), "--since", str(SINCE),
-            "--receive-timeout", "2", "--flush-seconds", "0.2", "--quiet", "--summary-every", "1",
-            "--config", str(config), "--transport", transport]  # fmt: skip
-    for spec in STREAMS:
-        args += ["--stream", spec]
+    args = record_args(endpoints, data, "--since", str(SINCE), "--summary-every", "1", "--transport", transport)
     with log.open("w", encoding="utf-8") as err:
         return python(*args, stdout=subprocess.DEVNULL, stderr=err)
 
@@ -177,7 +172,7 @@ def test_chaos_record_equals_the_exchange(tmp_path: Path, small_disk: Path, pyte
     logs = tmp_path / "logs"
     logs.mkdir()
     figures: dict[str, object] = {"kills": 0}
-    exchange, endpoints = start_exchange(tmp_path)
+    exchange, endpoints = start_exchange(tmp_path, FAULTS)
     runs: list[subprocess.Popen[str]] = []
 
     def launch(name: str) -> tuple[subprocess.Popen[str], Path]:

@@ -12,7 +12,7 @@ import pytest
 
 from trio_klines.markets import count_open_times
 
-from e2e_support import SEED, SERIES, START, STREAMS, check_against_truth, python, stop
+from e2e_support import SERIES, START, check_against_truth, python, record_args, start_exchange, stop
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -22,28 +22,13 @@ OUTAGE = (START + 40 * MIN, START + 50 * MIN)
 FAULTS = f"drop=0.003,stall=0.002,stall_s=3,cutoff=1500,outage={OUTAGE[0]}-{OUTAGE[1]},rest429=0.05,rest5xx=0.05"
 
 
-def start_exchange(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
-    proc = python("exchange", "--seed", str(SEED), "--speed", "600", "--start", str(START), "--faults", FAULTS,
-                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
-    assert proc.stdout is not None
-    endpoints = tmp_path / "endpoints.json"
-    endpoints.write_text(proc.stdout.readline(), encoding="utf-8")
-    return proc, endpoints
-
-
 def start_recorder(endpoints: Path, data: Path) -> subprocess.Popen[str]:
-    config = data.parent / "record.toml"
-    config.write_text("backoff_max = 1.0\n", encoding="utf-8")  # see test_e2e_record.record
-    args = ["record", "--endpoints", str(endpoints), "--data", str(data), "--receive-timeout", "2",
-            "--flush-seconds", "0.2", "--quiet", "--config", str(config)]  # fmt: skip
-    for spec in STREAMS:
-        args += ["--stream", spec]
-    return python(*args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return python(*record_args(endpoints, data), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def test_killed_and_restarted_under_faults_the_record_is_exact(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    exchange, endpoints = start_exchange(tmp_path)
+    exchange, endpoints = start_exchange(tmp_path, FAULTS)
     try:
         first = start_recorder(endpoints, data)
         time.sleep(4.5)
