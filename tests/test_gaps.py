@@ -106,6 +106,17 @@ def test_tracker_memory_is_bounded_and_seeding_works() -> None:
         ContinuityTracker(memory=0)
 
 
+def test_tracker_costs_the_same_after_a_long_run() -> None:
+    s = Series("spot", "BTCUSDT", "1s")
+    tracker = ContinuityTracker(memory=64)
+    for second in range(100_000):
+        tracker.observe(s, second * 1000)
+    state = tracker._series[s]
+    assert state.seen.bit_length() <= 64  # one bounded integer, however many candles went by
+    assert tracker.observe(s, 99_937 * 1000) == (Verdict.DUPLICATE, None)  # 62 back: remembered
+    assert tracker.observe(s, 99_935 * 1000) == (Verdict.LATE, None)  # 64 back: forgotten
+
+
 range_ops = st.lists(st.tuples(st.sampled_from(["add", "remove"]), st.integers(0, 60), st.integers(0, 60)), max_size=30)
 
 

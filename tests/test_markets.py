@@ -30,6 +30,7 @@ from trio_klines.markets import (
     max_interval_ms,
     next_open_time,
     normalize_symbol,
+    open_time_index,
     plan_connections,
     raw_stream_url,
     series,
@@ -155,6 +156,15 @@ def test_floor_contains_the_instant(interval: str, t: int) -> None:
     assert candle_end_time(interval, start) == end
     assert close_time(interval, start) == end - 1
     assert end - start <= max_interval_ms(interval)
+
+
+@given(interval_names, times, st.integers(min_value=0, max_value=50))
+def test_open_time_index_numbers_consecutive_candles_consecutively(interval: str, t: int, steps: int) -> None:
+    start = floor_open_time(interval, t)
+    later = start
+    for _ in range(steps):
+        later = next_open_time(interval, later)
+    assert open_time_index(interval, later) - open_time_index(interval, start) == steps
 
 
 @given(st.sampled_from([i for i, n in INTERVALS.items() if n]), times)

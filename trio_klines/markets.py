@@ -291,6 +291,14 @@ def next_open_time(interval: str, open_time: int) -> int:
     return open_time + interval_ms(interval)
 
 
+def open_time_index(interval: str, open_time: int) -> int:
+    """The candle's number on its interval's grid: consecutive candles have consecutive numbers."""
+    if interval == "1M":
+        year, month = _year_month(open_time)
+        return year * 12 + month
+    return open_time // interval_ms(interval)
+
+
 def candle_end_time(interval: str, open_time: int) -> int:
     """The seed's ``candle_end_time``: begin + interval (the next candle's open time), ms."""
     return next_open_time(interval, open_time)
