@@ -15,7 +15,11 @@ after the warm-up (the first minute or the first 10 % of the run, whichever is s
 sample before the stop. At the end the recorder gets SIGINT (it flushes, compacts, exits 0), the exchange
 SIGTERM, and the dataset is compared, series by series, with the exchange's ground truth: candles recorded,
 missing (holes between a series' first and last candle, and series with nothing stored), duplicated,
-extra and different. ``status --json`` totals come along.
+extra and different. ``status --json`` totals come along. Exit status 1 when gaps are not 0, the recorder did
+not exit 0, or RSS moved by more than 10 %.
+
+The default speed-up, 10×, is one the exchange sustains for 1,000 streams on 2 shared cores (about half a
+core; it sends every close on time and drops stale open updates when behind, as designed): 118 closes/s.
 """
 
 from __future__ import annotations
