@@ -19,7 +19,19 @@ from trio_klines.parse import parse_frame
 @pytest.mark.timeout(120)
 def test_e2e_benchmark_reports_its_keys(capsys: pytest.CaptureFixture[str]) -> None:
     e2e.main(
-        ["--messages", "482", "--closed-messages", "200", "--seed-messages", "5", "--latency-messages", "5", "--json"]
+        [
+            "--messages",
+            "482",
+            "--closed-messages",
+            "200",
+            "--seed-messages",
+            "5",
+            "--latency-messages",
+            "5",
+            "--flush-seconds",
+            "0.05",
+            "--json",
+        ]
     )
     result = json.loads(capsys.readouterr().out)
     for key in ("closed_msgs_per_s", "realistic_msgs_per_s", "ws_ceiling_msgs_per_s", "seed_closed_msgs_per_s",
