@@ -140,17 +140,30 @@ class _TrioWebsocketConnection:
             raise self._lost(exc) from exc
 
     async def receive_batch(self) -> list[str | bytes]:
-        # get_message costs a checkpoint per message; what the reader task has queued already is taken
-        # without one (at most MESSAGE_QUEUE_SIZE: the queue's bound).
+        # trio-websocket's reader task yields after queueing each message, so the queue rarely holds
+        # more than one: left alone, every frame would cost the connection task a wakeup, a timeout
+        # update and a channel send. Instead, while each yield brings another message (a burst being
+        # parsed), keep yielding and collecting, up to the queue's size; the first yield that brings
+        # nothing ends the batch, so a lone frame waits no longer than one pass of the scheduler.
         batch = [await self.receive()]
         queue = self._queue
-        if queue is not None:
-            take = queue.receive_nowait
+        if queue is None:
+            return batch
+        take = queue.receive_nowait
+        while len(batch) < MESSAGE_QUEUE_SIZE:
             try:
-                while True:
-                    batch.append(take())
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                batch.append(take())
+                continue
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            except trio.WouldBlock:
                 pass
+            # Shielded: a cancel here would lose the messages already taken; the next wait sees it.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            try:
+                batch.append(take())
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
         return batch
 
     async def send(self, message: str) -> None:
