@@ -169,7 +169,10 @@ def seed_closed(port: int, count: int, data: Path) -> tuple[float, float]:
     import websockets
 
     async def main() -> tuple[float, float]:
-        async with websockets.connect(f"ws://127.0.0.1:{port}/stream", max_size=1 << 20) as ws:
+        async with (
+            asyncio.timeout(RUN_TIMEOUT),
+            websockets.connect(f"ws://127.0.0.1:{port}/stream", max_size=1 << 20) as ws,
+        ):
             wall, cpu = time.perf_counter(), time.process_time()
             for _ in range(count):
                 k = json.loads(await ws.recv())["data"]["k"]
