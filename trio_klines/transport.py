@@ -59,9 +59,9 @@ class BatchConnection(Connection, Protocol):
 
 Transport = Callable[[str], AbstractAsyncContextManager[Connection]]
 
-#: When the exit is cancelled (a stopping connection task), how long the close handshake may take: the
-#: close frame goes out, the server's answer is awaited only briefly.
-CANCELLED_CLOSE_GRACE: Final = 0.25
+#: When the exit is cancelled (a stopping connection task), how long the close may take: enough to write
+#: the close frame. The server's answer is not worth waiting for: the cancelled reader task cannot read it.
+CANCELLED_CLOSE_GRACE: Final = 0.05
 
 _LOST = (
     trio_websocket.HandshakeError,
