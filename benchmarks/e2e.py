@@ -1,18 +1,30 @@
 """End to end: WebSocket → parse → channel → writer → store, against a blaster in another process.
 
-    python -m benchmarks.e2e [--messages N] [--json]
+    python -m benchmarks.e2e [--messages N] [--closed-messages N] [--json]
 
-A blaster process (trio-websocket server) sends pre-encoded kline frames as fast as the socket takes
-them. Measured in one run:
+The blaster (:mod:`benchmarks.blaster`, its own process) sends pre-encoded kline frames as fast as the
+socket takes them, far faster than any client here receives them. Measured in one run, for each of
+the two transports (``trio-websocket``, the default, and ``websockets``, the fast one):
 
-- ``ws_ceiling``: a trio-websocket client that receives and discards (the transport's ceiling);
-- ``closed``: the recorder's full path (``Recorder`` with the Parquet store) on all-closed traffic;
-- ``realistic``: the same on 240 open-candle updates per closed candle, as a ``1m`` futures stream sends;
-- ``seed_closed``: the original recorder's way on closed traffic: asyncio + ``websockets``, a one-row
-  DataFrame per candle and a read-whole-file / concat / rewrite of its Parquet file per candle;
-- ``latency_p99_ms``: closed frame sent → durable on disk, at a moderate rate (200 frames/s).
+- ``ws_ceiling``: the transport alone, receiving and discarding (its ceiling);
+- ``closed``: the recorder's full path (``Recorder`` + the Parquet store, backfill off) on all-closed
+  traffic, and ``closed_noop_sink``: the same with a sink that discards, to tell whether the closed
+  path is bound by the receive side or by the writer and the store;
+- ``realistic``: the full path on 240 open-candle updates per closed candle, as a ``1m`` futures
+  stream sends;
+- ``latency``: closed frame sent → durable on disk (the recorder's candle subscription), at a
+  moderate rate (200 closed candles/s over 50 symbols), with the writer's ``flush_seconds`` reported
+  beside it: every recorder run uses the recorder's default, so the tail of a throughput run (the last
+  candles waiting for their flush) counts, and the store sees the batch sizes it would in production;
 
-Messages/s come with CPU µs per message of the receiving process (``time.process_time``).
+and once, ``seed_closed``: the original recorder's way on closed traffic (asyncio + ``websockets``, a
+one-row DataFrame per candle, a read-whole-file / concat / rewrite of its Parquet file per candle).
+
+Rates are messages per second from the first message to the last one received (and, through the
+recorder, to the last candle durable); CPU is µs per message of this process (``time.process_time``,
+every thread: the store's worker thread included). Top-level keys without a transport suffix are the
+fast transport's. The machine may be shared: compare the ratios of one run, not absolute figures of
+different runs.
 """
 
 from __future__ import annotations
@@ -20,139 +32,135 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import trio
 
-MARKET = "usdt_futures"
-SYMBOLS = [f"SYM{i:03d}USDT" for i in range(50)]
-T0 = 1_767_225_600_000
+from benchmarks._util import emit, environment
+from benchmarks.blaster import OPEN_PER_CLOSE, SYMBOLS
+
+MARKET: Final = "usdt_futures"
+TRANSPORTS: Final = ("trio-websocket", "websockets")
+FAST: Final = "websockets"
+#: The writer's flush interval in every recorder run (the recorder's default); latency is judged against it.
+FLUSH_SECONDS: Final = 1.0
+#: Latency mode: closed frames per second, and how many are timed.
+LATENCY_RATE: Final = 200.0
+#: A measurement that takes longer than this is stuck: the blaster is killed and the run fails.
+RUN_TIMEOUT: Final = 300.0
 
 
-def frames(shape: str, count: int, *, stamp: bool = False) -> list[bytes]:
-    """``count`` frames: all closed, or 240 open updates per closed candle, round-robin over symbols."""
-    out: list[bytes] = []
-    per_close = 1 if shape == "closed" else 241
-    i = 0
-    while len(out) < count:
-        symbol = SYMBOLS[i % len(SYMBOLS)]
-        t = T0 + (i // len(SYMBOLS)) * 60_000
-        for j in range(per_close):
-            closed = j == per_close - 1
-            n = 0 if stamp else 100 + j
-            k = (f'{{"t":{t},"T":{t + 59_999},"s":"{symbol}","i":"1m","f":1,"L":2,"o":"100.0","c":"101.5",'
-                 f'"h":"102.0","l":"99.5","v":"12.345","n":{n},"x":{"true" if closed else "false"},'
-                 f'"q":"1250.5","V":"6.1","Q":"620.2","B":"0"}}')  # fmt: skip
-            out.append(
-                f'{{"stream":"{symbol.lower()}@kline_1m","data":{{"e":"kline","E":{t},"s":"{symbol}","k":{k}}}}}'.encode()
-            )
-        i += 1
-    return out[:count]
+# --- the blaster process ----------------------------------------------------------------------
 
 
-# --- the blaster (runs in its own process) ----------------------------------------------------
-
-
-async def blast(shape: str, count: int, rate: float) -> None:
-    from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
-
-    payload = frames(shape, count, stamp=rate > 0)
-
-    async def handler(request: WebSocketRequest) -> None:
-        ws = await request.accept()
-        try:
-            if rate > 0:  # latency mode: stamp the send time (ms) into the trade count
-                for frame in payload:
-                    text = frame.decode().replace('"n":0,', f'"n":{int(time.time() * 1000)},')
-                    await ws.send_message(text)
-                    await trio.sleep(1 / rate)
-            else:
-                for frame in payload:
-                    await ws.send_message(frame.decode())
-            await trio.sleep_forever()
-        except ConnectionClosed:
-            pass
-
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, None)
-        print(server.port, flush=True)
-        await trio.to_thread.run_sync(sys.stdin.read)  # until the parent closes our stdin
-        nursery.cancel_scope.cancel()
-
-
-def start_blaster(shape: str, count: int, rate: float = 0.0) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.e2e", "--blast", shape, str(count), str(rate)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    return proc, int(proc.stdout.readline())
+@contextmanager
+def blaster(shape: str, count: int, rate: float = 0.0) -> Iterator[int]:
+    """A blaster process serving ``count`` frames of ``shape`` per connection; yields its port."""
+    command = [sys.executable, "-m", "benchmarks.blaster", shape, str(count), "--rate", str(rate)]
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.strip().isdigit():
+            raise RuntimeError(f"the blaster did not start (exit code {proc.poll()})")
+        yield int(line)
+    finally:
+        stop_blaster(proc)
 
 
 def stop_blaster(proc: subprocess.Popen[str]) -> None:
-    assert proc.stdin is not None
-    proc.stdin.close()
+    """Close its stdin (its signal to exit); kill it if it does not go within a few seconds."""
+    if proc.stdin is not None:
+        proc.stdin.close()
     try:
-        proc.wait(timeout=10)
+        proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
-# --- measurements -----------------------------------------------------------------------------
+# --- measurements (each one in a fresh trio.run, against a fresh blaster) -----------------------
 
 
-async def ws_ceiling(port: int, count: int) -> tuple[float, float]:
-    from trio_websocket import open_websocket_url
+def _transport(name: str) -> Any:
+    from trio_klines.transport import trio_websocket_transport
+    from trio_klines.transport_ws import websockets_transport
 
-    async with open_websocket_url(f"ws://127.0.0.1:{port}/stream", max_message_size=1 << 20) as ws:
-        await ws.get_message()
+    return (websockets_transport if name == "websockets" else trio_websocket_transport)()
+
+
+async def ws_ceiling(port: int, count: int, transport: str) -> tuple[float, float]:
+    """Receive and discard ``count`` frames; the clock starts at the first one."""
+    async with _transport(transport)(f"ws://127.0.0.1:{port}/stream") as conn:
+        receive = conn.receive
+        await receive()
         wall, cpu = time.perf_counter(), time.process_time()
         for _ in range(count - 1):
-            await ws.get_message()
+            await receive()
         return time.perf_counter() - wall, time.process_time() - cpu
 
 
-async def recorder_run(port: int, count: int, closed: int, data: Path, transport: str) -> tuple[float, float]:
-    from trio_klines import Recorder, RecorderConfig
+class NullSink:
+    """Takes every batch and keeps nothing: the writer's side at no cost."""
 
-    config = RecorderConfig.build(
+    def append(self, candles: Sequence[object]) -> None:
+        pass
+
+
+def _config(port: int, data: Path, transport: str, flush: float) -> Any:
+    from trio_klines import RecorderConfig
+
+    return RecorderConfig.build(
         streams=[f"{MARKET}:1m:{','.join(SYMBOLS)}"],
         endpoints={MARKET: {"ws": f"ws://127.0.0.1:{port}/{MARKET}"}},
-        data_dir=data, backfill=False, flush_seconds=0.5, transport=transport,
+        data_dir=data, backfill=False, flush_seconds=flush, transport=transport,
     )  # fmt: skip
-    wall, cpu = time.perf_counter(), time.process_time()
-    async with Recorder(config) as rec:
-        # Polled, not subscribed: a candle subscriber would add its own work to the measured path.
+
+
+async def recorder_run(
+    port: int, count: int, closed: int, data: Path, transport: str, flush: float, null_sink: bool = False
+) -> tuple[float, float, int]:
+    """The full path until ``count`` frames are received and ``closed`` candles written.
+
+    The clock starts at the first message (not at start-up); returns wall, CPU and the messages timed.
+    Polled, not subscribed: a candle subscriber would add its own work to the measured path.
+    """
+    from trio_klines import Recorder
+
+    async with Recorder(_config(port, data, transport, flush), sink=NullSink() if null_sink else None) as rec:
+        while (first := rec.stats().messages) == 0:  # noqa: ASYNC110
+            await trio.sleep(0.001)
+        wall, cpu = time.perf_counter(), time.process_time()
         while rec.stats().messages < count or rec.stats().written < closed:  # noqa: ASYNC110
             await trio.sleep(0.005)
         elapsed = time.perf_counter() - wall, time.process_time() - cpu
-    return elapsed
+        if rec.stats().malformed or rec.stats().reconnects:
+            raise RuntimeError(f"the run was not clean: {rec.stats().summary()}")
+    return *elapsed, max(count - first, 1)  # tiny smoke runs may arrive in one read
 
 
-async def latency(port: int, count: int, data: Path) -> list[float]:
-    from trio_klines import Recorder, RecorderConfig
+async def latency(port: int, count: int, data: Path, transport: str, flush: float) -> list[float]:
+    """Milliseconds from the blaster's send (stamped in the trade count, µs) to the candle durable."""
+    from trio_klines import Recorder
 
-    config = RecorderConfig.build(
-        streams=[f"{MARKET}:1m:{','.join(SYMBOLS)}"],
-        endpoints={MARKET: {"ws": f"ws://127.0.0.1:{port}/{MARKET}"}},
-        data_dir=data, backfill=False, flush_seconds=0.2,
-    )  # fmt: skip
     out: list[float] = []
-    async with Recorder(config) as rec, rec.candles() as batches:
+    async with Recorder(_config(port, data, transport, flush)) as rec, rec.candles() as batches:
         async for batch in batches:
-            now = time.time() * 1000
-            out += [now - c.trade_num for c in batch]
+            now = time.time_ns() / 1000
+            out += [(now - c.trade_num) / 1000 for c in batch]
             if len(out) >= count:
                 break
-    return out
+    return out[:count]
 
 
 def seed_closed(port: int, count: int, data: Path) -> tuple[float, float]:
@@ -161,7 +169,10 @@ def seed_closed(port: int, count: int, data: Path) -> tuple[float, float]:
     import websockets
 
     async def main() -> tuple[float, float]:
-        async with websockets.connect(f"ws://127.0.0.1:{port}/stream", max_size=1 << 20) as ws:
+        async with (
+            asyncio.timeout(RUN_TIMEOUT),
+            websockets.connect(f"ws://127.0.0.1:{port}/stream", max_size=1 << 20) as ws,
+        ):
             wall, cpu = time.perf_counter(), time.process_time()
             for _ in range(count):
                 k = json.loads(await ws.recv())["data"]["k"]
@@ -182,66 +193,106 @@ def seed_closed(port: int, count: int, data: Path) -> tuple[float, float]:
     return asyncio.run(main())
 
 
-def measure(label: str, shape: str, count: int, fn: Any, *args: Any) -> dict[str, float]:
-    proc, port = start_blaster(shape, count)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            wall, cpu = (
-                fn(port, count, *args, Path(tmp)) if label == "seed_closed" else trio.run(fn, port, count, *args)
-            )
-    finally:
-        stop_blaster(proc)
+def _rate(label: str, wall: float, cpu: float, count: int) -> dict[str, float]:
     return {f"{label}_msgs_per_s": count / wall, f"cpu_us_per_msg_{label}": cpu / count * 1e6}
 
 
-def run(messages: int, seed_messages: int, transport: str) -> dict[str, Any]:
-    results: dict[str, Any] = {"messages": messages, "transport": transport}
-    results |= measure("ws_ceiling", "realistic", messages, ws_ceiling)
-    with tempfile.TemporaryDirectory() as tmp:
-        closed = messages
-        results |= measure("closed", "closed", messages, recorder_run, closed, Path(tmp) / "c", transport)
-    with tempfile.TemporaryDirectory() as tmp:
-        realistic_closed = messages // 241
-        results |= measure(
-            "realistic", "realistic", messages, recorder_run, realistic_closed, Path(tmp) / "r", transport
-        )
-    results |= measure("seed_closed", "closed", seed_messages, seed_closed)
-    proc, port = start_blaster("closed", 2000, rate=200)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            lat = trio.run(latency, port, 600, Path(tmp))
-    finally:
-        stop_blaster(proc)
-    results["latency_p50_ms"] = statistics.median(lat)
-    results["latency_p99_ms"] = sorted(lat)[int(len(lat) * 0.99) - 1]
-    results["ratio_closed_vs_seed"] = results["closed_msgs_per_s"] / results["seed_closed_msgs_per_s"]
-    results["realistic_vs_ws_ceiling"] = results["realistic_msgs_per_s"] / results["ws_ceiling_msgs_per_s"]
-    results["cpu_us_per_msg_realistic"] = results.pop("cpu_us_per_msg_realistic")
+async def _bounded(fn: Any, *args: Any) -> Any:
+    with trio.fail_after(RUN_TIMEOUT):
+        return await fn(*args)
+
+
+def measure_transport(
+    transport: str, messages: int, closed_messages: int, latency_count: int, flush: float
+) -> dict[str, float]:
+    """Every measurement of one transport; keys suffixed with the transport's name."""
+    out: dict[str, float] = {}
+    with blaster("realistic", messages) as port:
+        wall, cpu = trio.run(_bounded, ws_ceiling, port, messages, transport)
+        out |= _rate("ws_ceiling", wall, cpu, messages - 1)
+    with blaster("realistic", messages) as port, tempfile.TemporaryDirectory() as tmp:
+        closed = messages // (OPEN_PER_CLOSE + 1)
+        wall, cpu, timed = trio.run(_bounded, recorder_run, port, messages, closed, Path(tmp), transport, flush)
+        out |= _rate("realistic", wall, cpu, timed)
+    for label, null in (("closed", False), ("closed_noop_sink", True)):
+        with blaster("closed", closed_messages) as port, tempfile.TemporaryDirectory() as tmp:
+            run = trio.run(
+                _bounded, recorder_run, port, closed_messages, closed_messages, Path(tmp), transport, flush, null
+            )
+            out |= _rate(label, *run)
+    with blaster("closed", latency_count, LATENCY_RATE) as port, tempfile.TemporaryDirectory() as tmp:
+        lat = sorted(trio.run(_bounded, latency, port, latency_count, Path(tmp), transport, flush))
+    out["latency_p50_ms"] = statistics.median(lat)
+    out["latency_p99_ms"] = lat[min(len(lat) - 1, round(len(lat) * 0.99))]
+    out["latency_max_ms"] = lat[-1]
+    out["realistic_vs_ws_ceiling"] = out["realistic_msgs_per_s"] / out["ws_ceiling_msgs_per_s"]
+    out["closed_vs_noop_sink"] = out["closed_msgs_per_s"] / out["closed_noop_sink_msgs_per_s"]
+    return out
+
+
+def run(
+    messages: int, closed_messages: int, seed_messages: int, latency_count: int, flush: float = FLUSH_SECONDS
+) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "messages": messages, "closed_messages": closed_messages, "seed_messages": seed_messages,
+        "latency_messages": latency_count, "latency_rate_per_s": LATENCY_RATE, "flush_seconds": flush,
+        "fast_transport": FAST, "default_transport": TRANSPORTS[0],
+    }  # fmt: skip
+    with blaster("closed", seed_messages) as port, tempfile.TemporaryDirectory() as tmp:
+        wall, cpu = seed_closed(port, seed_messages, Path(tmp))
+    results |= _rate("seed_closed", wall, cpu, seed_messages)
+    per: dict[str, dict[str, float]] = {t: measure_transport(t, messages, closed_messages, latency_count, flush)
+                                        for t in TRANSPORTS}  # fmt: skip
+    for transport, figures in per.items():
+        suffix = transport.replace("-", "_")
+        for key, value in figures.items():
+            results[f"{key}_{suffix}"] = value
+        results[f"ratio_closed_vs_seed_{suffix}"] = figures["closed_msgs_per_s"] / results["seed_closed_msgs_per_s"]
+    results |= per[FAST]
+    results["ratio_closed_vs_seed"] = results[f"ratio_closed_vs_seed_{FAST}"]
+    results["environment"] = environment()
     return results
+
+
+def table(results: dict[str, Any]) -> list[str]:
+    rows = [
+        ("ws_ceiling_msgs_per_s", "receive and discard, msg/s", ",.0f"),
+        ("cpu_us_per_msg_ws_ceiling", "  CPU µs/msg", ".2f"),
+        ("realistic_msgs_per_s", "realistic (240 open : 1 closed), msg/s", ",.0f"),
+        ("cpu_us_per_msg_realistic", "  CPU µs/msg", ".2f"),
+        ("realistic_vs_ws_ceiling", "  share of the ceiling", ".2f"),
+        ("closed_msgs_per_s", "all closed, candles/s", ",.0f"),
+        ("cpu_us_per_msg_closed", "  CPU µs/msg", ".2f"),
+        ("closed_noop_sink_msgs_per_s", "all closed, no-op sink, candles/s", ",.0f"),
+        ("closed_vs_noop_sink", "  full path / no-op sink", ".2f"),
+        ("ratio_closed_vs_seed", "all closed / seed baseline", ",.0f"),
+        ("latency_p50_ms", f"latency p50 ms ({results['latency_rate_per_s']:g} closed/s)", ",.0f"),
+        ("latency_p99_ms", f"latency p99 ms (flush {results['flush_seconds']:g} s)", ",.0f"),
+    ]
+    lines = [
+        f"end to end, {results['messages']:,} frames (closed: {results['closed_messages']:,}), blaster in its own "
+        f"process; seed baseline {results['seed_closed_msgs_per_s']:,.1f} candles/s",
+        f"  {'':<44}{'trio-websocket':>16}{'websockets':>16}",
+    ]
+    for key, label, fmt in rows:
+        cells = [format(results[f"{key}_{t.replace('-', '_')}"], fmt) for t in TRANSPORTS]
+        lines.append(f"  {label:<44}{cells[0]:>16}{cells[1]:>16}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.e2e", description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=100_000, help="frames per measurement (default 100000)")
+    parser.add_argument("--messages", type=int, default=500_000, help="frames per ceiling/realistic run")
+    parser.add_argument("--closed-messages", type=int, default=150_000, help="frames per all-closed run")
     parser.add_argument("--seed-messages", type=int, default=300, help="frames for the slow seed baseline")
-    parser.add_argument("--transport", default="trio-websocket", help="recorder transport (default trio-websocket)")
+    parser.add_argument("--latency-messages", type=int, default=600, help="closed frames timed for latency")
+    parser.add_argument("--flush-seconds", type=float, default=FLUSH_SECONDS, help="the writer's flush interval")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--blast", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.blast:
-        shape, count, rate = args.blast
-        trio.run(blast, shape, int(count), float(rate))
-        return
-    if args.messages < 241 or args.seed_messages < 1:
-        parser.error("--messages must be at least 241 and --seed-messages positive")
-    results = run(args.messages, args.seed_messages, args.transport)
-    if args.json:
-        print(json.dumps(results))
-        return
-    print(f"end to end, {args.messages} frames per run, transport {args.transport}, pid {os.getpid()}")
-    for key, value in results.items():
-        if isinstance(value, float):
-            print(f"  {key:<32} {value:>14,.2f}")
+    if args.messages <= OPEN_PER_CLOSE or min(args.closed_messages, args.seed_messages, args.latency_messages) < 2:
+        parser.error(f"--messages must exceed {OPEN_PER_CLOSE} and the other counts be at least 2")
+    results = run(args.messages, args.closed_messages, args.seed_messages, args.latency_messages, args.flush_seconds)
+    emit(results, table(results), as_json=args.json)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -13,6 +14,7 @@ from trio_klines.errors import ConfigError
 from trio_klines.markets import MARKETS, stream_name
 from trio_klines.parse import Candle
 from trio_klines.stream import StreamConnection, StreamSettings
+from trio_klines.transport import Connection
 
 from fakes import FakeTransport, kline_frame
 
@@ -233,3 +235,78 @@ def test_bad_settings_and_stream_counts_are_refused() -> None:
         StreamConnection("x", UM, [stream_name(f"S{i}", "1m") for i in range(201)], send)
     with pytest.raises(ConfigError, match="no streams"):
         StreamConnection("x", UM, [], send)
+
+
+class _OneBurst:
+    """A connection with ``receive_batch`` whose first read brings a whole burst, then nothing."""
+
+    def __init__(self, frames: list[str]) -> None:
+        self.frames = frames
+        self.reads = 0
+
+    async def receive(self) -> str | bytes:
+        raise AssertionError("a connection with receive_batch is read in batches")
+
+    async def receive_batch(self) -> list[str | bytes]:
+        self.reads += 1
+        if self.reads > 1:
+            await trio.sleep_forever()
+        return list(self.frames)
+
+    async def send(self, message: str) -> None:
+        pass
+
+
+async def test_a_burst_is_one_channel_send_and_a_shutdown_inside_it_loses_no_candle(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    burst = _OneBurst([
+        kline_frame("BTCUSDT", "1m", 60_000),
+        kline_frame("BTCUSDT", "1m", 120_000, closed=False),
+        "garbage{",
+        kline_frame("ETHUSDT", "1m", 60_000),
+        '{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1}}',
+        kline_frame("BTCUSDT", "1m", 120_000),
+    ])  # fmt: skip
+    opened = trio.Event()
+
+    @asynccontextmanager
+    async def transport(url: str) -> AsyncIterator[Connection]:
+        opened.set()
+        yield burst
+
+    send, receive = trio.open_memory_channel[Sequence[Candle]](100)
+    conn = StreamConnection("um-0", UM, STREAMS, send, settings=SETTINGS, transport=transport, rng=random.Random(1))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        batch = await receive.receive()
+        assert [(c.symbol, c.open_time) for c in batch] == [("BTCUSDT", 60_000), ("ETHUSDT", 60_000),
+                                                            ("BTCUSDT", 120_000)]  # fmt: skip
+        while conn.stats.reconnects == 0:  # noqa: ASYNC110
+            await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert (conn.stats.messages, conn.stats.candles, conn.stats.malformed) == (6, 3, 1)
+    assert "ServerShutdown" in (conn.stats.last_error or "")
+    with pytest.raises(trio.EndOfChannel):
+        await receive.receive()  # the burst's candles went in one send
+
+
+async def test_frames_keep_the_session_past_many_receive_timeouts_and_silence_is_caught_on_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The receive deadline is re-armed lazily: it must neither end a session that keeps receiving
+    # nor let a real silence run longer than receive_timeout (5 s here).
+    transport = FakeTransport()
+    conn, _ = make(transport)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        ws = await transport.next_connection(1)
+        for _ in range(24):  # one open-candle update every 0.9 s for over 4 receive timeouts
+            await ws.push(kline_frame("BTCUSDT", "1m", 60_000, closed=False))
+            await trio.sleep(0.9)
+        last_frame = trio.current_time() - 0.9
+        assert conn.stats.reconnects == 0 and conn.stats.messages == 24
+        await transport.next_connection(2)
+        nursery.cancel_scope.cancel()
+    assert 5 <= transport.attempts[1] - last_frame <= 5 + 1  # the timeout, then a backoff of at most 1 s
+    assert "ReceiveTimeout" in (conn.stats.last_error or "")

@@ -85,7 +85,24 @@ class _WebsocketsConnection:
             return messages.popleft()
         return await self._read()
 
+    async def receive_batch(self) -> list[str | bytes]:
+        """Every buffered message (reading the socket first if there is none): one read's worth.
+
+        Same errors and cancellation guarantee as :meth:`receive`.
+        """
+        messages = self._messages
+        if not messages:
+            await self._fill()
+        batch = list(messages)
+        messages.clear()
+        return batch
+
     async def _read(self) -> str | bytes:
+        await self._fill()
+        return self._messages.popleft()
+
+    async def _fill(self) -> None:
+        """Read the socket until at least one message is buffered."""
         messages = self._messages
         protocol = self._protocol
         while not messages:
@@ -102,9 +119,10 @@ class _WebsocketsConnection:
             else:
                 protocol.receive_eof()
             self._take(protocol.events_received())
-            # Pongs (and the echo of a close frame) are queued by the protocol: write them now.
-            await self._write_queued()
-        return messages.popleft()
+            # Pongs (and the echo of a close frame) are queued by the protocol: write them now. Checked
+            # first because a write costs a shielded cancel scope, and almost every read queues none.
+            if protocol.writes:
+                await self._write_queued()
 
     def _take(self, events: Iterable[object]) -> None:
         """Append the data messages among ``events`` to the buffer; note a close or a failure."""
