@@ -55,8 +55,11 @@ def commit(root: Path, ops: FileOps, files: Sequence[NewFile]) -> bool:
     written: list[Path] = []
     committed = False
     try:
-        for directory in directories:
-            ops.makedirs(directory)
+        if ops.durable and len(directories) > 1:  # new series' directories: their parents' fsyncs overlap
+            _raise_first(run_all(ops.makedirs, directories))
+        else:
+            for directory in directories:
+                ops.makedirs(directory)
         if ops.durable and len(files) > 1:
             # Written and fsynced in parallel: the slow part of a batch of many series is waiting for
             # the disk once per file. A failure removes them all below, as in the sequential case.
