@@ -223,8 +223,10 @@ async def test_merges_are_paid_after_the_batch_is_reported(autojump_clock: trio.
         "reported 2",
         "compact_due 8",
         "compact_due 8",  # while idle, step by step until nothing is owed
-        "append compact=False",  # the last batch: what it owes is merged when the store closes
+        "append compact=False",
         "reported 1",
+        "compact_due 8",  # the channel is closed: what the last batch owes is paid before returning
+        "compact_due 8",
     ]
 
 

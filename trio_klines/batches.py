@@ -42,14 +42,14 @@ def split_batch(candles: Sequence[Candle]) -> list[Part]:
         return []
     # One table for the whole batch and one gather per series: per-series tables built candle by candle
     # cost a fixed overhead each, which dominated batches of many series.
-    codes: dict[tuple[str, str, str], int] = {}
-    series_of = [codes.setdefault((c.market, c.symbol, c.interval), len(codes)) for c in candles]
+    names = {(c.market, c.symbol, c.interval) for c in candles}
+    codes = {name: code for code, name in enumerate(names)}
     table = candles_to_table(candles)
     times = open_times(table)
     if len(codes) == 1:  # the common case: no gathering
         rows_of: dict[int, np.ndarray | None] = {0: None}
     else:
-        code_array = np.array(series_of, dtype=np.int64)
+        code_array = np.array([codes[(c.market, c.symbol, c.interval)] for c in candles], dtype=np.int64)
         order = np.argsort(code_array, kind="stable")  # stable: batch order within a series
         bounds = np.concatenate(([0], np.cumsum(np.bincount(code_array, minlength=len(codes)))))
         rows_of = {code: order[bounds[code] : bounds[code + 1]] for code in range(len(codes))}

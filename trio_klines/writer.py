@@ -230,8 +230,8 @@ async def run_writer(
                 if full or now >= first_pending_at + settings.flush_seconds or not open_channel:
                     await flush()
                     continue
-            if not pending and not open_channel:
-                return  # what is still owed is merged when the store closes
+            if not pending and not open_channel and debt <= 0:
+                return  # every sender is done, and so are the merges the last batches paid for
             if debt > 0:
                 # Merges are done after the batch that paid for them is reported, a step at a time, so a
                 # due flush waits for one step at most (unless they fall more than an append behind).
