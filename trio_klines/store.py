@@ -8,7 +8,11 @@ guarantees:
   immutable file and commits the batch as a whole; when it returns the batch survives a power cut, and
   after a crash the batch is there entirely or not at all.
 * **Constant cost.** An append never reads or rewrites stored data. Merging is paid for per append in
-  proportion to the append's own size, and one merge touches one period (at most ~100k rows).
+  proportion to the append's own size, and one merge touches one period (at most ~100k rows). A caller
+  may defer that payment past its report of the batch (``append(compact=False)``, then
+  :meth:`Store.compact_due`); the merges of small files it wrote come from memory, not from the disk.
+* **Many series per batch** cost one file each; their bytes are made, written and fsynced in parallel
+  threads, so the disk's latency is paid about once per batch rather than once per file.
 * **One row per open time, the later write winning**, whatever the compaction state.
 * **Bad files** are moved to ``ROOT/_quarantine/`` with an error logged (logger ``trio_klines.store``);
   leftover temporary files are removed when the store opens; a failed write raises
@@ -341,11 +345,13 @@ class Store:
         """Store ``candles`` (any mix of series, any order, repeats allowed); durable when it returns.
 
         Of a repeated open time within the batch the last candle wins; against stored candles the batch
-        wins. Returns the rows written. With ``compact=False`` the merges this append pays for (see
-        :class:`CompactionPolicy`) wait for :meth:`compact_due`, so that the caller can report the batch
-        durable first (the recorder's writer does). Raises :class:`InvalidCandles` (nothing written) for a bad series
+        wins. Returns the rows written. Raises :class:`InvalidCandles` (nothing written) for a bad series
         name or an open time off the interval's grid, :class:`StoreWriteError` when the disk fails: with
         ``committed=False`` nothing of the batch is visible, so keep it and retry.
+
+        With ``compact=False`` the merges this append pays for (see :class:`CompactionPolicy`) wait for
+        :meth:`compact_due`, so that the caller can report the batch durable first (the recorder's
+        writer does, and pays them off in small steps between its flushes).
         """
         self._check_open()
         parts = split_batch(candles)
