@@ -249,6 +249,8 @@ def test_deferred_compaction_waits_for_compact_due_and_goes_in_steps(root: Path)
         assert debt > 1  # more owed than the last append paid for: a writer catches up before appending
         assert store.compact_due(max_merges=1) > 0
         assert sum(len(files(root, Series("spot", s, "1m"))) == 1 for s in symbols) == 1  # one merge
+        assert store.compact_due(max_rows=1) > 0  # at least one merge, however small the budget
+        assert sum(len(files(root, Series("spot", s, "1m"))) == 1 for s in symbols) == 2
         assert store.compact_due() == 0.0  # everything owed, then nothing
         assert all(len(files(root, Series("spot", s, "1m"))) == 1 for s in symbols)
         for s in symbols:

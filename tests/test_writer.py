@@ -197,8 +197,8 @@ class DeferringSink(MemorySink):
     def compaction_debt(self) -> float:
         return self.debt
 
-    def compact_due(self, max_merges: int | None = None) -> float:
-        self.calls.append(f"compact_due {max_merges}")
+    def compact_due(self, max_merges: int | None = None, max_rows: int | None = None) -> float:
+        self.calls.append(f"compact_due {max_merges} {max_rows}")
         self.debt = max(0.0, self.debt - 0.5)  # two steps per append's worth
         return self.debt
 
@@ -221,12 +221,12 @@ async def test_merges_are_paid_after_the_batch_is_reported(autojump_clock: trio.
     assert sink.calls == [
         "append compact=False",
         "reported 2",
-        "compact_due 8",
-        "compact_due 8",  # while idle, step by step until nothing is owed
+        "compact_due 8 50000",
+        "compact_due 8 50000",  # while idle, step by step until nothing is owed
         "append compact=False",
         "reported 1",
-        "compact_due 8",  # the channel is closed: what the last batch owes is paid before returning
-        "compact_due 8",
+        "compact_due 8 50000",  # the channel is closed: what the last batch owes is paid before returning
+        "compact_due 8 50000",
     ]
 
 

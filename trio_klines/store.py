@@ -394,16 +394,17 @@ class Store:
                 self._compact_pending()
         return rows
 
-    def compact_due(self, max_merges: int | None = None) -> float:
-        """Do (up to ``max_merges`` of) the merges that appends made with ``compact=False`` paid for;
-        returns :meth:`compaction_debt` after them.
+    def compact_due(self, max_merges: int | None = None, max_rows: int | None = None) -> float:
+        """Do the merges that appends made with ``compact=False`` paid for, or a step of them: up to
+        ``max_merges`` merges, stopping once they have read ``max_rows`` rows (at least one merge).
+        Returns :meth:`compaction_debt` after them.
 
         Failed merges are logged and counted in :attr:`compaction_errors` (the files stay as they are,
         readable, and are merged later), so this raises only :class:`StoreError` for a closed store.
         """
         self._check_open()
         if self.policy.auto:
-            self._compact_pending(max_merges)
+            self._compact_pending(max_merges, max_rows)
         return self.compaction_debt()
 
     def compaction_debt(self) -> float:
@@ -424,19 +425,20 @@ class Store:
         if self._plan(state, period) is not None:
             self._pending.setdefault((key, period), None)
 
-    def _compact_pending(self, max_merges: int | None = None) -> int:
-        """Merge pending periods while there is credit (and up to ``max_merges``); the last round may
-        overdraw the credit. Merges done.
+    def _compact_pending(self, max_merges: int | None = None, max_rows: int | None = None) -> int:
+        """Merge pending periods while there is credit (and within ``max_merges`` and ``max_rows``, see
+        :meth:`compact_due`); the last round may overdraw the credit. Merges done.
 
         A round merges at most once in each pending period and commits all its merges together: one
         journal, their files written and fsynced in parallel, instead of a commit each in a row.
         """
-        merges = 0
+        merges = taken = 0
         budget = math.inf if max_merges is None else max_merges
-        while self._pending and self._credit > 0 and merges < budget:
+        rows_budget = math.inf if max_rows is None else max_rows
+        while self._pending and self._credit > 0 and merges < budget and taken < rows_budget:
             chosen: list[tuple[Series, _SeriesState, str, slice]] = []
             for item in list(self._pending):
-                if self._credit <= 0 or merges + len(chosen) >= budget:
+                if self._credit <= 0 or merges + len(chosen) >= budget or (chosen and taken >= rows_budget):
                     break
                 key, period = item
                 try:
@@ -449,7 +451,9 @@ class Store:
                     del self._pending[item]
                     continue
                 inputs = state.periods[period][plan]
-                self._credit -= self.policy.cost(len(inputs), sum(f.rows for f in inputs))
+                rows = sum(f.rows for f in inputs)
+                self._credit -= self.policy.cost(len(inputs), rows)
+                taken += rows
                 chosen.append((key, state, period, plan))
             prepared = []
             for key, state, period, plan in chosen:
