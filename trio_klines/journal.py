@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
@@ -28,18 +28,14 @@ logger = logging.getLogger("trio_klines.store")
 
 
 class NewFile(NamedTuple):
-    """A period file to create at ``path`` (it must not exist) with ``data``, or with what ``data()``
-    returns: then the bytes are made in the thread that writes them, overlapping other files' fsyncs."""
+    """A period file to create at ``path`` (it must not exist) with ``data``."""
 
     path: Path
-    data: pa.Buffer | bytes | Callable[[], pa.Buffer | bytes]
+    data: pa.Buffer | bytes
 
     @property
     def temp(self) -> Path:
         return self.path.with_name(temp_name(self.path.name))
-
-    def payload(self) -> pa.Buffer | bytes:
-        return self.data() if callable(self.data) else self.data
 
 
 def commit(root: Path, ops: FileOps, files: Sequence[NewFile]) -> bool:
@@ -62,17 +58,15 @@ def commit(root: Path, ops: FileOps, files: Sequence[NewFile]) -> bool:
                 ops.makedirs(directory)
         if ops.durable and len(files) > 1:
             # Written and fsynced in parallel: the slow part of a batch of many series is waiting for
-            # the disk once per file. A failure removes them all below, as in the sequential case.
-            outcomes = run_all(lambda new: ops.write(new.temp, new.payload()), files)
+            # the disk once per file. A failure removes them all below, as in the sequential case. (The
+            # bytes are made beforehand, in one thread: serializing in the pool fought the event loop's
+            # thread for the GIL and slowed the receiving end to end.)
+            outcomes = run_all(lambda new: ops.write(new.temp, new.data), files)
             written += [new.temp for new, failed in zip(files, outcomes, strict=True) if failed is None]
-            failure = next((outcome for outcome in outcomes if outcome is not None), None)
-            if failure is not None and not isinstance(failure, OSError):  # making the bytes failed: a bug
-                _remove_all(ops, written)
-                raise failure
             _raise_first(outcomes)
         else:  # one file, or a non-durable (test) file layer whose operations must stay in order
             for new in files:
-                ops.write(new.temp, new.payload())
+                ops.write(new.temp, new.data)
                 written.append(new.temp)
         if len(files) == 1:
             ops.rename(files[0].temp, files[0].path)

@@ -11,8 +11,8 @@ guarantees:
   proportion to the append's own size, and one merge touches one period (at most ~100k rows). A caller
   may defer that payment past its report of the batch (``append(compact=False)``, then
   :meth:`Store.compact_due`); the merges of small files it wrote come from memory, not from the disk.
-* **Many series per batch** cost one file each; their bytes are made, written and fsynced in parallel
-  threads, so the disk's latency is paid about once per batch rather than once per file.
+* **Many series per batch** cost one file each; they are written and fsynced in parallel threads, so
+  the disk's latency is paid about once per batch rather than once per file.
 * **One row per open time, the later write winning**, whatever the compaction state.
 * **Bad files** are moved to ``ROOT/_quarantine/`` with an error logged (logger ``trio_klines.store``);
   leftover temporary files are removed when the store opens; a failed write raises
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import logging
 import math
 import os
@@ -367,7 +366,7 @@ class Store:
             FileInfo(FileName(p.period, seqs[p.series], seqs[p.series]), len(p.table), p.first, p.last) for p in parts
         ]
         files = [
-            NewFile(self._state(p.series).path(info.name), functools.partial(serialize, p.table, p.series, fast=True))
+            NewFile(self._state(p.series).path(info.name), serialize(p.table, p.series, fast=True))
             for p, info in zip(parts, infos, strict=True)
         ]
         try:
@@ -523,7 +522,7 @@ class Store:
         """
         if not merges:
             return merges
-        files = [NewFile(m.state.path(m.out.name), functools.partial(serialize, m.table, m.key)) for m in merges]
+        files = [NewFile(m.state.path(m.out.name), serialize(m.table, m.key)) for m in merges]
         try:
             finished = commit(self.root, self._ops, files)
         except StoreWriteError as exc:
