@@ -3,7 +3,10 @@
 Each item on the channel is a batch (a sequence of candles), so a connection pays one channel send
 per received chunk, not per candle. The writer drops repeats, reports gaps, and flushes when the batch
 reaches ``flush_size`` candles or its oldest candle has waited ``flush_seconds``. The store call runs in
-a worker thread so the receive loops never wait on the disk.
+a worker thread so the receive loops never wait on the disk, and the writer keeps receiving meanwhile
+(two tasks: one receives, one flushes), so a candle's wait starts when it arrives, not when the
+previous write ends. Each batch is reported (``on_written``) as soon as the store returns; the merges
+that the store's automatic compaction owes for it are done afterwards, in small steps between flushes.
 
 Failure and backpressure: when a flush fails (disk full, I/O error, permissions) the writer logs it,
 keeps the whole batch and retries with capped backoff, while it goes on receiving up to
