@@ -147,12 +147,21 @@ async def run_writer(
         changed.set()
         changed = trio.Event()
 
+    names: dict[tuple[str, str, str], Series] = {}  # a plain tuple and a lookup cost less than a Series
+
+    def series_of(market: str, symbol: str, interval: str) -> Series:
+        name = (market, symbol, interval)
+        found = names.get(name)
+        if found is None:
+            found = names[name] = Series(market, symbol, interval)
+        return found
+
     def accept(batch: Sequence[Candle]) -> None:
         nonlocal first_pending_at
         was_empty = not pending
+        stats.received += len(batch)
         for candle in batch:
-            stats.received += 1
-            series = Series(candle.market, candle.symbol, candle.interval)
+            series = series_of(candle.market, candle.symbol, candle.interval)
             verdict, gap = tracker.observe(series, candle.open_time)
             if verdict is Verdict.DUPLICATE:
                 stats.duplicates += 1
@@ -212,10 +221,14 @@ async def run_writer(
             backoff.reset()
             stats.flushes += 1
             stats.written += len(batch)
+            newest: dict[tuple[str, str, str], int] = {}
             for c in batch:
-                key = Series(c.market, c.symbol, c.interval)
-                if c.open_time > stats.last_open_time.get(key, -1):
-                    stats.last_open_time[key] = c.open_time
+                if c.open_time > newest.get(name := (c.market, c.symbol, c.interval), -1):
+                    newest[name] = c.open_time
+            for name, open_time in newest.items():
+                key = series_of(*name)
+                if open_time > stats.last_open_time.get(key, -1):
+                    stats.last_open_time[key] = open_time
             if deferring:  # read between two calls in the worker thread: nothing else touches the sink
                 debt = float(compaction_debt())  # type: ignore[misc]
             if on_written is not None:
