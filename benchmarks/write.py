@@ -12,7 +12,14 @@ every size, for the smoke test):
   their ratio ``append_cost_ratio_1m_vs_1k``;
 - ``rewrite_s_per_candle_at_{1k,100k}``: the seed's way, read the whole series file, concatenate one
   row and write it back; ``ratio_vs_rewrite_at_{1k,100k}`` divides it by the store's cost per candle
-  in batches of 10,000 (``..._single_candle``: by the store's cost of a one-candle append).
+  in batches of 10,000 (``..._single_candle``: by the store's cost of a one-candle append);
+- ``closed_rows_per_s_50_series``: the recorder's write side alone, :func:`~trio_klines.writer.run_writer`
+  with the store in a worker thread, fed closed candles of 50 ``usdt_futures`` ``1m`` series as fast as
+  it takes them (100 per channel send, ``flush_seconds`` 0.5), until the last one is durable; with CPU
+  µs per candle;
+- ``latency_p99_ms_50_series`` (and ``_p50``, ``_max``): the same path at 200 candles/s spread over the 50
+  series, ``flush_seconds`` 0.2, from the channel send to the writer reporting the candle durable (what
+  ``Recorder.candles()`` subscribers see); the target is ``flush_seconds`` + 250 ms.
 """
 
 from __future__ import annotations
@@ -28,17 +35,25 @@ from typing import Any, Final
 
 import numpy as np
 import pandas as pd
+import trio
 
 from benchmarks._util import emit, environment
 from trio_klines.parse import Candle
 from trio_klines.store import Store
 from trio_klines.tables import candles_to_dataframe
+from trio_klines.writer import WriterSettings, WriterStats, run_writer
 
 T0: Final = 1_577_836_800_000  # 2020-01-01, a month start
 MINUTE: Final = 60_000
 SERIES: Final = ("spot", "BTCUSDT", "1m")
+#: The recorder's case: many series of one market and interval, a few candles of each per flush.
+MANY: Final = tuple(("usdt_futures", f"SYM{i:03d}USDT", "1m") for i in range(50))
+LATENCY_FLUSH_SECONDS: Final = 0.2
+LATENCY_RATE: Final = 200.0  # candles/s, spread over the 50 series
 TARGETS: Final = {
     "rows_per_s_batch_10000": 800_000,
+    "closed_rows_per_s_50_series": 50_000,
+    "latency_p99_ms_50_series": LATENCY_FLUSH_SECONDS * 1e3 + 250,  # at most
     "append_cost_ratio_1m_vs_1k": 1.5,  # at most
     "ratio_vs_rewrite_at_100k": 10_000,
 }
@@ -52,6 +67,8 @@ class Sizes:
         self.stored = (1_000, 20_000) if quick else (1_000, 1_000_000)
         self.single_appends = 20 if quick else 600
         self.rewrite = {1_000: 3, 10_000: 2} if quick else {1_000: 40, 100_000: 5}
+        self.many_closed = 2_000 if quick else 200_000
+        self.many_latency = 100 if quick else 2_000
 
 
 def make_candles(count: int, first_index: int = 0, seed: int = 1) -> list[Candle]:
@@ -69,6 +86,61 @@ def make_candles(count: int, first_index: int = 0, seed: int = 1) -> list[Candle
         Candle(*SERIES, start + i * MINUTE, c + d, c + d + up, c - down, c, v, c * v, n, v / 2, c * v / 2)
         for i, (c, d, up, down, v, n) in enumerate(rows)
     ]
+
+
+def many_candles(count: int, stamp: bool = False) -> list[Candle]:
+    """``count`` closed candles of the 50 :data:`MANY` series, round-robin, each series in time order;
+    with ``stamp`` the trade count is the candle's index (the latency run finds its send time by it)."""
+    out = []
+    for i in range(count):
+        market, symbol, interval = MANY[i % len(MANY)]
+        start = T0 + (i // len(MANY)) * MINUTE
+        out.append(Candle(market, symbol, interval, start, 100.0, 102.0, 99.5, 101.5, 12.345, 1250.5,
+                          i if stamp else 100, 6.1, 620.2))  # fmt: skip
+    return out
+
+
+async def writer_closed(root: Path, count: int) -> tuple[float, float]:
+    """Seconds (wall, CPU) for :func:`run_writer` + :class:`Store` to make ``count`` candles durable."""
+    candles = many_candles(count)
+    stats = WriterStats()
+    send, receive = trio.open_memory_channel[Sequence[Candle]](100)
+    with Store(root) as store:
+        wall, cpu = time.perf_counter(), time.process_time()
+        async with trio.open_nursery() as nursery:
+            settings = WriterSettings(flush_seconds=0.5)
+            nursery.start_soon(lambda: run_writer(receive, store, settings=settings, stats=stats))
+            async with send:
+                for start in range(0, count, 100):  # one send per received chunk, as a connection does
+                    await send.send(candles[start : start + 100])
+        elapsed = time.perf_counter() - wall, time.process_time() - cpu
+    assert stats.written == count, stats
+    return elapsed
+
+
+async def writer_latency(root: Path, count: int) -> list[float]:
+    """Seconds from each candle's channel send to the writer reporting it durable, at a moderate rate."""
+    candles = many_candles(count, stamp=True)
+    sent = [0.0] * count
+    latencies: list[float] = []
+
+    async def written(batch: list[Candle]) -> None:
+        now = time.perf_counter()
+        latencies.extend(now - sent[c.trade_num] for c in batch)
+
+    send, receive = trio.open_memory_channel[Sequence[Candle]](100)
+    with Store(root) as store:
+        async with trio.open_nursery() as nursery:
+            settings = WriterSettings(flush_seconds=LATENCY_FLUSH_SECONDS)
+            nursery.start_soon(lambda: run_writer(receive, store, settings=settings, on_written=written))
+            async with send:
+                began = trio.current_time()
+                for i, candle in enumerate(candles):
+                    await trio.sleep_until(began + i / LATENCY_RATE)
+                    sent[i] = time.perf_counter()
+                    await send.send([candle])
+    assert len(latencies) == count
+    return latencies
 
 
 def chunks(items: Sequence[Candle], size: int) -> Iterator[Sequence[Candle]]:
@@ -138,6 +210,8 @@ def run(quick: bool) -> tuple[dict[str, Any], list[str]]:
         throughput = rows_per_second(work, sizes.batches)
         costs = append_costs(work, sizes.stored, sizes.single_appends)
         rewrite = rewrite_costs(work, sizes.rewrite)
+        many_wall, many_cpu = trio.run(writer_closed, work / "many_closed", sizes.many_closed)
+        latencies = sorted(trio.run(writer_latency, work / "many_latency", sizes.many_latency))
     small, large = sizes.stored
     few, many = sorted(sizes.rewrite)
     mean = {rows: statistics.fmean(c) for rows, c in costs.items()}
@@ -157,12 +231,17 @@ def run(quick: bool) -> tuple[dict[str, Any], list[str]]:
         "ratio_vs_rewrite_at_1k": round(rewrite[few] / per_candle_10k, 1),
         "ratio_vs_rewrite_at_100k": round(rewrite[many] / per_candle_10k, 1),
         "ratio_vs_rewrite_at_100k_single_candle": round(rewrite[many] / mean[small], 1),
+        "closed_rows_per_s_50_series": round(sizes.many_closed / many_wall, 1),
+        "cpu_us_per_row_50_series": round(many_cpu / sizes.many_closed * 1e6, 2),
+        "latency_p50_ms_50_series": round(statistics.median(latencies) * 1e3, 1),
+        "latency_p99_ms_50_series": round(latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1e3, 1),
+        "latency_max_ms_50_series": round(latencies[-1] * 1e3, 1),
         "quick": quick,
         "seconds": round(time.perf_counter() - began, 1),
         "environment": environment(),
     }
     results["targets_met"] = {
-        key: (results[key] <= target if key.startswith("append_cost") else results[key] >= target)
+        key: (results[key] <= target if key.startswith(("append_cost", "latency")) else results[key] >= target)
         for key, target in TARGETS.items()
     }
     lines = [
@@ -179,6 +258,11 @@ def run(quick: bool) -> tuple[dict[str, Any], list[str]]:
         f"  faster than the rewrite: {results['ratio_vs_rewrite_at_1k']:,}x at {few:,} rows,"
         f" {results['ratio_vs_rewrite_at_100k']:,}x at {many:,}"
         f" ({results['ratio_vs_rewrite_at_100k_single_candle']:,}x appending one candle at a time)",
+        f"  writer + store, 50 series, closed candles: {results['closed_rows_per_s_50_series']:>10,.0f} rows/s,"
+        f" {results['cpu_us_per_row_50_series']:.1f} µs CPU per row",
+        f"  writer + store, 50 series, {LATENCY_RATE:.0f} candles/s, flush_seconds {LATENCY_FLUSH_SECONDS}:"
+        f" latency p50 {results['latency_p50_ms_50_series']:.0f} ms, p99 {results['latency_p99_ms_50_series']:.0f} ms,"
+        f" max {results['latency_max_ms_50_series']:.0f} ms",
         "  targets met: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in results["targets_met"].items()),
     ]
     return results, lines

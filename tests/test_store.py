@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import trio_klines.fileops
+import trio_klines.store
 from trio_klines import periodfiles
 from trio_klines.compaction import CompactionPolicy
 from trio_klines.coverage import coverage
@@ -235,6 +236,55 @@ def test_automatic_compaction_rewrites_each_row_a_few_times(root: Path, monkeypa
     # log_8(1000) < 4: each row is rewritten a handful of times at most, and no merge takes everything.
     assert sum(written) <= 6 * 1_000
     assert max(written) < 1_000
+
+
+def test_deferred_compaction_waits_for_compact_due_and_goes_in_steps(root: Path) -> None:
+    # The recorder's writer appends with compact=False, reports the batch, then pays for the merges.
+    symbols = [f"S{i}USDT" for i in range(4)]
+    with Store(root, ops=FAST) as store:
+        for i in range(8):
+            store.append([candle(JAN_2024 + i * MINUTE, float(i), symbol=s) for s in symbols], compact=False)
+        assert all(len(files(root, Series("spot", s, "1m"))) == 8 for s in symbols)  # nothing merged yet
+        debt = store.compaction_debt()
+        assert debt > 1  # more owed than the last append paid for: a writer catches up before appending
+        assert store.compact_due(max_merges=1) > 0
+        assert sum(len(files(root, Series("spot", s, "1m"))) == 1 for s in symbols) == 1  # one merge
+        assert store.compact_due(max_rows=1) > 0  # at least one merge, however small the budget
+        assert sum(len(files(root, Series("spot", s, "1m"))) == 1 for s in symbols) == 2
+        assert store.compact_due() == 0.0  # everything owed, then nothing
+        assert all(len(files(root, Series("spot", s, "1m"))) == 1 for s in symbols)
+        for s in symbols:
+            assert stored(root, Series("spot", s, "1m")) == {JAN_2024 + i * MINUTE: float(i) for i in range(8)}
+
+
+def test_merging_what_this_store_wrote_reads_nothing_back(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[object] = []
+    real = trio_klines.store.read_file
+
+    def spy(path: Path, *args: object, **kwargs: object) -> object:
+        reads.append(path)
+        return real(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(trio_klines.store, "read_file", spy)
+    with Store(root, ops=FAST) as store:
+        for i in range(100):
+            store.append([candle(JAN_2024 + i * MINUTE, float(i))])
+        assert len(files(root)) < 100  # merged as it went
+    assert reads == []  # the small files' tables were still in memory
+    assert stored(root) == {JAN_2024 + i * MINUTE: float(i) for i in range(100)}
+
+
+def test_a_file_a_reader_quarantined_is_not_merged_from_memory(root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with Store(root, ops=FAST, policy=CompactionPolicy(fan_in=2)) as store:
+        store.append(minutes(JAN_2024, 3))
+        victim = root / "market=spot/interval=1m/symbol=BTCUSDT" / files(root)[0]
+        victim.write_bytes(victim.read_bytes()[:-10])
+        with caplog.at_level(logging.ERROR, logger="trio_klines.store"):
+            assert stored(root) == {}  # the reader moves it to quarantine
+        # The store still holds its table in memory, but the file is gone: it must not come back.
+        store.append(minutes(JAN_2024 + 3 * MINUTE, 3, 10.0))
+        store.append(minutes(JAN_2024 + 6 * MINUTE, 3, 20.0))
+    assert sorted(stored(root)) == [JAN_2024 + i * MINUTE for i in range(3, 9)]
 
 
 # --- readers ------------------------------------------------------------------------------------

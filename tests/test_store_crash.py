@@ -213,6 +213,14 @@ class StoreMachine(RuleBasedStateMachine):
         else:
             self.model = after
 
+    @rule(slots=batches, after_ops=st.integers(1, 40), merges=st.integers(1, 3))
+    def append_deferred_then_crash_paying(self, slots: list[tuple[int, int]], after_ops: int, merges: int) -> None:
+        # The recorder's writer: append without merging, report, then pay for the merges in steps.
+        candles = self.candles(slots)
+        self.store.append(candles, compact=False)
+        self.model = applied(self.model, candles)
+        self.crash_in(lambda: self.store.compact_due(max_merges=merges), after_ops)
+
     @rule(after_ops=st.integers(1, 40))
     def crash_while_compacting(self, after_ops: int) -> None:
         self.crash_in(self.store.compact, after_ops)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import pytest
@@ -179,3 +179,80 @@ async def test_the_default_runner_writes_from_a_worker_thread() -> None:
     with trio.fail_after(5):
         await run_writer(receive, sink, settings=WriterSettings(flush_seconds=0.01))
     assert sink.candles == [candle(1), candle(2)]
+
+
+class DeferringSink(MemorySink):
+    """A sink that defers its merges as the store does, logging every call in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        self.debt = 0.0
+
+    def append(self, candles: Sequence[Candle], *, compact: bool = True) -> None:
+        super().append(candles)
+        self.calls.append(f"append compact={compact}")
+        self.debt += 1.0
+
+    def compaction_debt(self) -> float:
+        return self.debt
+
+    def compact_due(self, max_merges: int | None = None, max_rows: int | None = None) -> float:
+        self.calls.append(f"compact_due {max_merges} {max_rows}")
+        self.debt = max(0.0, self.debt - 0.5)  # two steps per append's worth
+        return self.debt
+
+
+async def test_merges_are_paid_after_the_batch_is_reported(autojump_clock: trio.testing.MockClock) -> None:
+    sink = DeferringSink()
+
+    async def on_written(batch: list[Candle]) -> None:
+        sink.calls.append(f"reported {len(batch)}")
+
+    send, receive = trio.open_memory_channel[Sequence[Candle]](10)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            lambda: write(receive, sink, settings=WriterSettings(flush_seconds=1), on_written=on_written)
+        )
+        await send.send([candle(1), candle(2)])
+        await trio.sleep(5)
+        await send.send([candle(3)])
+        await send.aclose()
+    assert sink.calls == [
+        "append compact=False",
+        "reported 2",
+        "compact_due 8 50000",
+        "compact_due 8 50000",  # while idle, step by step until nothing is owed
+        "append compact=False",
+        "reported 1",
+        "compact_due 8 50000",  # the channel is closed: what the last batch owes is paid before returning
+        "compact_due 8 50000",
+    ]
+
+
+async def test_a_candle_waits_from_its_arrival_even_while_a_write_is_under_way(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sink, durable_at = MemorySink(), dict[int, float]()
+
+    async def slow_disk(fn: Callable[[list[Candle]], object], batch: list[Candle]) -> object:
+        await trio.sleep(0.5)  # each write takes half a second
+        return fn(batch)
+
+    async def on_written(batch: list[Candle]) -> None:
+        durable_at.update((c.open_time // 60_000, trio.current_time()) for c in batch)
+
+    send, receive = trio.open_memory_channel[Sequence[Candle]](10)
+    settings = WriterSettings(flush_seconds=1.0)
+    async with trio.open_nursery() as nursery:
+        start = trio.current_time()
+        nursery.start_soon(
+            lambda: run_writer(receive, sink, settings=settings, run_sink=slow_disk, on_written=on_written)
+        )
+        await send.send([candle(1)])  # due at 1.0, durable at 1.5
+        await trio.sleep(1.2)
+        await send.send([candle(2)])  # arrives during that write: due at 2.2, durable at 2.7
+        await trio.sleep(5)
+        await send.aclose()
+    assert durable_at[1] - start == pytest.approx(1.5)
+    assert durable_at[2] - start == pytest.approx(2.7)

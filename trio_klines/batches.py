@@ -40,34 +40,47 @@ def split_batch(candles: Sequence[Candle]) -> list[Part]:
     """
     if not candles:
         return []
+    # One table for the whole batch and one gather per series: per-series tables built candle by candle
+    # cost a fixed overhead each, which dominated batches of many series.
     names = {(c.market, c.symbol, c.interval) for c in candles}
-    groups: dict[tuple[str, str, str], Sequence[Candle]]
-    if len(names) == 1:  # the common case: no copying
-        groups = {names.pop(): candles}
+    codes = {name: code for code, name in enumerate(names)}
+    table = candles_to_table(candles)
+    times = open_times(table)
+    if len(codes) == 1:  # the common case: no gathering
+        rows_of: dict[int, np.ndarray | None] = {0: None}
     else:
-        lists: dict[tuple[str, str, str], list[Candle]] = {name: [] for name in sorted(names)}
-        for c in candles:  # in batch order, so that of a repeated open time the last is kept
-            lists[(c.market, c.symbol, c.interval)].append(c)
-        groups = dict(lists)
-    tables = []
-    for (market, symbol, interval), group in groups.items():
-        key = _checked_series(market, symbol, interval)
-        table = candles_to_table(group)
-        _check_open_times(key, open_times(table))
-        tables.append((key, table))
+        code_array = np.array([codes[(c.market, c.symbol, c.interval)] for c in candles], dtype=np.int64)
+        order = np.argsort(code_array, kind="stable")  # stable: batch order within a series
+        bounds = np.concatenate(([0], np.cumsum(np.bincount(code_array, minlength=len(codes)))))
+        rows_of = {code: order[bounds[code] : bounds[code + 1]] for code in range(len(codes))}
+    groups = []
+    for name, code in sorted(codes.items()):
+        key = _checked_series(*name)
+        rows = rows_of[code]
+        group_times = times if rows is None else times[rows]
+        _check_open_times(key, group_times)
+        # take() copies: a part must not keep the whole batch's buffers alive (the store caches parts).
+        groups.append((key, table if rows is None else table.take(rows), group_times))
     parts = []
-    for key, table in tables:
-        unique = sort_unique(table)
-        times = open_times(unique)
-        first, last = int(times[0]), int(times[-1])
+    for key, group, group_times in groups:
+        unique, times_sorted = _sort_unique(group, group_times)
+        first, last = int(times_sorted[0]), int(times_sorted[-1])
         if period_of(key.interval, first) == period_of(key.interval, last):
             parts.append(Part(key, period_of(key.interval, first), unique, first, last))
             continue
-        period_keys, period_names = periods_of(key.interval, times)
-        bounds = [0, *(np.flatnonzero(np.diff(period_keys)) + 1).tolist(), times.size]
+        period_keys, period_names = periods_of(key.interval, times_sorted)
+        bounds = [0, *(np.flatnonzero(np.diff(period_keys)) + 1).tolist(), times_sorted.size]
         for period, (lo, hi) in zip(period_names, itertools.pairwise(bounds), strict=True):
-            parts.append(Part(key, period, unique.slice(lo, hi - lo), int(times[lo]), int(times[hi - 1])))
+            parts.append(Part(key, period, unique.slice(lo, hi - lo), int(times_sorted[lo]), int(times_sorted[hi - 1])))
     return parts
+
+
+def _sort_unique(table: pa.Table, times: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+    """:func:`~trio_klines.compaction.sort_unique` with the open times already at hand, and sorted ones back."""
+    if times.size < 2 or bool(np.all(times[1:] > times[:-1])):
+        return table, times
+    unique = sort_unique(table)
+    return unique, open_times(unique)
 
 
 def _checked_series(market: str, symbol: str, interval: str) -> Series:

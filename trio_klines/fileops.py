@@ -10,12 +10,45 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Final, TypeVar
 
-__all__ = ["FileOps"]
+__all__ = ["FileOps", "run_all"]
 
 # O_DIRECTORY is missing on Windows, where directories cannot be opened for fsync anyway.
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+#: Threads that overlap the fsyncs of one batch. A file system commits concurrent fsyncs together
+#: (ext4's journal, XFS's log), so 50 files cost a few commits instead of 50 in a row.
+MAX_PARALLEL: Final = 8
+_T = TypeVar("_T")
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def run_all(action: Callable[[_T], object], items: Sequence[_T]) -> list[BaseException | None]:
+    """``action(item)`` for every item, in parallel threads; once all are done, each one's exception or ``None``.
+
+    Blocking file calls (``write``, ``fsync``) release the GIL, so this overlaps the waits on the disk.
+    """
+    global _pool
+    if len(items) < 2:
+        return [_outcome(action, item) for item in items]
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(MAX_PARALLEL, thread_name_prefix="trio-klines-fsync")
+        pool = _pool
+    return list(pool.map(lambda item: _outcome(action, item), items))
+
+
+def _outcome(action: Callable[[_T], object], item: _T) -> BaseException | None:
+    try:
+        action(item)
+    except BaseException as exc:  # handed to the caller, which raises the first one
+        return exc
+    return None
 
 
 class FileOps:

@@ -8,7 +8,11 @@ guarantees:
   immutable file and commits the batch as a whole; when it returns the batch survives a power cut, and
   after a crash the batch is there entirely or not at all.
 * **Constant cost.** An append never reads or rewrites stored data. Merging is paid for per append in
-  proportion to the append's own size, and one merge touches one period (at most ~100k rows).
+  proportion to the append's own size, and one merge touches one period (at most ~100k rows). A caller
+  may defer that payment past its report of the batch (``append(compact=False)``, then
+  :meth:`Store.compact_due`); the merges of small files it wrote come from memory, not from the disk.
+* **Many series per batch** cost one file each; they are written and fsynced in parallel threads, so
+  the disk's latency is paid about once per batch rather than once per file.
 * **One row per open time, the later write winning**, whatever the compaction state.
 * **Bad files** are moved to ``ROOT/_quarantine/`` with an error logged (logger ``trio_klines.store``);
   leftover temporary files are removed when the store opens; a failed write raises
@@ -24,11 +28,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Final
+from typing import Final, NamedTuple
+
+import pyarrow as pa
 
 from .batches import split_batch
 from .compaction import (
@@ -42,7 +49,7 @@ from .compaction import (
     redundant_files,
 )
 from .errors import CorruptFile, InvalidCandles, StoreError, StoreLocked, StoreWriteError
-from .fileops import FileOps
+from .fileops import FileOps, run_all
 from .journal import NewFile, commit, replay
 from .layout import LOCK_NAME, FileName, is_temp_name, parse_series_dir, series_dir
 from .markets import Series, series
@@ -82,6 +89,23 @@ logger = logging.getLogger("trio_klines.store")
 
 # How often a merge is retried when the files under it keep changing (another process quarantining).
 _MERGE_ATTEMPTS: Final = 5
+# The tables of small files this store wrote stay in memory (up to this many rows in all, oldest
+# forgotten first), so that merging them needs no reading back: a merge of small files is mostly the
+# fixed cost of opening each, parsing its footer and verifying its checksums.
+_CACHE_FILE_ROWS: Final = 4_096
+_CACHE_ROWS: Final = 250_000
+
+
+class _Merge(NamedTuple):
+    """A merge ready to be committed: ``state.periods[period][plan]`` (``inputs``) become ``out``."""
+
+    key: Series
+    state: _SeriesState
+    period: str
+    plan: slice
+    inputs: list[FileInfo]
+    table: pa.Table
+    out: FileInfo
 
 
 @dataclasses.dataclass(slots=True)
@@ -137,6 +161,9 @@ class Store:
         self._states: dict[Series, _SeriesState | None] = {}
         self._pending: dict[tuple[Series, str], None] = {}  # periods that may need a merge, oldest first
         self._credit = 0.0
+        self._earned = 0.0  # the credit the last append earned
+        self._tables: dict[Path, pa.Table] = {}  # see _CACHE_ROWS; oldest first
+        self._cached_rows = 0
         self._journal_unfinished = False
         self._lock_fd: int | None = None
         if not self.root.is_dir():
@@ -192,8 +219,30 @@ class Store:
         for path in replay(self.root, self._ops) or []:
             found = parse_series_dir(*path.parent.parts[-3:])
             if found is not None:
-                self._states[found] = None  # read its files again
+                self._reset(found)
         self._journal_unfinished = False
+
+    def _reset(self, key: Series) -> None:
+        """Forget what is known of a series' files: they are listed and read again at its next use."""
+        self._states[key] = None
+        directory = self.root.joinpath(*series_dir(key))
+        for path in [path for path in self._tables if path.parent == directory]:
+            self._forget_table(path)
+
+    def _remember(self, path: Path, table: pa.Table) -> None:
+        """Keep the table of the small file just written at ``path`` for its merge (see _CACHE_ROWS)."""
+        if table.num_rows > _CACHE_FILE_ROWS:
+            return
+        self._forget_table(path)
+        self._tables[path] = table.replace_schema_metadata(None)
+        self._cached_rows += table.num_rows
+        while self._cached_rows > _CACHE_ROWS:
+            self._forget_table(next(iter(self._tables)))
+
+    def _forget_table(self, path: Path) -> None:
+        table = self._tables.pop(path, None)
+        if table is not None:
+            self._cached_rows -= table.num_rows
 
     def _guard(self, what: str, action: Callable[[], object]) -> None:
         try:
@@ -291,13 +340,17 @@ class Store:
 
     # --- appending -------------------------------------------------------------------------------
 
-    def append(self, candles: Sequence[Candle]) -> int:
+    def append(self, candles: Sequence[Candle], *, compact: bool = True) -> int:
         """Store ``candles`` (any mix of series, any order, repeats allowed); durable when it returns.
 
         Of a repeated open time within the batch the last candle wins; against stored candles the batch
         wins. Returns the rows written. Raises :class:`InvalidCandles` (nothing written) for a bad series
         name or an open time off the interval's grid, :class:`StoreWriteError` when the disk fails: with
         ``committed=False`` nothing of the batch is visible, so keep it and retry.
+
+        With ``compact=False`` the merges this append pays for (see :class:`CompactionPolicy`) wait for
+        :meth:`compact_due`, so that the caller can report the batch durable first (the recorder's
+        writer does, and pays them off in small steps between its flushes).
         """
         self._check_open()
         parts = split_batch(candles)
@@ -310,8 +363,7 @@ class Store:
                 seqs[part.series] = state.next_seq
                 state.next_seq += 1  # spent even if the write fails: a number is never given out twice
         infos = [
-            FileInfo(FileName(p.period, seqs[p.series], seqs[p.series]), len(p.table), p.first, p.last)
-            for p in parts
+            FileInfo(FileName(p.period, seqs[p.series], seqs[p.series]), len(p.table), p.first, p.last) for p in parts
         ]
         files = [
             NewFile(self._state(p.series).path(info.name), serialize(p.table, p.series, fast=True))
@@ -323,10 +375,11 @@ class Store:
             if exc.committed:  # some renames may be missing: finish them and reread these series later
                 self._journal_unfinished = True
                 for part in parts:
-                    self._states[part.series] = None
+                    self._reset(part.series)
             raise
-        for part, info in zip(parts, infos, strict=True):
+        for part, info, new in zip(parts, infos, files, strict=True):
             state = self._state(part.series)
+            self._remember(new.path, part.table)
             previous = state.latest
             state.periods.setdefault(part.period, []).append(info)
             if previous is not None and previous < part.period:
@@ -334,9 +387,32 @@ class Store:
             self._consider(part.series, state, part.period)
         rows = sum(info.rows for info in infos)
         if self.policy.auto:
-            self._credit += self.policy.credit_per_append * self.policy.cost(len(files), rows)
-            self._compact_pending()
+            self._earned = self.policy.credit_per_append * self.policy.cost(len(files), rows)
+            self._credit += self._earned
+            if compact:
+                self._compact_pending()
         return rows
+
+    def compact_due(self, max_merges: int | None = None, max_rows: int | None = None) -> float:
+        """Do the merges that appends made with ``compact=False`` paid for, or a step of them: up to
+        ``max_merges`` merges, stopping once they have read ``max_rows`` rows (at least one merge).
+        Returns :meth:`compaction_debt` after them.
+
+        Failed merges are logged and counted in :attr:`compaction_errors` (the files stay as they are,
+        readable, and are merged later), so this raises only :class:`StoreError` for a closed store.
+        """
+        self._check_open()
+        if self.policy.auto:
+            self._compact_pending(max_merges, max_rows)
+        return self.compaction_debt()
+
+    def compaction_debt(self) -> float:
+        """Merges paid for and not done yet, measured in appends: 0 when none waits, above 1 when more
+        waits than the last append paid for (a caller deferring them should catch up before it appends).
+        """
+        if not self._pending or self._credit <= 0:
+            return 0.0
+        return self._credit / max(self._earned, 1.0)
 
     # --- compaction ------------------------------------------------------------------------------
 
@@ -348,25 +424,56 @@ class Store:
         if self._plan(state, period) is not None:
             self._pending.setdefault((key, period), None)
 
-    def _compact_pending(self) -> None:
-        """Merge pending periods while there is credit; the last merge may overdraw it."""
-        while self._pending and self._credit > 0:
-            key, period = item = next(iter(self._pending))
-            try:
-                state = self._state(key)
+    def _compact_pending(self, max_merges: int | None = None, max_rows: int | None = None) -> int:
+        """Merge pending periods while there is credit (and within ``max_merges`` and ``max_rows``, see
+        :meth:`compact_due`); the last round may overdraw the credit. Merges done.
+
+        A round merges at most once in each pending period and commits all its merges together: one
+        journal, their files written and fsynced in parallel, instead of a commit each in a row.
+        """
+        merges = taken = 0
+        budget = math.inf if max_merges is None else max_merges
+        rows_budget = math.inf if max_rows is None else max_rows
+        while self._pending and self._credit > 0 and merges < budget and taken < rows_budget:
+            chosen: list[tuple[Series, _SeriesState, str, slice]] = []
+            for item in list(self._pending):
+                if self._credit <= 0 or merges + len(chosen) >= budget or (chosen and taken >= rows_budget):
+                    break
+                key, period = item
+                try:
+                    state = self._state(key)
+                except (StoreError, OSError) as exc:
+                    self._merge_failed([item], exc)
+                    continue
                 plan = self._plan(state, period)
                 if plan is None:
                     del self._pending[item]
                     continue
                 inputs = state.periods[period][plan]
-                self._credit -= self.policy.cost(len(inputs), sum(f.rows for f in inputs))
-                self._merge(key, state, period, plan)
+                rows = sum(f.rows for f in inputs)
+                self._credit -= self.policy.cost(len(inputs), rows)
+                taken += rows
+                chosen.append((key, state, period, plan))
+            prepared = []
+            for key, state, period, plan in chosen:
+                try:
+                    if self._states.get(key) is state and (merge := self._prepare_merge(key, state, period, plan)):
+                        prepared.append(merge)
+                except (StoreError, OSError) as exc:
+                    self._merge_failed([(key, period)], exc)
+            try:
+                merges += len(self._commit_merges(prepared))
             except (StoreError, OSError) as exc:
-                self.compaction_errors += 1
-                logger.error("automatic compaction of %s %s failed (retried when next written): %s", key, period, exc)
-                self._pending.pop(item, None)
+                self._merge_failed([(m.key, m.period) for m in prepared], exc)
         if not self._pending:
             self._credit = 0.0  # no hoarding: an idle store must not save up for one long stall
+        return merges
+
+    def _merge_failed(self, items: Sequence[tuple[Series, str]], exc: Exception) -> None:
+        for key, period in items:
+            self.compaction_errors += 1
+            logger.error("automatic compaction of %s %s failed (retried when next written): %s", key, period, exc)
+            self._pending.pop((key, period), None)
 
     def _merge(self, key: Series, state: _SeriesState, period: str, plan: slice) -> int:
         """Merge ``state.periods[period][plan]`` into one file; its rows, or 0 if the inputs changed.
@@ -374,35 +481,74 @@ class Store:
         Raises :class:`StoreWriteError` if writing fails (the inputs stay), :class:`StoreError` if an
         input cannot be read (``EIO``).
         """
+        merge = self._prepare_merge(key, state, period, plan)
+        return self._commit_merges([merge])[0].table.num_rows if merge is not None else 0
+
+    def _prepare_merge(self, key: Series, state: _SeriesState, period: str, plan: slice) -> _Merge | None:
+        """The merged table of ``state.periods[period][plan]``, or ``None`` if the inputs changed (a
+        corrupt one is quarantined, a missing one makes the series be listed again).
+
+        Raises :class:`StoreError` if an input cannot be read (``EIO``).
+        """
         inputs = state.periods[period][plan]
         tables = []
         for info in inputs:
+            path = state.path(info.name)
+            cached = self._tables.get(path)
+            if cached is not None and path.exists():  # gone: a reader quarantined it (handled below)
+                tables.append(cached)
+                continue
             try:
-                tables.append(read_file(state.path(info.name), key, info.name))
+                tables.append(read_file(path, key, info.name))
             except CorruptFile as exc:
                 self._quarantine(exc.path, exc.reason)
                 state.forget(info)
-                return 0
+                return None
             except FileNotFoundError:  # moved by a reader's quarantine: look at the disk again
-                self._states[key] = None
-                return 0
+                self._reset(key)
+                return None
             except OSError as exc:
                 raise StoreError(f"cannot read {state.path(info.name)}: {exc}") from exc
         merged = merge_tables(tables)
         times = open_times(merged)
         name = FileName(period, min(f.name.lo for f in inputs), max(f.name.hi for f in inputs))
         out = FileInfo(name, merged.num_rows, int(times[0]), int(times[-1]))
+        return _Merge(key, state, period, plan, list(inputs), merged, out)
+
+    def _commit_merges(self, merges: Sequence[_Merge]) -> Sequence[_Merge]:
+        """Put the merged files in place (atomically together), then remove their inputs.
+
+        Raises :class:`StoreWriteError` if writing fails (the inputs stay).
+        """
+        if not merges:
+            return merges
+        files = [NewFile(m.state.path(m.out.name), serialize(m.table, m.key)) for m in merges]
         try:
-            commit(self.root, self._ops, [NewFile(state.path(name), serialize(merged, key))])
+            finished = commit(self.root, self._ops, files)
         except StoreWriteError as exc:
-            if exc.committed:
-                self._states[key] = None
+            if exc.committed:  # the merged files are coming: finish their journal now if the disk lets us
+                for m in merges:
+                    self._reset(m.key)
+                self._journal_unfinished = True
+                with contextlib.suppress(StoreWriteError):  # else at the next use of the store
+                    self._finish_journal()
             raise
-        # The merged file is in place: the inputs are redundant, and any left behind is removed at open.
-        state.periods[period][plan] = [out]
-        for info in inputs:
-            self._unlink_quietly(state.path(info.name), "merged, removed", logging.DEBUG)
-        return merged.num_rows
+        if not finished:  # complete, but its journal is still there: removed at the next use
+            self._journal_unfinished = True
+        # The merged files are in place: the inputs are redundant, and any left behind is removed at open.
+        redundant = []
+        for m, new in zip(merges, files, strict=True):
+            m.state.periods[m.period][m.plan] = [m.out]
+            self._remember(new.path, m.table)
+            for info in m.inputs:
+                self._forget_table(m.state.path(info.name))
+                redundant.append(m.state.path(info.name))
+        if self._ops.durable and len(redundant) > 1:  # removals wait on the file system's journal: overlap them
+            run_all(lambda path: self._unlink_quietly(path, "merged, removed", logging.DEBUG), redundant)
+        else:
+            for path in redundant:
+                self._unlink_quietly(path, "merged, removed", logging.DEBUG)
+        return merges
 
     def compact(self) -> CompactionSummary:
         """Merge every period that has more than one file into one sorted, unique file.
@@ -413,6 +559,8 @@ class Store:
         self._check_open()
         for key in self._states:  # read the disk again: this also removes what a failed unlink left
             self._states[key] = None
+        self._tables.clear()
+        self._cached_rows = 0
         quarantined = self.quarantined
         stored = periods = before = after = rows = 0
         errors = []
