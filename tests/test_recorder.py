@@ -194,3 +194,32 @@ async def test_since_is_honoured_again_when_the_stored_record_starts_after_it(tm
             await rec.backfiller.wait_idle()
     opens = [int(t.value // 10**6) // 60_000 for t in load(data, "usdt_futures", "BTCUSDT", "1m")["candle_begin_time"]]
     assert opens == [4, 5, 6, 7, 8, 9]
+
+
+async def test_stop_fills_the_holes_in_what_was_received_before_it(autojump_clock: trio.testing.MockClock) -> None:
+    # The writer is busy (its sink is slow) when the stop comes, and the candle that reveals a hole is
+    # still in the channel: the stop lets the writer take it and the backfill fill the hole.
+    fake = FakeBinance("spot", 10 * 60_000 + 5_000)
+    transport, sink, release = FakeTransport(), MemorySink(), trio.Event()
+
+    async def slow_sink(fn: object, batch: list[Candle]) -> object:
+        await release.wait()
+        return fn(batch)  # type: ignore[operator]
+
+    async def release_later() -> None:
+        await trio.sleep(1)
+        release.set()
+
+    cfg = config("spot:1m:BTCUSDT", backfill=True, flush_size=1, endpoints={"spot": {"rest": "http://exchange.test"}})
+    http = httpx.AsyncClient(transport=httpx.MockTransport(fake))
+    async with (
+        trio.open_nursery() as nursery,
+        Recorder(cfg, sink=sink, transport=transport, run_sink=slow_sink, http=http) as rec,
+    ):
+        ws = await transport.next_connection(1)
+        for minute in (2, 3, 7):  # 2 stuck in the sink, 3 waiting for it, 7 left in the channel
+            await ws.push(kline_frame("BTCUSDT", "1m", minute * 60_000))
+            await trio.sleep(0.5)
+        assert rec.stats().gaps == 0  # not seen yet
+        nursery.start_soon(release_later)
+    assert sorted(c.open_time // 60_000 for c in sink.candles) == [2, 3, 4, 5, 6, 7]

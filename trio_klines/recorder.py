@@ -187,14 +187,18 @@ class Recorder:
             await trio.sleep_forever()
 
     async def _stop(self) -> None:
-        """Stop the connections, give running backfills a moment, then let the writer drain and flush."""
+        """Stop the connections, give the writer and running backfills a moment, then drain and flush."""
         for _conn, scope in self._connections.values():
             scope.cancel()
         try:
-            if self.backfiller is not None and self.backfiller.stats.in_flight:
-                # Holes still being filled would otherwise wait for the next start; bounded, so a stop
-                # stays prompt.
+            if self.backfiller is not None:
+                # Holes would otherwise wait for the next start; bounded, so a stop stays prompt. The
+                # writer finds holes as it takes candles off the channel: let it take what the connections
+                # sent first, so the holes in that are filled too.
                 with trio.move_on_after(self.config.stop_grace):
+                    assert self._send is not None
+                    while self._send.statistics().current_buffer_used:  # noqa: ASYNC110 (no event for this)
+                        await trio.sleep(0.01)
                     await self.backfiller.wait_idle()
         finally:
             if self._conn_nursery is not None:
