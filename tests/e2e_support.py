@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from trio_klines.coverage import coverage
+from trio_klines.errors import StoreError
+from trio_klines.markets import series
 from trio_klines.store import load
 from trio_klines.testing import ground_truth
 
@@ -51,19 +54,38 @@ def record_args(endpoints: Path, data: Path, *extra: str) -> list[str]:
     return args
 
 
-def record(endpoints: Path, data: Path, seconds: float, *extra: str) -> tuple[int, float, str]:
-    """Run ``record`` for ``seconds``, stop it with SIGINT; (exit code, seconds to stop, stderr)."""
-    proc = python(*record_args(endpoints, data, *extra), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def record(endpoints: Path, data: Path, seconds: float, *extra: str, min_rows: int = 0) -> tuple[int, float, str]:
+    """Run ``record`` for ``seconds``, and on until every series holds ``min_rows`` candles (at most a
+    minute more), then stop it with SIGINT; (exit code, seconds to stop, stderr).
+
+    Waiting for rows, not only time, keeps a test deterministic when faults hold a connection down for
+    a while. Stderr goes to a file: a full pipe would block the recorder's logging, and so the recorder.
+    """
+    log = data.parent / "record.log"
+    with log.open("w", encoding="utf-8") as err:
+        proc = python(*record_args(endpoints, data, *extra), stdout=subprocess.DEVNULL, stderr=err)
     try:
         time.sleep(seconds)
+        deadline = time.monotonic() + 60
+        while min_rows and not holds(data, min_rows) and time.monotonic() < deadline:
+            time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
         t0 = time.monotonic()
-        _, err = proc.communicate(timeout=30)
-        return proc.returncode, time.monotonic() - t0, err
+        proc.wait(timeout=30)
+        return proc.returncode, time.monotonic() - t0, log.read_text(encoding="utf-8")
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def holds(data: Path, rows: int) -> bool:
+    """Whether every series of :data:`SERIES` has at least ``rows`` candles stored (read while recording)."""
+    try:
+        stored = coverage(data)
+    except StoreError:
+        return False  # nothing written yet
+    return all(s in stored and stored[s].rows >= rows for s in (series(*key) for key in SERIES))
 
 
 def check_against_truth(data: Path, outages: tuple[tuple[int, int], ...] = ()) -> int:
