@@ -40,6 +40,9 @@ _UTC_ZONES: Final = frozenset({"0", "+0", "-0", "00:00", "+00:00", "-00:00", "0:
 IN_FLIGHT_GRACE_S: Final = 0.1
 #: Calls inside Retry-After windows, with no compliant call between them, that get a pool banned.
 BAN_AFTER: Final = 5
+_TOO_MANY_REQUESTS: Final = (
+    "Too many requests; current limit of IP is exceeded. Please use WebSocket Streams for live updates."
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -167,12 +170,11 @@ class RestApi:
         self._violations[pool] = count = self._violations.get(pool, 0) + 1
         if count >= BAN_AFTER:
             return self._ban(now)
-        msg = "Too many requests; current limit of IP is exceeded. Please use WebSocket Streams for live updates."
         wait = math.ceil(self._wall_seconds(hi - now))
-        return RestResponse(429, binance_error(-1003, msg), (("retry-after", str(max(1, wait))),))
+        return RestResponse(429, binance_error(-1003, _TOO_MANY_REQUESTS), (("retry-after", str(max(1, wait))),))
 
     def _penalise(self, response: RestResponse, market: Market, now: int) -> RestResponse:
-        """After a 429, calls to its pool before its Retry-After has passed are banned (418)."""
+        """After a 429, open the window in which calls to its pool ignore it (see :meth:`_violation`)."""
         if response.status == 429:
             retry_after = float(dict(response.headers)["retry-after"])
             per_wall_s = 1.0 / self._wall_seconds(1.0)
@@ -185,8 +187,7 @@ class RestApi:
         if dice.hit("rest418", f.rest418, serial):
             return self._ban(now)
         if dice.hit("rest429", f.rest429, serial):
-            msg = "Too many requests; current limit of IP is exceeded. Please use WebSocket Streams for live updates."
-            return RestResponse(429, binance_error(-1003, msg), self._retry_after(now))
+            return RestResponse(429, binance_error(-1003, _TOO_MANY_REQUESTS), self._retry_after(now))
         if dice.hit("rest5xx", f.rest5xx, serial):
             kind = int(dice.roll("5xx_kind", serial) * 4)
             if kind == 0:
