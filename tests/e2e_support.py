@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -77,6 +78,14 @@ def record(endpoints: Path, data: Path, seconds: float, *extra: str, min_rows: i
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def run_status(data: Path) -> tuple[int, dict[tuple[str, str, str], dict[str, int]]]:
+    """``status --json``: its exit code (0, or 1 for missing candles) and its report per series."""
+    proc = python("status", "--data", str(data), "--json", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode in (0, 1), err
+    return proc.returncode, {(s["market"], s["symbol"], s["interval"]): s for s in json.loads(out)["series"]}
 
 
 def holds(data: Path, rows: int) -> bool:

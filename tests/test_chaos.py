@@ -44,6 +44,7 @@ from e2e_support import (
     python,
     record_args,
     report_figures,
+    run_status,
     start_exchange,
     stop,
 )
@@ -94,16 +95,8 @@ def start_recorder(endpoints: Path, data: Path, log: Path, transport: str) -> su
         return python(*args, stdout=subprocess.DEVNULL, stderr=err)
 
 
-def status(data: Path) -> tuple[int, dict[tuple[str, str, str], dict[str, int]]]:
-    proc = python("status", "--data", str(data), "--json", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode in (0, 1), err
-    report = {(s["market"], s["symbol"], s["interval"]): s for s in json.loads(out)["series"]}
-    return proc.returncode, report
-
-
 def backfill_done(data: Path) -> bool:
-    code, report = status(data)
+    code, report = run_status(data)
     first_ok = all(report.get(s, {}).get("first") == SINCE for s in SERIES)
     return code == 0 and first_ok
 
@@ -214,7 +207,7 @@ def test_chaos_record_equals_the_exchange(tmp_path: Path, small_disk: Path, pyte
         deadline = time.monotonic() + 240
         while not backfill_done(data):
             assert last.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, f"backfill not finished: {status(data)[1]}"
+            assert time.monotonic() < deadline, f"backfill not finished: {run_status(data)[1]}"
             time.sleep(2)
         time.sleep(1.0)
         last.send_signal(signal.SIGINT)
@@ -233,7 +226,7 @@ def test_chaos_record_equals_the_exchange(tmp_path: Path, small_disk: Path, pyte
 
     # The stored record is the exchange's, exactly, outside the outages.
     compared = check_against_truth(data, outages=OUTAGES)
-    code, report = status(data)
+    code, report = run_status(data)
     assert code == 0, report
     for (_market, _symbol, interval), s in report.items():
         assert s["first"] == SINCE and s["missing"] == 0, s

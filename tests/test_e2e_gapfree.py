@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import time
@@ -12,7 +11,7 @@ import pytest
 
 from trio_klines.markets import count_open_times
 
-from e2e_support import SERIES, START, check_against_truth, python, record_args, start_exchange, stop
+from e2e_support import SERIES, START, check_against_truth, python, record_args, run_status, start_exchange, stop
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -45,10 +44,8 @@ def test_killed_and_restarted_under_faults_the_record_is_exact(tmp_path: Path) -
         compared = check_against_truth(data, outages=(OUTAGE,))
         assert compared > 200
 
-        status = python("status", "--data", str(data), "--json", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        out, err = status.communicate(timeout=30)
-        assert status.returncode == 0, out + err
-        report = {(s["market"], s["symbol"], s["interval"]): s for s in json.loads(out)["series"]}
+        code, report = run_status(data)
+        assert code == 0, report
         assert set(report) == set(SERIES)
         for (market, symbol, interval), s in report.items():
             assert s["missing"] == 0
