@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -12,6 +14,7 @@ import trio.testing
 from trio_klines.gaps import ContinuityTracker, Gap
 from trio_klines.markets import Series
 from trio_klines.parse import Candle
+from trio_klines.threads import run_in_thread
 from trio_klines.writer import WriterSettings, WriterStats, call_inline, run_writer
 
 from fakes import MemorySink
@@ -256,3 +259,59 @@ async def test_a_candle_waits_from_its_arrival_even_while_a_write_is_under_way(
         await send.aclose()
     assert durable_at[1] - start == pytest.approx(1.5)
     assert durable_at[2] - start == pytest.approx(2.7)
+
+
+async def test_a_backlog_is_flushed_once_drained_not_after_another_flush_interval(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A burst faster than the disk: the writer holds at flush_size while it writes, and the channel
+    # queues the rest. Those candles have waited already: the last, partial batch goes as soon as the
+    # channel is drained, not flush_seconds after the writer took its first candle.
+    sink, durable_at = MemorySink(), list[tuple[float, int]]()
+
+    async def slow_disk(fn: Callable[[list[Candle]], object], batch: list[Candle]) -> object:
+        await trio.sleep(0.5)
+        return fn(batch)
+
+    async def on_written(batch: list[Candle]) -> None:
+        durable_at.append((trio.current_time() - start, len(batch)))
+
+    send, receive = trio.open_memory_channel[Sequence[Candle]](100)
+    settings = WriterSettings(flush_seconds=60.0, flush_size=10, max_pending=100)
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            lambda: run_writer(receive, sink, settings=settings, run_sink=slow_disk, on_written=on_written)
+        )
+        for minute in range(1, 26):  # 25 candles in one go
+            send.send_nowait([candle(minute)])
+        await trio.sleep(10)
+        assert [n for _, n in durable_at] == [10, 10, 5]
+        assert durable_at[-1][0] == pytest.approx(1.5)  # three writes in a row; not 60 s later
+        # Back to normal: a lone candle waits its flush interval.
+        await send.send([candle(26)])
+        await trio.sleep(61)
+        await send.aclose()
+    assert durable_at[-1] == (pytest.approx(10 + 60 + 0.5), 1)
+
+
+async def test_the_default_runner_hands_the_gil_to_its_thread_while_the_loop_is_busy() -> None:
+    # A busy event loop (here: a task that checkpoints in a tight loop, each pass releasing and re-taking
+    # the GIL in epoll) starves a worker thread that releases the GIL often; run_in_thread must not.
+    def gil_hungry(rounds: int) -> int:
+        for _ in range(rounds):
+            os.getpid()  # each call releases the GIL and must win it back
+            time.sleep(0)
+        return rounds
+
+    async def busy_loop(done: trio.Event) -> None:
+        while not done.is_set():
+            sum(range(3000))  # parsing frames, say
+            await trio.lowlevel.checkpoint()
+
+    done = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(busy_loop, done)
+        with trio.fail_after(5):  # ~0.4 s with the handoff; without it, still waiting at the 10 s timeout
+            assert await run_in_thread(gil_hungry, 1000) == 1000
+        done.set()

@@ -42,6 +42,7 @@ from .markets import (
 from .parse import Candle
 from .rest import new_http_client, rest_clients
 from .stream import ConnectionStats, StreamConnection
+from .threads import run_in_thread
 from .transport import Transport, trio_websocket_transport
 from .writer import CandleSink, SinkRunner, WriterStats, run_writer
 
@@ -109,7 +110,7 @@ class Recorder:
         http: httpx.AsyncClient | None = None,
     ) -> None:
         self.config = config
-        self._run_sink = run_sink or trio.to_thread.run_sync
+        self._run_sink = run_sink or run_in_thread
         self._sink = sink
         self._owns_sink = sink is None
         self._transport = transport or _configured_transport(config)

@@ -2,11 +2,15 @@
 
 Each item on the channel is a batch (a sequence of candles), so a connection pays one channel send
 per received chunk, not per candle. The writer drops repeats, reports gaps, and flushes when the batch
-reaches ``flush_size`` candles or its oldest candle has waited ``flush_seconds``. The store call runs in
-a worker thread so the receive loops never wait on the disk, and the writer keeps receiving meanwhile
-(two tasks: one receives, one flushes), so a candle's wait starts when it arrives, not when the
-previous write ends. Each batch is reported (``on_written``) as soon as the store returns; the merges
-that the store's automatic compaction owes for it are done afterwards, in small steps between flushes.
+reaches ``flush_size`` candles or its oldest candle has waited ``flush_seconds``, or at once when it has
+just caught up with a backlog (candles that queued in the channel while it wrote have waited already).
+
+The store call runs in a worker thread (:func:`~trio_klines.threads.run_in_thread`, which keeps a busy
+event loop from starving that thread of the GIL), so the receive loops never wait on the disk. The
+writer keeps receiving meanwhile (two tasks: one receives, one flushes), so a candle's wait starts when
+it arrives, not when the previous write ends. Each batch is reported (``on_written``) as soon as the
+store returns; the merges that the store's automatic compaction owes for it are done afterwards, in
+small steps between flushes.
 
 Failure and backpressure: when a flush fails (disk full, I/O error, permissions) the writer logs it,
 keeps the whole batch and retries with capped backoff, while it goes on receiving up to
@@ -31,6 +35,7 @@ from .errors import KlinesError
 from .gaps import ContinuityTracker, Gap, Verdict
 from .markets import Series
 from .parse import Candle
+from .threads import run_in_thread
 
 __all__ = ["CandleSink", "SinkRunner", "WriterSettings", "WriterStats", "call_inline", "run_writer"]
 
@@ -92,8 +97,8 @@ class WriterStats:
 
 GapHandler = Callable[[Gap], None]
 WrittenHandler = Callable[[list[Candle]], Awaitable[None]]
-#: How the writer calls the sink: in a worker thread by default. Tests on a MockClock call it inline,
-#: since time jumps while the event loop waits for a thread.
+#: How the writer calls the sink: in a worker thread by default (:func:`~trio_klines.threads.run_in_thread`).
+#: Tests on a MockClock call it inline, since time jumps while the event loop waits for a thread.
 SinkRunner = Callable[[Callable[[list[Candle]], object], list[Candle]], Awaitable[object]]
 
 
@@ -111,7 +116,7 @@ async def run_writer(
     stats: WriterStats | None = None,
     on_gap: GapHandler | None = None,
     on_written: WrittenHandler | None = None,
-    run_sink: SinkRunner = trio.to_thread.run_sync,
+    run_sink: SinkRunner = run_in_thread,
 ) -> None:
     """Consume ``receive`` until it is closed and empty, writing every new candle to ``sink``.
 
@@ -137,6 +142,7 @@ async def run_writer(
     pending: list[Candle] = []
     first_pending_at = math.inf
     retry_at = -math.inf
+    overdue = False  # the batch holds candles that queued in the channel while receiving was held back
     open_channel = True
     busy = 0  # candles in the sink's hands (being written or reported), for stats.pending
     changed = trio.Event()
@@ -189,9 +195,9 @@ async def run_writer(
             return 0.0
 
     async def flush() -> bool:
-        nonlocal pending, first_pending_at, retry_at, busy, debt
+        nonlocal pending, first_pending_at, retry_at, busy, debt, overdue
         batch, batch_first_at = pending, first_pending_at
-        pending, first_pending_at, busy = [], math.inf, len(batch)
+        pending, first_pending_at, busy, overdue = [], math.inf, len(batch), False
         done = False
         try:
             try:
@@ -244,7 +250,7 @@ async def run_writer(
         while True:
             now = trio.current_time()
             if pending and now >= retry_at and debt <= 1:
-                full = len(pending) >= settings.flush_size
+                full = len(pending) >= settings.flush_size or overdue
                 if full or now >= first_pending_at + settings.flush_seconds or not open_channel:
                     await flush()
                     continue
@@ -260,13 +266,15 @@ async def run_writer(
                 await changed.wait()
 
     async def receive_loop() -> None:
-        nonlocal open_channel
+        nonlocal open_channel, overdue
+        backlog = False  # taking what queued in the channel while this loop was held back
         while True:
             # Bounded memory: hold at one full batch (the flusher takes it as soon as the sink is free),
             # at max_pending while the disk fails; beyond that the channel fills and the connections wait.
             failing = trio.current_time() < retry_at
             if len(pending) >= settings.max_pending or (len(pending) >= settings.flush_size and not failing):
                 await changed.wait()
+                backlog = receive.statistics().current_buffer_used > 0
                 continue
             try:
                 batch = await receive.receive()
@@ -275,6 +283,12 @@ async def run_writer(
                 kick()
                 return
             accept(batch)
+            if backlog and not receive.statistics().current_buffer_used:
+                # Caught up: these candles have waited in the channel already; starting their flush
+                # clock now would make the last batch of a burst wait flush_seconds more.
+                backlog = False
+                overdue = bool(pending)
+                kick()
 
     try:
         async with trio.open_nursery() as nursery:
