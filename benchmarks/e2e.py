@@ -1,6 +1,6 @@
 """End to end: WebSocket → parse → channel → writer → store, against a blaster in another process.
 
-    python -m benchmarks.e2e [--messages N] [--closed-messages N] [--json]
+    python -m benchmarks.e2e [--messages N] [--closed-messages N] [--rounds N] [--json]
 
 The blaster (:mod:`benchmarks.blaster`, its own process) sends pre-encoded kline frames as fast as the
 socket takes them, far faster than any client here receives them. Measured in one run, for each of
@@ -23,8 +23,10 @@ one-row DataFrame per candle, a read-whole-file / concat / rewrite of its Parque
 Rates are messages per second from the first message to the last one received (and, through the
 recorder, to the last candle durable); CPU is µs per message of this process (``time.process_time``,
 every thread: the store's worker thread included). Top-level keys without a transport suffix are the
-fast transport's. The machine may be shared: compare the ratios of one run, not absolute figures of
-different runs.
+fast transport's. The machine may be shared, and its speed drifts: each throughput figure is the
+median of ``--rounds`` rounds (every round's figures are under ``per_round``), each ratio to the
+ceiling or the no-op sink is taken within a round, and ratios of one run are what to compare, not
+absolute figures of different runs.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ FAST: Final = "websockets"
 FLUSH_SECONDS: Final = 1.0
 #: Latency mode: closed frames per second, and how many are timed.
 LATENCY_RATE: Final = 200.0
+#: Rounds of the throughput measurements per transport; the report gives each figure's median.
+ROUNDS: Final = 3
 #: A measurement that takes longer than this is stuck: the blaster is killed and the run fails.
 RUN_TIMEOUT: Final = 300.0
 
@@ -202,10 +206,8 @@ async def _bounded(fn: Any, *args: Any) -> Any:
         return await fn(*args)
 
 
-def measure_transport(
-    transport: str, messages: int, closed_messages: int, latency_count: int, flush: float
-) -> dict[str, float]:
-    """Every measurement of one transport; keys suffixed with the transport's name."""
+def measure_round(transport: str, messages: int, closed_messages: int, flush: float) -> dict[str, float]:
+    """One round of the throughput measurements of one transport, each against a fresh blaster."""
     out: dict[str, float] = {}
     with blaster("realistic", messages) as port:
         wall, cpu = trio.run(_bounded, ws_ceiling, port, messages, transport)
@@ -220,29 +222,49 @@ def measure_transport(
                 _bounded, recorder_run, port, closed_messages, closed_messages, Path(tmp), transport, flush, null
             )
             out |= _rate(label, *run)
-    with blaster("closed", latency_count, LATENCY_RATE) as port, tempfile.TemporaryDirectory() as tmp:
-        lat = sorted(trio.run(_bounded, latency, port, latency_count, Path(tmp), transport, flush))
-    out["latency_p50_ms"] = statistics.median(lat)
-    out["latency_p99_ms"] = lat[min(len(lat) - 1, round(len(lat) * 0.99))]
-    out["latency_max_ms"] = lat[-1]
+    # Ratios within the round: its runs are minutes apart at most, so the machine's drift cancels out.
     out["realistic_vs_ws_ceiling"] = out["realistic_msgs_per_s"] / out["ws_ceiling_msgs_per_s"]
     out["closed_vs_noop_sink"] = out["closed_msgs_per_s"] / out["closed_noop_sink_msgs_per_s"]
     return out
 
 
+def measure_transport(
+    transport: str, messages: int, closed_messages: int, latency_count: int, flush: float, rounds: int
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Every measurement of one transport: the median of ``rounds`` rounds for each figure (and each
+    round's figures), then the latency once."""
+    per_round = [measure_round(transport, messages, closed_messages, flush) for _ in range(rounds)]
+    spread = {key: [r[key] for r in per_round] for key in per_round[0]}
+    out = {key: statistics.median(values) for key, values in spread.items()}
+    with blaster("closed", latency_count, LATENCY_RATE) as port, tempfile.TemporaryDirectory() as tmp:
+        lat = sorted(trio.run(_bounded, latency, port, latency_count, Path(tmp), transport, flush))
+    out["latency_p50_ms"] = statistics.median(lat)
+    out["latency_p99_ms"] = lat[min(len(lat) - 1, round(len(lat) * 0.99))]
+    out["latency_max_ms"] = lat[-1]
+    return out, spread
+
+
 def run(
-    messages: int, closed_messages: int, seed_messages: int, latency_count: int, flush: float = FLUSH_SECONDS
+    messages: int,
+    closed_messages: int,
+    seed_messages: int,
+    latency_count: int,
+    flush: float = FLUSH_SECONDS,
+    rounds: int = ROUNDS,
 ) -> dict[str, Any]:
     results: dict[str, Any] = {
         "messages": messages, "closed_messages": closed_messages, "seed_messages": seed_messages,
         "latency_messages": latency_count, "latency_rate_per_s": LATENCY_RATE, "flush_seconds": flush,
-        "fast_transport": FAST, "default_transport": TRANSPORTS[0],
+        "rounds": rounds, "fast_transport": FAST, "default_transport": TRANSPORTS[0], "per_round": {},
     }  # fmt: skip
     with blaster("closed", seed_messages) as port, tempfile.TemporaryDirectory() as tmp:
         wall, cpu = seed_closed(port, seed_messages, Path(tmp))
     results |= _rate("seed_closed", wall, cpu, seed_messages)
-    per: dict[str, dict[str, float]] = {t: measure_transport(t, messages, closed_messages, latency_count, flush)
-                                        for t in TRANSPORTS}  # fmt: skip
+    per: dict[str, dict[str, float]] = {}
+    for transport in TRANSPORTS:
+        per[transport], spread = measure_transport(transport, messages, closed_messages, latency_count, flush, rounds)
+        suffix = transport.replace("-", "_")
+        results["per_round"] |= {f"{key}_{suffix}": values for key, values in spread.items()}
     for transport, figures in per.items():
         suffix = transport.replace("-", "_")
         for key, value in figures.items():
@@ -271,7 +293,8 @@ def table(results: dict[str, Any]) -> list[str]:
     ]
     lines = [
         f"end to end, {results['messages']:,} frames (closed: {results['closed_messages']:,}), blaster in its own "
-        f"process; seed baseline {results['seed_closed_msgs_per_s']:,.1f} candles/s",
+        f"process; medians of {results['rounds']} rounds; seed baseline {results['seed_closed_msgs_per_s']:,.1f} "
+        "candles/s",
         f"  {'':<44}{'trio-websocket':>16}{'websockets':>16}",
     ]
     for key, label, fmt in rows:
@@ -287,11 +310,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed-messages", type=int, default=300, help="frames for the slow seed baseline")
     parser.add_argument("--latency-messages", type=int, default=600, help="closed frames timed for latency")
     parser.add_argument("--flush-seconds", type=float, default=FLUSH_SECONDS, help="the writer's flush interval")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="rounds of the throughput runs (medians)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.messages <= OPEN_PER_CLOSE or min(args.closed_messages, args.seed_messages, args.latency_messages) < 2:
         parser.error(f"--messages must exceed {OPEN_PER_CLOSE} and the other counts be at least 2")
-    results = run(args.messages, args.closed_messages, args.seed_messages, args.latency_messages, args.flush_seconds)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    results = run(
+        args.messages, args.closed_messages, args.seed_messages, args.latency_messages, args.flush_seconds, args.rounds
+    )
     emit(results, table(results), as_json=args.json)
 
 

@@ -30,6 +30,8 @@ def test_e2e_benchmark_reports_its_keys(capsys: pytest.CaptureFixture[str]) -> N
             "5",
             "--flush-seconds",
             "0.05",
+            "--rounds",
+            "2",
             "--json",
         ]
     )
@@ -37,6 +39,8 @@ def test_e2e_benchmark_reports_its_keys(capsys: pytest.CaptureFixture[str]) -> N
     for key in ("closed_msgs_per_s", "realistic_msgs_per_s", "ws_ceiling_msgs_per_s", "seed_closed_msgs_per_s",
                 "ratio_closed_vs_seed", "cpu_us_per_msg_realistic", "latency_p99_ms"):  # fmt: skip
         assert result[key] > 0, key
+    rounds = result["per_round"]["realistic_vs_ws_ceiling_trio_websocket"]
+    assert len(rounds) == 2 and result["realistic_vs_ws_ceiling_trio_websocket"] == pytest.approx(sum(rounds) / 2)
 
 
 def test_blaster_frames_parse() -> None:

@@ -24,6 +24,8 @@ __all__ = ["BatchConnection", "Connection", "Transport", "trio_websocket_transpo
 
 #: Kline frames are < 1 KiB; anything near this is not a kline frame.
 MAX_MESSAGE_SIZE: Final = 1 << 20
+#: Bytes per socket read (trio-websocket's default is 4 KiB, a dozen kline frames).
+RECEIVE_BUFFER_SIZE: Final = 64 * 1024
 #: Frames buffered between the socket reader and the receive loop.
 MESSAGE_QUEUE_SIZE: Final = 256
 
@@ -151,14 +153,9 @@ class _TrioWebsocketConnection:
             return batch
         take = queue.receive_nowait
         while len(batch) < MESSAGE_QUEUE_SIZE:
-            try:
-                batch.append(take())
-                continue
-            except (trio.EndOfChannel, trio.ClosedResourceError):
-                break
-            except trio.WouldBlock:
-                pass
-            # Shielded: a cancel here would lose the messages already taken; the next wait sees it.
+            # Yield first, then take: the reader has queued at most one more by then, so a message
+            # costs one pass and one take, and only the end of the batch raises WouldBlock. Shielded:
+            # a cancel here would lose the messages already taken; the next wait sees it.
             await trio.lowlevel.cancel_shielded_checkpoint()
             try:
                 batch.append(take())
@@ -268,6 +265,7 @@ def trio_websocket_transport(
                         resource,
                         message_queue_size=MESSAGE_QUEUE_SIZE,
                         max_message_size=MAX_MESSAGE_SIZE,
+                        receive_buffer_size=RECEIVE_BUFFER_SIZE,
                     )
                 if ws is None or ws.closed is not None:
                     if stream is not None:
