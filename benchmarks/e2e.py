@@ -134,23 +134,36 @@ def _config(port: int, data: Path, transport: str, flush: float) -> Any:
 async def recorder_run(
     port: int, count: int, closed: int, data: Path, transport: str, flush: float, null_sink: bool = False
 ) -> tuple[float, float, int]:
-    """The full path until ``count`` frames are received and ``closed`` candles written.
+    """The full path until ``count`` frames are received and ``closed`` candles durable.
 
-    The clock starts at the first message (not at start-up); returns wall, CPU and the messages timed.
+    The clock starts at the first message (not at start-up) and stops when the last candle is durable;
+    returns wall, CPU and the messages timed. Once the last frame is in, the recorder is stopped, as a
+    user's Ctrl-C would, so that the last batch is written at once: left alone it would wait out its
+    flush interval, up to a second of idling in a run of a few (the latency figure measures that wait).
     Polled, not subscribed: a candle subscriber would add its own work to the measured path.
     """
     from trio_klines import Recorder
 
-    async with Recorder(_config(port, data, transport, flush), sink=NullSink() if null_sink else None) as rec:
+    stopped: list[tuple[float, float]] = []
+
+    async def clock_stop(rec: Recorder) -> None:
+        while rec.stats().written < closed:  # noqa: ASYNC110
+            await trio.sleep(0.002)
+        stopped.append((time.perf_counter(), time.process_time()))
+
+    sink = NullSink() if null_sink else None
+    # The nursery outlives the recorder: clock_stop watches the final flush that exiting it triggers.
+    async with trio.open_nursery() as nursery, Recorder(_config(port, data, transport, flush), sink=sink) as rec:
         while (first := rec.stats().messages) == 0:  # noqa: ASYNC110
             await trio.sleep(0.001)
         wall, cpu = time.perf_counter(), time.process_time()
-        while rec.stats().messages < count or rec.stats().written < closed:  # noqa: ASYNC110
-            await trio.sleep(0.005)
-        elapsed = time.perf_counter() - wall, time.process_time() - cpu
+        while rec.stats().messages < count:  # noqa: ASYNC110
+            await trio.sleep(0.002)
+        nursery.start_soon(clock_stop, rec)
         if rec.stats().malformed or rec.stats().reconnects:
             raise RuntimeError(f"the run was not clean: {rec.stats().summary()}")
-    return *elapsed, max(count - first, 1)  # tiny smoke runs may arrive in one read
+    end_wall, end_cpu = stopped[0]
+    return end_wall - wall, end_cpu - cpu, max(count - first, 1)  # tiny smoke runs may arrive in one read
 
 
 async def latency(port: int, count: int, data: Path, transport: str, flush: float) -> list[float]:

@@ -42,7 +42,10 @@ __all__ = ["CandleSink", "SinkRunner", "WriterSettings", "WriterStats", "call_in
 log = logging.getLogger("trio_klines.writer")
 
 DEFAULT_FLUSH_SECONDS: Final = 1.0
-DEFAULT_FLUSH_SIZE: Final = 10_000
+#: A store append costs per file (one per series in the batch) as much as per row: under a burst
+#: (a backfill, a catch-up) of 50 series, batches of 50,000 write ~105k candles/s where 10,000 wrote
+#: ~60k, at half the CPU per candle. At real-time rates batches are cut by age, far below this size.
+DEFAULT_FLUSH_SIZE: Final = 50_000
 DEFAULT_MAX_PENDING: Final = 500_000
 #: A step of deferred compaction: at most this many merges, stopping once they have read this many rows
 #: (a closed period of 1m candles is 43,200), so that a due flush waits for one step at most (~0.1 s).
