@@ -315,3 +315,13 @@ async def test_the_default_runner_hands_the_gil_to_its_thread_while_the_loop_is_
         with trio.fail_after(5):  # ~0.4 s with the handoff; without it, still waiting at the 10 s timeout
             assert await run_in_thread(gil_hungry, 1000) == 1000
         done.set()
+
+
+async def test_the_default_runner_raises_the_sinks_error_as_it_is() -> None:
+    # Not wrapped in an ExceptionGroup: the writer retries on OSError and store errors by their type.
+    def full_disk(_: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        await run_in_thread(full_disk, 0)
+    assert await run_in_thread(lambda x: x + 1, 1) == 2

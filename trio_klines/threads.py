@@ -40,9 +40,18 @@ async def run_in_thread(fn: Callable[[_A], _T], arg: _A) -> _T:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_hand_over_gil)
         try:
-            return await trio.to_thread.run_sync(fn, arg)
+            result = await trio.to_thread.run_sync(fn, arg)
+        except BaseException as exc:  # raised below as it is: through the nursery it would come out grouped
+            error = exc
+        else:
+            error = None
+        nursery.cancel_scope.cancel()
+    if error is not None:
+        try:
+            raise error
         finally:
-            nursery.cancel_scope.cancel()
+            del error  # no reference cycle through the traceback
+    return result
 
 
 async def _hand_over_gil() -> None:
