@@ -30,7 +30,6 @@ import dataclasses
 import logging
 import math
 import os
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -65,6 +64,7 @@ from .periodfiles import (
     serialize,
 )
 from .reading import last_open_time, load, read_series
+from .tablecache import TableCache
 
 try:
     import fcntl
@@ -90,14 +90,6 @@ logger = logging.getLogger("trio_klines.store")
 
 # How often a merge is retried when the files under it keep changing (another process quarantining).
 _MERGE_ATTEMPTS: Final = 5
-# The tables of small files this store wrote stay in memory (up to this many rows and tables in all,
-# oldest forgotten first), so that merging them needs no reading back: a merge of small files is mostly
-# the fixed cost of opening each, parsing its footer and verifying its checksums. Bounded by tables too:
-# each costs about 12 kB besides its rows, and 1,000 series kept 12,000 of them (150 MB) before that
-# bound, which a 10-minute soak showed as RSS growing by a third. A few MB now, full within seconds.
-_CACHE_FILE_ROWS: Final = 4_096
-_CACHE_ROWS: Final = 50_000
-_CACHE_TABLES: Final = 512
 
 
 class _Merge(NamedTuple):
@@ -166,10 +158,7 @@ class Store:
         self._pending: dict[tuple[Series, str], None] = {}  # periods that may need a merge, oldest first
         self._credit = 0.0
         self._earned = 0.0  # the credit the last append earned
-        # See _CACHE_ROWS; oldest first. Ordered: evicting from the front of a plain dict gets slower
-        # as it fills with the holes left by the entries popped before.
-        self._tables: OrderedDict[Path, pa.Table] = OrderedDict()
-        self._cached_rows = 0
+        self._cache = TableCache()  # what merges of the small files just written need, without reading back
         self._journal_unfinished = False
         self._lock_fd: int | None = None
         if not self.root.is_dir():
@@ -231,24 +220,7 @@ class Store:
     def _reset(self, key: Series) -> None:
         """Forget what is known of a series' files: they are listed and read again at its next use."""
         self._states[key] = None
-        directory = self.root.joinpath(*series_dir(key))
-        for path in [path for path in self._tables if path.parent == directory]:
-            self._forget_table(path)
-
-    def _remember(self, path: Path, table: pa.Table) -> None:
-        """Keep the table of the small file just written at ``path`` for its merge (see _CACHE_ROWS)."""
-        if table.num_rows > _CACHE_FILE_ROWS:
-            return
-        self._forget_table(path)
-        self._tables[path] = table.replace_schema_metadata(None)
-        self._cached_rows += table.num_rows
-        while self._cached_rows > _CACHE_ROWS or len(self._tables) > _CACHE_TABLES:
-            self._forget_table(next(iter(self._tables)))
-
-    def _forget_table(self, path: Path) -> None:
-        table = self._tables.pop(path, None)
-        if table is not None:
-            self._cached_rows -= table.num_rows
+        self._cache.forget_directory(self.root.joinpath(*series_dir(key)))
 
     def _guard(self, what: str, action: Callable[[], object]) -> None:
         try:
@@ -385,7 +357,7 @@ class Store:
             raise
         for part, info, new in zip(parts, infos, files, strict=True):
             state = self._state(part.series)
-            self._remember(new.path, part.table)
+            self._cache.remember(new.path, part.table)
             previous = state.latest
             state.periods.setdefault(part.period, []).append(info)
             if previous is not None and previous < part.period:
@@ -500,7 +472,7 @@ class Store:
         tables = []
         for info in inputs:
             path = state.path(info.name)
-            cached = self._tables.get(path)
+            cached = self._cache.get(path)
             if cached is not None and path.exists():  # gone: a reader quarantined it (handled below)
                 tables.append(cached)
                 continue
@@ -545,9 +517,9 @@ class Store:
         redundant = []
         for m, new in zip(merges, files, strict=True):
             m.state.periods[m.period][m.plan] = [m.out]
-            self._remember(new.path, m.table)
+            self._cache.remember(new.path, m.table)
             for info in m.inputs:
-                self._forget_table(m.state.path(info.name))
+                self._cache.forget(m.state.path(info.name))
                 redundant.append(m.state.path(info.name))
         if self._ops.durable and len(redundant) > 1:  # removals wait on the file system's journal: overlap them
             run_all(lambda path: self._unlink_quietly(path, "merged, removed", logging.DEBUG), redundant)
@@ -565,8 +537,7 @@ class Store:
         self._check_open()
         for key in self._states:  # read the disk again: this also removes what a failed unlink left
             self._states[key] = None
-        self._tables.clear()
-        self._cached_rows = 0
+        self._cache.clear()
         quarantined = self.quarantined
         stored = periods = before = after = rows = 0
         errors = []
