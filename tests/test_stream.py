@@ -310,3 +310,47 @@ async def test_frames_keep_the_session_past_many_receive_timeouts_and_silence_is
         nursery.cancel_scope.cancel()
     assert 5 <= transport.attempts[1] - last_frame <= 5 + 1  # the timeout, then a backoff of at most 1 s
     assert "ReceiveTimeout" in (conn.stats.last_error or "")
+
+
+class _SlowBatch:
+    """A read whose shielded collection outlasts the receive deadline (trio-websocket's receive_batch
+    gathers a burst in shielded passes), bringing a closed candle each time."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    async def receive(self) -> str | bytes:
+        raise AssertionError("read in batches")
+
+    async def receive_batch(self) -> list[str | bytes]:
+        self.reads += 1
+        if self.reads == 1:  # the session is live
+            return [kline_frame("BTCUSDT", "1m", 60_000, closed=False)]
+        if self.reads > 4:
+            await trio.sleep_forever()
+        with trio.CancelScope(shield=True):
+            await trio.sleep(SETTINGS.receive_timeout + 1)  # the deadline passes meanwhile
+        return [kline_frame("BTCUSDT", "1m", (self.reads - 1) * 60_000)]
+
+    async def send(self, message: str) -> None:
+        pass
+
+
+async def test_a_read_that_meets_a_full_channel_as_its_deadline_passes_loses_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    @asynccontextmanager
+    async def transport(url: str) -> AsyncIterator[Connection]:
+        yield _SlowBatch()
+
+    send, receive = trio.open_memory_channel[Sequence[Candle]](0)  # full: every send waits for the writer
+    conn = StreamConnection("um-0", UM, STREAMS, send, settings=SETTINGS, transport=transport, rng=random.Random(1))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        got = []
+        for _ in range(3):
+            await trio.sleep(SETTINGS.receive_timeout * 3)  # the writer is slow
+            got += [c.open_time // 60_000 for c in await receive.receive()]
+        nursery.cancel_scope.cancel()
+    assert got == [1, 2, 3]
+    assert conn.stats.reconnects == 0

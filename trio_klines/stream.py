@@ -271,7 +271,17 @@ class StreamConnection:
         # waiting loses nothing). So a receive_timeout of silence is detected exactly, at the cost of
         # one wasted wakeup per receive_timeout while frames flow.
         last = clock()
+        unsent: list[Candle] | None = None
+        shutdown: ServerShutdown | None = None
         while True:
+            if unsent is not None:
+                # Outside the deadline's scope: waiting on a full channel is backpressure, not silence,
+                # and a deadline that passed while the read was being gathered cannot cancel this send.
+                await send.send(unsent)
+                unsent = None
+                last = clock()
+            if shutdown is not None:  # ends the session once the read's candles are sent
+                raise shutdown
             with trio.CancelScope(deadline=last + timeout) as scope:
                 while True:
                     frames = await receive_batch()
@@ -282,7 +292,6 @@ class StreamConnection:
                         self._grace(now)
                         session.settled.set()
                     candles: list[Candle] = []
-                    shutdown: ServerShutdown | None = None
                     for frame in frames:
                         stream = _stream_of(frame)
                         if stream is not None:
@@ -297,7 +306,7 @@ class StreamConnection:
                             stats.binance_errors += 1
                             self._report("error", exc, now)
                             continue
-                        except ServerShutdown as exc:  # ends the session once this read's candles are sent
+                        except ServerShutdown as exc:
                             shutdown = exc
                             continue
                         if candle is not None:
@@ -307,18 +316,15 @@ class StreamConnection:
                         try:
                             send.send_nowait(candles)  # no checkpoint: the next read has one
                         except trio.WouldBlock:
-                            scope.deadline = math.inf  # waiting on a full channel is backpressure, not silence
-                            await send.send(candles)
-                            last = clock()
-                            scope.deadline = last + timeout
-                    if shutdown is not None:
-                        raise shutdown
+                            unsent = candles
+                    if unsent is not None or shutdown is not None:
+                        break
                     if now >= self._next_check:
                         scope.deadline = math.inf
                         await self._check_silence(conn, now)
                         last = clock()
                         scope.deadline = last + timeout
-            if clock() - last >= timeout:
+            if unsent is None and shutdown is None and clock() - last >= timeout:
                 raise ReceiveTimeout(f"no frame for {timeout:g}s")
 
     # --- live subscriptions -------------------------------------------------------------------
