@@ -325,3 +325,28 @@ async def test_the_default_runner_raises_the_sinks_error_as_it_is() -> None:
     with pytest.raises(OSError, match="No space left"):
         await run_in_thread(full_disk, 0)
     assert await run_in_thread(lambda x: x + 1, 1) == 2
+
+
+async def test_the_default_runner_cancelled_mid_call_still_returns_its_result() -> None:
+    # As trio.to_thread.run_sync: the call finishes, its result is returned (the writer then knows the
+    # batch is durable) and the cancellation comes at the next checkpoint.
+    got: list[object] = []
+
+    def slow(_: int) -> int:
+        time.sleep(0.2)
+        return 7
+
+    async def call() -> None:
+        got.append(await run_in_thread(slow, 0))
+        await trio.lowlevel.checkpoint()
+        got.append("not reached")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call)
+        await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+    assert got == [7]
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await run_in_thread(got.append, "cancelled before: not run")
+    assert got == [7]

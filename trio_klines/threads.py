@@ -35,17 +35,22 @@ async def run_in_thread(fn: Callable[[_A], _T], arg: _A) -> _T:
     """``trio.to_thread.run_sync(fn, arg)``, with the GIL handed over to the worker now and then.
 
     A :data:`~trio_klines.writer.SinkRunner`; like ``trio.to_thread.run_sync``, a cancellation waits
-    for the call to finish.
+    for the call to finish, which returns its result or raises its error, and is raised at the next
+    checkpoint.
     """
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_hand_over_gil)
-        try:
-            result = await trio.to_thread.run_sync(fn, arg)
-        except BaseException as exc:  # raised below as it is: through the nursery it would come out grouped
-            error = exc
-        else:
-            error = None
-        nursery.cancel_scope.cancel()
+    await trio.lowlevel.checkpoint_if_cancelled()  # as trio.to_thread.run_sync: cancelled before, not run
+    # Shielded: the call cannot be abandoned anyway, and a cancellation delivered when the nursery exits
+    # would lose its result (a batch written but not known to be). It comes at the caller's next checkpoint.
+    with trio.CancelScope(shield=True):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_hand_over_gil)
+            try:
+                result = await trio.to_thread.run_sync(fn, arg)
+            except BaseException as exc:  # raised below as it is: through the nursery it would come out grouped
+                error = exc
+            else:
+                error = None
+            nursery.cancel_scope.cancel()
     if error is not None:
         try:
             raise error
