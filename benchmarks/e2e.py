@@ -6,7 +6,9 @@ The blaster (:mod:`benchmarks.blaster`, its own process) sends pre-encoded kline
 socket takes them, far faster than any client here receives them. Measured in one run, for each of
 the two transports (``trio-websocket``, the default, and ``websockets``, the fast one):
 
-- ``ws_ceiling``: the transport alone, receiving and discarding (its ceiling);
+- ``ws_ceiling``: the transport alone, receiving and discarding (its ceiling: the library's receive
+  call, one message per call), and ``ws_ceiling_batched``: the same through ``receive_batch``, as
+  the recorder reads (what the rest of the path costs shows against this one);
 - ``closed``: the recorder's full path (``Recorder`` + the Parquet store, backfill off) on all-closed
   traffic, and ``closed_noop_sink``: the same with a sink that discards, to tell whether the closed
   path is bound by the receive side or by the writer and the store;
@@ -14,8 +16,9 @@ the two transports (``trio-websocket``, the default, and ``websockets``, the fas
   stream sends;
 - ``latency``: closed frame sent → durable on disk (the recorder's candle subscription), at a
   moderate rate (200 closed candles/s over 50 symbols), with the writer's ``flush_seconds`` reported
-  beside it: every recorder run uses the recorder's default, so the tail of a throughput run (the last
-  candles waiting for their flush) counts, and the store sees the batch sizes it would in production;
+  beside it. Every recorder run uses the recorder's default flush settings, so the store sees the
+  batch sizes it would in production; a throughput run stops the recorder once its last frame is in
+  (as Ctrl-C would), so that its last batch does not idle out a flush interval;
 
 and once, ``seed_closed``: the original recorder's way on closed traffic (asyncio + ``websockets``, a
 one-row DataFrame per candle, a read-whole-file / concat / rewrite of its Parquet file per candle).
@@ -112,6 +115,18 @@ async def ws_ceiling(port: int, count: int, transport: str) -> tuple[float, floa
         for _ in range(count - 1):
             await receive()
         return time.perf_counter() - wall, time.process_time() - cpu
+
+
+async def ws_ceiling_batched(port: int, count: int, transport: str) -> tuple[float, float, int]:
+    """The same through the transport's ``receive_batch`` (as the recorder reads): returns wall, CPU and
+    the frames timed (all but the first read's)."""
+    async with _transport(transport)(f"ws://127.0.0.1:{port}/stream") as conn:
+        receive_batch = conn.receive_batch
+        got = first = len(await receive_batch())
+        wall, cpu = time.perf_counter(), time.process_time()
+        while got < count:
+            got += len(await receive_batch())
+        return time.perf_counter() - wall, time.process_time() - cpu, max(count - first, 1)
 
 
 class NullSink:
@@ -225,6 +240,8 @@ def measure_round(transport: str, messages: int, closed_messages: int, flush: fl
     with blaster("realistic", messages) as port:
         wall, cpu = trio.run(_bounded, ws_ceiling, port, messages, transport)
         out |= _rate("ws_ceiling", wall, cpu, messages - 1)
+    with blaster("realistic", messages) as port:
+        out |= _rate("ws_ceiling_batched", *trio.run(_bounded, ws_ceiling_batched, port, messages, transport))
     with blaster("realistic", messages) as port, tempfile.TemporaryDirectory() as tmp:
         closed = messages // (OPEN_PER_CLOSE + 1)
         wall, cpu, timed = trio.run(_bounded, recorder_run, port, messages, closed, Path(tmp), transport, flush)
@@ -237,6 +254,7 @@ def measure_round(transport: str, messages: int, closed_messages: int, flush: fl
             out |= _rate(label, *run)
     # Ratios within the round: its runs are minutes apart at most, so the machine's drift cancels out.
     out["realistic_vs_ws_ceiling"] = out["realistic_msgs_per_s"] / out["ws_ceiling_msgs_per_s"]
+    out["realistic_vs_ws_ceiling_batched"] = out["realistic_msgs_per_s"] / out["ws_ceiling_batched_msgs_per_s"]
     out["closed_vs_noop_sink"] = out["closed_msgs_per_s"] / out["closed_noop_sink_msgs_per_s"]
     return out
 
@@ -293,9 +311,11 @@ def table(results: dict[str, Any]) -> list[str]:
     rows = [
         ("ws_ceiling_msgs_per_s", "receive and discard, msg/s", ",.0f"),
         ("cpu_us_per_msg_ws_ceiling", "  CPU µs/msg", ".2f"),
+        ("ws_ceiling_batched_msgs_per_s", "receive_batch and discard, msg/s", ",.0f"),
         ("realistic_msgs_per_s", "realistic (240 open : 1 closed), msg/s", ",.0f"),
         ("cpu_us_per_msg_realistic", "  CPU µs/msg", ".2f"),
         ("realistic_vs_ws_ceiling", "  share of the ceiling", ".2f"),
+        ("realistic_vs_ws_ceiling_batched", "  share of the batched ceiling", ".2f"),
         ("closed_msgs_per_s", "all closed, candles/s", ",.0f"),
         ("cpu_us_per_msg_closed", "  CPU µs/msg", ".2f"),
         ("closed_noop_sink_msgs_per_s", "all closed, no-op sink, candles/s", ",.0f"),
