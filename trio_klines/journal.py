@@ -19,7 +19,7 @@ from typing import NamedTuple
 import pyarrow as pa
 
 from .errors import StoreWriteError
-from .fileops import FileOps, run_all
+from .fileops import FileOps
 from .layout import JOURNAL_NAME, FileName, parse_series_dir, temp_name
 
 __all__ = ["NewFile", "commit", "replay"]
@@ -51,23 +51,16 @@ def commit(root: Path, ops: FileOps, files: Sequence[NewFile]) -> bool:
     written: list[Path] = []
     committed = False
     try:
-        if ops.durable and len(directories) > 1:  # new series' directories: their parents' fsyncs overlap
-            _raise_first(run_all(ops.makedirs, directories))
-        else:
-            for directory in directories:
-                ops.makedirs(directory)
-        if ops.durable and len(files) > 1:
-            # Written and fsynced in parallel: the slow part of a batch of many series is waiting for
-            # the disk once per file. A failure removes them all below, as in the sequential case. (The
-            # bytes are made beforehand, in one thread: serializing in the pool fought the event loop's
-            # thread for the GIL and slowed the receiving end to end.)
-            outcomes = run_all(lambda new: ops.write(new.temp, new.data), files)
-            written += [new.temp for new, failed in zip(files, outcomes, strict=True) if failed is None]
-            _raise_first(outcomes)
-        else:  # one file, or a non-durable (test) file layer whose operations must stay in order
-            for new in files:
-                ops.write(new.temp, new.data)
-                written.append(new.temp)
+        ops.for_each(ops.makedirs, directories)  # new series' directories: their parents' fsyncs overlap
+
+        def write(new: NewFile) -> None:
+            ops.write(new.temp, new.data)
+            written.append(new.temp)  # what a failure must remove below
+
+        # Written and fsynced in parallel: the slow part of a batch of many series is waiting for the
+        # disk once per file. (The bytes are made beforehand, in one thread: serializing in the pool
+        # fought the event loop's thread for the GIL and slowed the receiving end to end.)
+        ops.for_each(write, files)
         if len(files) == 1:
             ops.rename(files[0].temp, files[0].path)
             committed = True
@@ -79,11 +72,7 @@ def commit(root: Path, ops: FileOps, files: Sequence[NewFile]) -> bool:
             ops.fsync_dir(root)
             for new in files:
                 ops.rename(new.temp, new.path)
-        if ops.durable and len(directories) > 1:
-            _raise_first(run_all(ops.fsync_dir, directories))
-        else:
-            for directory in directories:
-                ops.fsync_dir(directory)
+        ops.for_each(ops.fsync_dir, directories)
     except OSError as exc:
         if not committed:
             _remove_all(ops, written)
@@ -103,12 +92,6 @@ def _remove_all(ops: FileOps, paths: Sequence[Path]) -> None:
     for path in paths:
         with contextlib.suppress(OSError):  # a leftover is removed when the store next opens
             ops.unlink(path)
-
-
-def _raise_first(outcomes: Sequence[BaseException | None]) -> None:
-    for outcome in outcomes:
-        if outcome is not None:
-            raise outcome
 
 
 def replay(root: Path, ops: FileOps) -> list[Path] | None:

@@ -49,7 +49,7 @@ from .compaction import (
     redundant_files,
 )
 from .errors import CorruptFile, InvalidCandles, StoreError, StoreLocked, StoreWriteError
-from .fileops import FileOps, run_all
+from .fileops import FileOps
 from .journal import NewFile, commit, replay
 from .layout import LOCK_NAME, FileName, is_temp_name, parse_series_dir, series_dir
 from .markets import Series, series
@@ -521,11 +521,8 @@ class Store:
             for info in m.inputs:
                 self._cache.forget(m.state.path(info.name))
                 redundant.append(m.state.path(info.name))
-        if self._ops.durable and len(redundant) > 1:  # removals wait on the file system's journal: overlap them
-            run_all(lambda path: self._unlink_quietly(path, "merged, removed", logging.DEBUG), redundant)
-        else:
-            for path in redundant:
-                self._unlink_quietly(path, "merged, removed", logging.DEBUG)
+        # Removals wait on the file system's journal: overlapped where the disk is real.
+        self._ops.for_each(lambda path: self._unlink_quietly(path, "merged, removed", logging.DEBUG), redundant)
         return merges
 
     def compact(self) -> CompactionSummary:
