@@ -225,8 +225,6 @@ async def run_writer(
                 if not done:  # failed or cancelled before the sink finished: the batch is still ours
                     pending = batch + pending
                     first_pending_at = min(batch_first_at, first_pending_at)
-                    busy = 0
-                    stats.pending = len(pending)
             backoff.reset()
             stats.flushes += 1
             stats.written += len(batch)
