@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Final, TypeVar
 
+import outcome
 import trio
 
 __all__ = ["HANDOFF_EVERY", "HANDOFF_PAUSE", "run_in_thread"]
@@ -46,19 +47,10 @@ async def run_in_thread(fn: Callable[[_A], _T], arg: _A) -> _T:
     with trio.CancelScope(shield=True):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_hand_over_gil)
-            try:
-                result = await trio.to_thread.run_sync(fn, arg)
-            except BaseException as exc:  # raised below as it is: through the nursery it would come out grouped
-                error = exc
-            else:
-                error = None
+            # Captured, raised below as it is: through the nursery an error would come out grouped.
+            result = await outcome.acapture(trio.to_thread.run_sync, fn, arg)
             nursery.cancel_scope.cancel()
-    if error is not None:
-        try:
-            raise error
-        finally:
-            del error  # no reference cycle through the traceback
-    return result
+    return result.unwrap()
 
 
 async def _hand_over_gil() -> None:
