@@ -275,6 +275,11 @@ def measure_transport(
     return out, spread
 
 
+def _suffix(transport: str) -> str:
+    """The suffix of a transport's keys: ``trio_websocket``, ``websockets``."""
+    return transport.replace("-", "_")
+
+
 def run(
     messages: int,
     closed_messages: int,
@@ -291,17 +296,14 @@ def run(
     with blaster("closed", seed_messages) as port, tempfile.TemporaryDirectory() as tmp:
         wall, cpu = seed_closed(port, seed_messages, Path(tmp))
     results |= _rate("seed_closed", wall, cpu, seed_messages)
-    per: dict[str, dict[str, float]] = {}
     for transport in TRANSPORTS:
-        per[transport], spread = measure_transport(transport, messages, closed_messages, latency_count, flush, rounds)
-        suffix = transport.replace("-", "_")
+        figures, spread = measure_transport(transport, messages, closed_messages, latency_count, flush, rounds)
+        suffix = _suffix(transport)
         results["per_round"] |= {f"{key}_{suffix}": values for key, values in spread.items()}
-    for transport, figures in per.items():
-        suffix = transport.replace("-", "_")
-        for key, value in figures.items():
-            results[f"{key}_{suffix}"] = value
+        results |= {f"{key}_{suffix}": value for key, value in figures.items()}
         results[f"ratio_closed_vs_seed_{suffix}"] = figures["closed_msgs_per_s"] / results["seed_closed_msgs_per_s"]
-    results |= per[FAST]
+        if transport == FAST:
+            results |= figures
     results["ratio_closed_vs_seed"] = results[f"ratio_closed_vs_seed_{FAST}"]
     results["environment"] = environment()
     return results
@@ -331,7 +333,7 @@ def table(results: dict[str, Any]) -> list[str]:
         f"  {'':<44}{'trio-websocket':>16}{'websockets':>16}",
     ]
     for key, label, fmt in rows:
-        cells = [format(results[f"{key}_{t.replace('-', '_')}"], fmt) for t in TRANSPORTS]
+        cells = [format(results[f"{key}_{_suffix(t)}"], fmt) for t in TRANSPORTS]
         lines.append(f"  {label:<44}{cells[0]:>16}{cells[1]:>16}")
     return lines
 
