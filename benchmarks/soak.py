@@ -189,7 +189,10 @@ def check_dataset(
     the exchange did not send in time, or the recorder did not take in before it stopped.
     """
     from trio_klines.store import load
+    from trio_klines.tables import COLUMNS
     from trio_klines.testing import ground_truth
+
+    values = COLUMNS[1:]  # every value but the open time, named as on Candle
 
     out = {
         "candles_recorded": 0,
@@ -220,11 +223,7 @@ def check_dataset(
         out["extra"] += len(set(unique) - truth.keys())
         for t, row in zip(opens, frame.itertuples(index=False), strict=True):
             c = truth.get(t)
-            if c is not None and (row.open, row.high, row.low, row.close, row.volume, row.quote_volume,
-                                  row.trade_num, row.taker_buy_base_asset_volume,
-                                  row.taker_buy_quote_asset_volume) != (
-                    c.open, c.high, c.low, c.close, c.volume, c.quote_volume, c.trade_num,
-                    c.taker_buy_base_asset_volume, c.taker_buy_quote_asset_volume):  # fmt: skip
+            if c is not None and [getattr(row, k) for k in values] != [getattr(c, k) for k in values]:
                 out["different"] += 1
     return out
 

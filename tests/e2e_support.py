@@ -16,6 +16,7 @@ from trio_klines.coverage import coverage
 from trio_klines.errors import StoreError
 from trio_klines.markets import series
 from trio_klines.store import load
+from trio_klines.tables import COLUMNS
 from trio_klines.testing import ground_truth
 
 #: Figures a test reports (name → figures), printed in the run's closing summary by conftest.py.
@@ -110,11 +111,9 @@ def check_against_truth(data: Path, outages: tuple[tuple[int, int], ...] = ()) -
         want = [c.open_time for c in truth]
         lost, extra = sorted(set(want) - set(opens)), sorted(set(opens) - set(want))
         assert want == opens, f"{market} {symbol}-{interval}: missing {lost[:10]} ({len(lost)}), extra {extra[:10]}"
+        values = COLUMNS[1:]  # every value but the open time, named as on Candle
         for candle, row in zip(truth, frame.itertuples(index=False), strict=True):
-            assert (row.open, row.high, row.low, row.close, row.volume, row.quote_volume, row.trade_num,
-                    row.taker_buy_base_asset_volume, row.taker_buy_quote_asset_volume) == (
-                candle.open, candle.high, candle.low, candle.close, candle.volume, candle.quote_volume,
-                candle.trade_num, candle.taker_buy_base_asset_volume, candle.taker_buy_quote_asset_volume)  # fmt: skip
+            assert [getattr(row, k) for k in values] == [getattr(candle, k) for k in values]
         compared += len(truth)
     return compared
 
