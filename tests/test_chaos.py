@@ -149,7 +149,8 @@ def corrupt_a_file(data: Path, rng: random.Random) -> Path:
     files = []
     for directory in sorted(data.glob("market=*/interval=*/symbol=*")):
         names = list_series_dir(directory)
-        files += [directory / str(name) for name in names if name not in set(redundant_files(names))]
+        redundant = set(redundant_files(names))
+        files += [directory / str(name) for name in names if name not in redundant]
     assert files, "nothing stored yet to corrupt"
     victim = rng.choice(files)
     raw = bytearray(victim.read_bytes())
