@@ -100,8 +100,8 @@ def stop_blaster(proc: subprocess.Popen[str]) -> None:
 
 
 def _transport(name: str) -> Any:
-    from trio_klines.transport import trio_websocket_transport
-    from trio_klines.transport_ws import websockets_transport
+    from trio_klines.net.transport import trio_websocket_transport
+    from trio_klines.net.websockets_transport import websockets_transport
 
     return (websockets_transport if name == "websockets" else trio_websocket_transport)()
 

@@ -5,8 +5,8 @@
 Every figure is closed-candle WebSocket frames per second on one core, measured in the same process
 on the same frames, so the ratios hold even on a machine whose speed drifts:
 
-- ``parse``: :func:`trio_klines.parse.frame_parser`, the path a connection uses (decode, validate,
-  build a :class:`~trio_klines.parse.Candle`);
+- ``parse``: :func:`trio_klines.core.parse.frame_parser`, the path a connection uses (decode, validate,
+  build a :class:`~trio_klines.core.parse.Candle`);
 - ``parse_frame``: the convenience function that looks the market up per call;
 - ``msgspec_decode`` / ``orjson_extract``: the JSON decoders alone, the first typed (what the parser
   uses), the second ``orjson.loads`` plus the dict look-ups and ``float()`` calls it would need;
@@ -27,8 +27,8 @@ from typing import Any
 
 import pandas as pd
 
-from trio_klines.parse import Candle, _frame_decoder, frame_parser, parse_frame
-from trio_klines.tables import COLUMNS
+from trio_klines.core.parse import Candle, _frame_decoder, frame_parser, parse_frame
+from trio_klines.store.tables import COLUMNS
 
 MARKET = "usdt_futures"
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT", "ADAUSDT", "LINKUSDT")

@@ -188,8 +188,8 @@ def check_dataset(
     before ``stopped_at`` (exchange time of the SIGINT, ms) but are missing at the end of their series: a close
     the exchange did not send in time, or the recorder did not take in before it stopped.
     """
-    from trio_klines.store import load
-    from trio_klines.tables import COLUMNS
+    from trio_klines.store.dataset import load
+    from trio_klines.store.tables import COLUMNS
     from trio_klines.testing import ground_truth
 
     values = COLUMNS[1:]  # every value but the open time, named as on Candle

@@ -13,7 +13,7 @@ every size, for the smoke test):
 - ``rewrite_s_per_candle_at_{1k,100k}``: the seed's way, read the whole series file, concatenate one
   row and write it back; ``ratio_vs_rewrite_at_{1k,100k}`` divides it by the store's cost per candle
   in batches of 10,000 (``..._single_candle``: by the store's cost of a one-candle append);
-- ``closed_rows_per_s_50_series``: the recorder's write side alone, :func:`~trio_klines.writer.run_writer`
+- ``closed_rows_per_s_50_series``: the recorder's write side alone, :func:`~trio_klines.pipeline.writer.run_writer`
   with the store in a worker thread, fed closed candles of 50 ``usdt_futures`` ``1m`` series as fast as
   it takes them (100 per channel send, ``flush_seconds`` 0.5), until the last one is durable; with CPU
   µs per candle;
@@ -38,10 +38,11 @@ import pandas as pd
 import trio
 
 from benchmarks._util import emit, environment
-from trio_klines.parse import Candle
-from trio_klines.store import Store
-from trio_klines.tables import candles_to_dataframe
-from trio_klines.writer import WriterSettings, WriterStats, run_writer
+from trio_klines.config import WriterSettings
+from trio_klines.core.parse import Candle
+from trio_klines.pipeline.writer import WriterStats, run_writer
+from trio_klines.store.dataset import Store
+from trio_klines.store.tables import candles_to_dataframe
 
 T0: Final = 1_577_836_800_000  # 2020-01-01, a month start
 MINUTE: Final = 60_000

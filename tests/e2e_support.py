@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from trio_klines.coverage import coverage
+from trio_klines.core.markets import series
 from trio_klines.errors import StoreError
-from trio_klines.markets import series
-from trio_klines.store import load
-from trio_klines.tables import COLUMNS
+from trio_klines.store.coverage import coverage
+from trio_klines.store.dataset import load
+from trio_klines.store.tables import COLUMNS
 from trio_klines.testing import ground_truth
 
 #: Figures a test reports (name → figures), printed in the run's closing summary by conftest.py.

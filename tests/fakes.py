@@ -10,12 +10,12 @@ from contextlib import asynccontextmanager
 import httpx
 import trio
 
-from trio_klines.backoff import Backoff
+from trio_klines.core.backoff import Backoff
+from trio_klines.core.markets import MARKETS, close_time, iter_open_times
+from trio_klines.core.parse import Candle
 from trio_klines.errors import ConnectionLost
-from trio_klines.markets import MARKETS, close_time, iter_open_times
-from trio_klines.parse import Candle
-from trio_klines.rest import RestClient, WeightBudget
-from trio_klines.transport import Connection
+from trio_klines.net.rest import RestClient, WeightBudget
+from trio_klines.net.transport import Connection
 
 
 def kline_frame(symbol: str, interval: str, open_time: int, *, closed: bool = True, close: str = "2") -> str:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from trio_klines.config import RecorderConfig, load_endpoints, load_toml, merge, parse_stream_spec
+from trio_klines.core.markets import Series
 from trio_klines.errors import ConfigError
-from trio_klines.markets import Series
 
 
 def test_stream_specs() -> None:

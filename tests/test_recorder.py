@@ -8,11 +8,11 @@ import trio
 import trio.testing
 
 from trio_klines.config import RecorderConfig
+from trio_klines.core.markets import Series
+from trio_klines.core.parse import Candle
 from trio_klines.errors import ConfigError
-from trio_klines.markets import Series
-from trio_klines.parse import Candle
+from trio_klines.pipeline.writer import call_inline
 from trio_klines.recorder import Recorder
-from trio_klines.writer import call_inline
 
 from fakes import FakeBinance, FakeTransport, MemorySink, kline_frame
 
@@ -175,8 +175,8 @@ async def test_since_is_honoured_again_when_the_stored_record_starts_after_it(tm
     # start must still fill 4, 5, 6, not only what follows the last stored candle.
     from pathlib import Path
 
-    from trio_klines.parse import parse_rest_klines
-    from trio_klines.store import Store, load
+    from trio_klines.core.parse import parse_rest_klines
+    from trio_klines.store.dataset import Store, load
 
     data = Path(str(tmp_path)) / "data"
     now = 10 * 60_000 + 5_000

@@ -1,7 +1,8 @@
 """trio-klines: record Binance klines live and gap-free into Parquet, on trio."""
 
 from .config import RecorderConfig
-from .coverage import SeriesCoverage, coverage
+from .core.markets import MARKETS, Market, Series
+from .core.parse import Candle, frame_parser, parse_frame, parse_rest_klines, parse_rest_row
 from .errors import (
     BinanceError,
     ConfigError,
@@ -15,11 +16,10 @@ from .errors import (
     StoreLocked,
     StoreWriteError,
 )
-from .markets import MARKETS, Market, Series
-from .parse import Candle, frame_parser, parse_frame, parse_rest_klines, parse_rest_row
 from .recorder import Recorder, RecorderStats
-from .store import CompactionSummary, Store, compact, load
-from .tables import candles_to_dataframe, candles_to_table
+from .store.coverage import SeriesCoverage, coverage
+from .store.dataset import CompactionSummary, Store, compact, load
+from .store.tables import candles_to_dataframe, candles_to_table
 
 __all__ = [
     "MARKETS",

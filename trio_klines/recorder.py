@@ -9,8 +9,8 @@
 
 or ``await Recorder(config).run()`` to record until cancelled. Signals are the CLI's business.
 
-Data flows one way: each :class:`~trio_klines.stream.StreamConnection` sends batches of closed candles
-into one bounded memory channel; the single writer task (:func:`~trio_klines.writer.run_writer`) drops
+Data flows one way: each :class:`~trio_klines.net.stream.StreamConnection` sends batches of closed candles
+into one bounded memory channel; the single writer task (:func:`~trio_klines.pipeline.writer.run_writer`) drops
 repeats, reports gaps and appends to the store. A failing connection reconnects on its own and never
 takes the others down; only a bug in the writer (not a disk error: those are retried) ends the recorder.
 """
@@ -27,11 +27,9 @@ from typing import Any, Self
 import httpx
 import trio
 
-from .backfill import Backfiller, ExchangeGapLedger
 from .config import RecorderConfig
-from .errors import ConfigError, StoreError
-from .gaps import ContinuityTracker, Gap
-from .markets import (
+from .core.gaps import ContinuityTracker, Gap
+from .core.markets import (
     DEFAULT_MAX_URL_LENGTH,
     Series,
     combined_stream_url,
@@ -39,12 +37,15 @@ from .markets import (
     plan_connections,
     stream_name,
 )
-from .parse import Candle
-from .rest import new_http_client, rest_clients
-from .stream import ConnectionStats, StreamConnection
-from .threads import run_in_thread
-from .transport import Transport, trio_websocket_transport
-from .writer import CandleSink, SinkRunner, WriterStats, run_writer
+from .core.parse import Candle
+from .errors import ConfigError, StoreError
+from .net.rest import new_http_client, rest_clients
+from .net.stream import ConnectionStats, StreamConnection
+from .net.transport import Transport, trio_websocket_transport
+from .pipeline.backfill import Backfiller
+from .pipeline.threads import run_in_thread
+from .pipeline.writer import CandleSink, SinkRunner, WriterStats, run_writer
+from .store.ledger import ExchangeGapLedger
 
 __all__ = ["Recorder", "RecorderStats"]
 
@@ -86,7 +87,7 @@ def _configured_transport(config: RecorderConfig) -> Transport:
     """The transport ``config.transport`` names (the config has checked the name)."""
     connect_timeout = min(10.0, config.receive_timeout)
     if config.transport == "websockets":
-        from .transport_ws import websockets_transport  # only this transport needs the websockets library
+        from .net.websockets_transport import websockets_transport  # only this transport needs the websockets library
 
         return websockets_transport(connect_timeout=connect_timeout)
     return trio_websocket_transport(connect_timeout=connect_timeout)
@@ -139,7 +140,7 @@ class Recorder:
         stored: dict[Series, int] = dict(await trio.to_thread.run_sync(last)) if callable(last) else {}
         holes: list[Gap] = []
         if self._owns_sink and self.config.backfill and stored:
-            from .coverage import coverage
+            from .store.coverage import coverage
 
             held = await trio.to_thread.run_sync(
                 coverage, self.config.data_dir, [s for s in self.config.streams if s in stored]
@@ -222,7 +223,7 @@ class Recorder:
                 await trio.to_thread.run_sync(self._close_store)
 
     def _open_store(self) -> CandleSink:
-        from .store import Store  # imported here: the store pulls pyarrow's dataset machinery in
+        from .store.dataset import Store  # imported here: the store pulls pyarrow's dataset machinery in
 
         return Store(self.config.data_dir)
 

@@ -3,7 +3,7 @@
 ``async with open_exchange(seed=1, speed=6000) as ex:`` serves spot, USDⓈ-M and COIN-M WebSocket
 streams and REST endpoints on 127.0.0.1 in Binance's formats, with a deterministic candle history
 (``ex.ground_truth(...)``), accelerated exchange time and optional faults. ``ex.endpoints`` is the
-endpoints map that :func:`trio_klines.markets.apply_endpoints` accepts. The command
+endpoints map that :func:`trio_klines.core.markets.apply_endpoints` accepts. The command
 ``python -m trio_klines exchange`` runs the same server as a process.
 """
 

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import msgspec
 
-from ..markets import Market
+from ..core.markets import Market
 from .wire import ws_error, ws_result
 
 __all__ = ["ControlOutcome", "ControlState", "handle_control", "is_stream_name", "kline_stream"]

@@ -17,7 +17,7 @@ from typing import Final, NamedTuple
 
 import trio
 
-from ..markets import Market, floor_open_time, next_open_time
+from ..core.markets import Market, floor_open_time, next_open_time
 from .history import History, Kline
 from .symbols import SymbolSpec
 

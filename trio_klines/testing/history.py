@@ -3,7 +3,7 @@
 Pure: no I/O, no clock. A candle is a function of (seed, market, symbol, interval, open time) only, so
 the WebSocket feed, the REST endpoint and :func:`ground_truth` agree without sharing state. Values are
 integers (price ticks, volume lots) turned into Binance's decimal strings by :mod:`.wire`; the ground
-truth is ``float`` of those strings, which is what :mod:`trio_klines.parse` produces, exactly.
+truth is ``float`` of those strings, which is what :mod:`trio_klines.core.parse` produces, exactly.
 
 The price of a symbol is one continuous path in time — slow waves plus a little noise, both hashed from
 the seed — so a candle closes where the next one opens and candles of different intervals tell the same
@@ -18,9 +18,9 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Final, NamedTuple
 
+from ..core.markets import floor_open_time, get_market, next_open_time, normalize_symbol, validate_interval
+from ..core.parse import Candle
 from ..errors import ConfigError
-from ..markets import floor_open_time, get_market, next_open_time, normalize_symbol, validate_interval
-from ..parse import Candle
 from .symbols import SymbolSpec, Universe
 from .wire import kline_floats
 
@@ -286,7 +286,7 @@ class History:
         )
 
     def candle(self, spec: SymbolSpec, interval: str, kline: Kline) -> Candle:
-        """The :class:`Candle` that :mod:`trio_klines.parse` makes of ``kline``'s wire strings."""
+        """The :class:`Candle` that :mod:`trio_klines.core.parse` makes of ``kline``'s wire strings."""
         return Candle(spec.market, spec.symbol, interval, kline.open_time, *kline_floats(spec, kline))
 
     def candles(self, market: str, symbol: str, interval: str, start: int, end: int) -> list[Candle]:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Final
 from urllib.parse import parse_qsl
 
-from ..markets import Market, next_open_time
+from ..core.markets import Market, next_open_time
 from .faults import Dice, Faults
 from .history import History
 from .wire import binance_error, encode_json, exchange_info, rest_row

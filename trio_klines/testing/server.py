@@ -22,9 +22,9 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
+from ..core.markets import MARKETS, Market, apply_endpoints
+from ..core.parse import Candle
 from ..errors import ConfigError
-from ..markets import MARKETS, Market, apply_endpoints
-from ..parse import Candle
 from .faults import Dice, Faults, parse_faults
 from .feed import DEFAULT_MIN_UPDATE_GAP_S, ExchangeClock
 from .history import History
@@ -118,7 +118,7 @@ class FakeExchange:
 
     @property
     def markets(self) -> dict[str, Market]:
-        """The market table pointed at this exchange (:func:`trio_klines.markets.apply_endpoints`)."""
+        """The market table pointed at this exchange (:func:`trio_klines.core.markets.apply_endpoints`)."""
         return apply_endpoints(self.endpoints)
 
     def now(self) -> int:

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Final
 
+from ..core.markets import MARKET_NAMES, get_market
 from ..errors import ConfigError
-from ..markets import MARKET_NAMES, get_market
 
 __all__ = ["GENERATED_PREFIX", "SymbolSpec", "Universe", "generated_symbol"]
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from ..markets import get_market
+from ..core.markets import get_market
 from .symbols import SymbolSpec, format_units
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ def _strings(spec: SymbolSpec, k: Kline) -> tuple[str, str, str, str, str, str, 
 
 
 def kline_floats(spec: SymbolSpec, k: Kline) -> tuple[float, float, float, float, float, float, int, float, float]:
-    """The values of ``k`` as :class:`~trio_klines.parse.Candle` holds them (open … taker-buy quote)."""
+    """The values of ``k`` as :class:`~trio_klines.core.parse.Candle` holds them (open … taker-buy quote)."""
     o, h, lo, c, v, qv, bv, bq = (float(s) for s in _strings(spec, k))
     return o, h, lo, c, v, qv, k.trades, bv, bq
 

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs
 
 import trio
 
-from ..markets import Market
+from ..core.markets import Market
 from ._tcp import shutdown_tcp
 from .control import ControlState, handle_control, is_stream_name, kline_stream
 from .feed import Feed, FeedEvent

@@ -1,0 +1,416 @@
+"""The kline parser: round trips, mutations, control frames and errors, with Hypothesis."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from trio_klines.core.markets import MARKETS, close_time, floor_open_time, is_open_time, next_open_time
+from trio_klines.core.parse import Candle, frame_parser, parse_frame, parse_rest_klines, parse_rest_row
+from trio_klines.errors import BinanceError, ConfigError, MalformedMessage, ServerShutdown
+
+# --- generating candles exactly as Binance encodes them -----------------------------------------
+
+
+def decimal(units: int, places: int) -> str:
+    """Binance's fixed-point decimal string: ``units × 10^-places`` with all the places written out."""
+    if places == 0:
+        return str(units)
+    return f"{units // 10**places}.{units % 10**places:0{places}d}"
+
+
+@st.composite
+def wire_candles(draw: st.DrawFn, *, closed: bool = True) -> tuple[dict[str, Any], Candle]:
+    """A kline payload ``k`` as Binance sends it and the :class:`Candle` it must parse to."""
+    market = draw(st.sampled_from(list(MARKETS)))
+    interval = draw(st.sampled_from(MARKETS[market].intervals))
+    symbol = draw(st.from_regex(r"[A-Z0-9_]{1,32}", fullmatch=True))
+    open_time = floor_open_time(interval, draw(st.integers(1_500_000_000_000, 4_000_000_000_000)))
+    end = next_open_time(interval, open_time)
+    # Usually a full candle; sometimes one that closed early at a trading halt.
+    closes = draw(st.one_of(st.just(end - 1), st.integers(open_time, end - 1)))
+    price_places = draw(st.integers(0, 8))
+    volume_places = draw(st.integers(0, 8))
+    prices = sorted(draw(st.lists(st.integers(0, 10**13), min_size=4, max_size=4)))
+    low, high = prices[0], prices[3]
+    open_, close = draw(st.permutations(prices[1:3]))
+    volume = draw(st.integers(0, 10**15))
+    quote = draw(st.integers(0, 10**15))
+    taker_base = draw(st.integers(0, volume))
+    taker_quote = draw(st.integers(0, quote))
+    trades = draw(st.integers(0, 10**9))
+    k = {
+        "t": open_time,
+        "T": closes,
+        "s": symbol,
+        "i": interval,
+        "f": draw(st.integers(0, 2**40)),
+        "L": draw(st.integers(0, 2**40)),
+        "o": decimal(open_, price_places),
+        "c": decimal(close, price_places),
+        "h": decimal(high, price_places),
+        "l": decimal(low, price_places),
+        "v": decimal(volume, volume_places),
+        "n": trades,
+        "x": closed,
+        "q": decimal(quote, volume_places),
+        "V": decimal(taker_base, volume_places),
+        "Q": decimal(taker_quote, volume_places),
+        "B": "0",
+    }
+    candle = Candle(
+        market,
+        symbol,
+        interval,
+        open_time,
+        float(k["o"]),
+        float(k["h"]),
+        float(k["l"]),
+        float(k["c"]),
+        float(k["v"]),
+        float(k["q"]),
+        trades,
+        float(k["V"]),
+        float(k["Q"]),
+    )
+    return k, candle
+
+
+@st.composite
+def frames(draw: st.DrawFn, k: dict[str, Any]) -> str | bytes:
+    """``k`` wrapped the ways it reaches us: combined or raw, str or bytes, with extra keys or not."""
+    event: dict[str, Any] = {"e": "kline", "E": k["T"] + draw(st.integers(0, 500)), "s": k["s"], "k": k}
+    if draw(st.booleans()):  # fields the 2026 CM/UM migration adds, and anything else unknown
+        event |= {"st": 1, "ps": k["s"], "zz": [1, {"a": None}]}
+    payload: dict[str, Any] = event
+    if draw(st.booleans()):
+        payload = {"stream": f"{k['s'].lower()}@kline_{k['i']}", "data": event}
+    text = json.dumps(payload, separators=(",", ":"))
+    return text.encode() if draw(st.booleans()) else text
+
+
+# --- round trips ------------------------------------------------------------------------------
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_closed_candles_round_trip_exactly(data: st.DataObject) -> None:
+    k, candle = data.draw(wire_candles())
+    frame = data.draw(frames(k))
+    assert parse_frame(frame, candle.market) == candle
+    assert frame_parser(MARKETS[candle.market])(frame) == candle
+
+
+@given(st.data())
+def test_open_candles_give_none(data: st.DataObject) -> None:
+    k, candle = data.draw(wire_candles(closed=False))
+    assert parse_frame(data.draw(frames(k)), candle.market) is None
+
+
+@settings(max_examples=200)
+@given(wire_candles())
+def test_rest_rows_round_trip_exactly(generated: tuple[dict[str, Any], Candle]) -> None:
+    k, candle = generated
+    row = [k["t"], k["o"], k["h"], k["l"], k["c"], k["v"], k["T"], k["q"], k["n"], k["V"], k["Q"], "0"]
+    assert parse_rest_row(row, candle.market, candle.symbol.lower(), candle.interval) == candle
+    body = json.dumps([row, row])
+    assert parse_rest_klines(body, candle.market, candle.symbol, candle.interval) == [candle, candle]
+
+
+def test_candle_derived_times() -> None:
+    c = Candle("spot", "BTCUSDT", "1M", 1596240000000, 1, 1, 1, 1, 0, 0, 0, 0, 0)
+    assert c.end_time == 1598918400000
+    assert c.candle_begin_time.isoformat() == "2020-08-01T00:00:00+00:00"
+    assert c.series == ("spot", "BTCUSDT", "1M")
+    assert hash(c) == hash(msgspec.structs.replace(c))
+
+
+# --- mutations --------------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=5,
+)
+odd_numbers = st.sampled_from(
+    ["NaN", "nan", "Infinity", "-Infinity", "inf", "1e400", "-1.5", "-0", "", " 1", "1_0", "0x1F", "1e-400"]
+) | st.sampled_from([10**30, -(10**30), 2**64, -1, 1e308, -0.0, 1.5])
+
+
+def check_outcome(frame: str | bytes, market: str) -> None:
+    """A mutated frame parses to a sane candle, to None, or raises one of the documented errors."""
+    try:
+        candle = parse_frame(frame, market)
+    except (MalformedMessage, BinanceError) as exc:
+        assert str(exc)
+        return
+    if candle is not None:
+        values = [getattr(candle, f) for f in Candle.__struct_fields__[4:]]
+        assert all(math.isfinite(v) and v >= 0 for v in values)
+        assert candle.low <= min(candle.open, candle.close) <= max(candle.open, candle.close) <= candle.high
+        assert is_open_time(candle.interval, candle.open_time) or candle.interval == "3d"
+        assert candle.taker_buy_base_asset_volume <= candle.volume
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_mutated_frames_raise_only_documented_errors(data: st.DataObject) -> None:
+    k, candle = data.draw(wire_candles(closed=data.draw(st.booleans())))
+    event: dict[str, Any] = {"e": "kline", "E": 1, "s": k["s"], "k": k}
+    payload: dict[str, Any] = {"stream": "x@kline_1m", "data": event} if data.draw(st.booleans()) else event
+    target = data.draw(st.sampled_from(["k", "event", "top"]))
+    obj = k if target == "k" else event if target == "event" else payload
+    key = data.draw(st.sampled_from(sorted(obj)))
+    action = data.draw(st.sampled_from(["drop", "retype", "odd"]))
+    if action == "drop":
+        del obj[key]
+    elif action == "retype":
+        obj[key] = data.draw(json_values)
+    else:
+        obj[key] = data.draw(odd_numbers)
+    text = json.dumps(payload)
+    check_outcome(text, candle.market)
+    cut = data.draw(st.integers(0, len(text)))
+    check_outcome(text[:cut], candle.market)
+    check_outcome(text.encode()[:cut], candle.market)
+
+
+@given(st.binary(max_size=300))
+def test_random_bytes_raise_only_documented_errors(blob: bytes) -> None:
+    check_outcome(blob, "spot")
+
+
+@given(json_values)
+def test_random_json_raises_only_documented_errors(value: object) -> None:
+    check_outcome(json.dumps(value), "usdt_futures")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("o", "NaN", ">= 0.0"),
+        ("h", "Infinity", "<= 1e+300"),
+        ("v", "-1.5", ">= 0.0"),
+        ("c", "1e400", "out of range"),
+        ("t", 1_500_000_000_001, "not a 1m boundary"),
+        ("T", 1_499_999_999_999, "close time"),
+        ("i", "1s", "not a usdt_futures interval"),
+        ("s", "BTC/USDT", "invalid symbol"),
+        ("h", "0.5", "prices out of order"),
+        ("V", "99", "taker-buy volumes"),
+        ("n", True, "Expected `int`, got `bool`"),
+        ("x", None, "Expected `bool`, got `null`"),
+    ],
+)
+def test_specific_bad_values_say_why(field: str, value: object, reason: str) -> None:
+    k = {"t": 1_500_000_000_000 - 1_500_000_000_000 % 60_000, "s": "BTCUSDT", "i": "1m", "x": True, "n": 3}
+    k |= {"o": "1", "c": "1", "h": "1", "l": "1", "v": "2", "q": "2", "V": "1", "Q": "1"}
+    k["T"] = k["t"] + 59_999
+    k[field] = value
+    with pytest.raises(MalformedMessage, match=re.escape(reason)) as info:
+        parse_frame(json.dumps({"e": "kline", "E": 1, "s": "BTCUSDT", "k": k}), "usdt_futures")
+    assert info.value.reason and info.value.frame
+
+
+# --- control frames, events and errors --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"result":null,"id":1}',
+        '{"result":["btcusdt@kline_1m"],"id":3}',
+        '{"result":true,"id":2}',
+        '{"e":"24hrTicker","E":1,"s":"BTCUSDT","p":"0.1"}',
+        '{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1,"s":"BTCUSDT","p":"1","q":"1"}}',
+        b'{"e":"continuous_kline","E":1,"ps":"BTCUSDT","ct":"PERPETUAL","k":{"t":60000,"T":119999,"i":"1m",'
+        b'"f":1,"L":2,"o":"1","c":"1","h":"1","l":"1","v":"1","n":1,"x":true,"q":"1","V":"1","Q":"1","B":"0"}}',
+    ],
+)
+def test_control_replies_and_other_events_give_none(frame: str | bytes) -> None:
+    assert parse_frame(frame, "spot") is None
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "msg", "request_id"),
+    [
+        ('{"code":-1121,"msg":"Invalid symbol."}', -1121, "Invalid symbol.", None),
+        (
+            '{"error":{"code":2,"msg":"Invalid request: invalid stream"},"id":7}',
+            2,
+            "Invalid request: invalid stream",
+            7,
+        ),
+        ('{"code":0,"msg":"Unknown property","id":5}', 0, "Unknown property", None),
+    ],
+)
+def test_error_payloads_raise_binance_error(frame: str, code: int, msg: str, request_id: object) -> None:
+    with pytest.raises(BinanceError) as info:
+        parse_frame(frame, "coin_futures")
+    assert (info.value.code, info.value.msg, info.value.request_id) == (code, msg, request_id)
+    assert str(code) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"e":"serverShutdown","E":1778000000000}',
+        '{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1778000000000}}',
+        '{"stream":"!serverShutdown","data":{"E":1778000000000}}',
+    ],
+)
+def test_server_shutdown_is_reported_distinctly(frame: str) -> None:
+    with pytest.raises(ServerShutdown) as info:
+        parse_frame(frame, "spot")
+    assert info.value.event_time == 1778000000000
+    assert not isinstance(info.value, MalformedMessage | BinanceError)
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        ("{}", "neither a kline event"),
+        ('{"e":"kline","E":1}', "without 'k'"),
+        ('{"stream":"btcusdt@kline_1m","data":{"E":1}}', "without 'e'"),
+        ('{"e":"kline","E":1,"k":{"t":0}}', "Object missing required field"),
+        ("[1,2]", "Expected `object`"),
+        ("not json", "malformed"),
+        (b"\xff\xfe\x00", "malformed"),
+        (
+            '{"e":"kline","k":{"t":60000,"T":119999,"i":"1m","o":"1","c":"1","h":"1","l":"1","v":"1","n":1,'
+            '"x":true,"q":"1","V":"1","Q":"1"}}',
+            "without a symbol",
+        ),
+    ],
+)
+def test_malformed_frames_say_why(frame: str | bytes, reason: str) -> None:
+    with pytest.raises(MalformedMessage, match=reason):
+        parse_frame(frame, "spot")
+
+
+def test_frames_that_are_not_text_are_malformed() -> None:
+    with pytest.raises(MalformedMessage, match="not a JSON text frame"):
+        parse_frame(12345, "spot")  # type: ignore[arg-type]
+
+
+def test_unknown_market_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown market 'margin'"):
+        parse_frame('{"result":null,"id":1}', "margin")
+    with pytest.raises(ConfigError):
+        parse_rest_row([0] * 12, "spot", "BTC/USDT", "1m")
+    with pytest.raises(ConfigError):
+        parse_rest_row([0] * 12, "usdt_futures", "BTCUSDT", "1s")
+
+
+# --- times: microseconds, halts, calendar intervals -------------------------------------------
+
+
+def kline_frame(open_time: int, close: int, interval: str, symbol: str = "BTCUSDT") -> str:
+    k = {"t": open_time, "T": close, "s": symbol, "i": interval, "o": "2", "c": "2", "h": "3", "l": "1"}
+    k |= {"v": "5", "n": 9, "x": True, "q": "10", "V": "1", "Q": "2"}
+    return json.dumps({"e": "kline", "E": close + 1, "s": symbol, "k": k})
+
+
+def test_microsecond_times_become_milliseconds() -> None:
+    candle = parse_frame(kline_frame(1735689600000000, 1735689659999999, "1m"), "spot")
+    assert candle is not None and candle.open_time == 1735689600000
+
+
+def test_a_candle_closed_early_at_a_halt_is_kept() -> None:
+    # 2023-03-24 12:39 spot BTCUSDT closed at 12:39:41.646 when trading halted.
+    candle = parse_frame(kline_frame(1679661540000, 1679661581646, "1m"), "spot")
+    assert candle is not None and candle.open_time == 1679661540000
+
+
+@pytest.mark.parametrize(
+    ("open_time", "interval", "ok"),
+    [
+        (1596240000000, "1M", True),  # 2020-08-01
+        (1596326400000, "1M", False),  # 2020-08-02
+        (1499040000000, "1w", True),  # Monday
+        (1499126400000, "1w", False),  # Tuesday
+        (1499126400000, "3d", True),  # alignment undocumented: accepted
+    ],
+)
+def test_calendar_intervals_check_alignment(open_time: int, interval: str, ok: bool) -> None:
+    frame = kline_frame(open_time, close_time(interval, open_time), interval)
+    if ok:
+        candle = parse_frame(frame, "coin_futures")
+        assert candle is not None and candle.open_time == open_time
+    else:
+        with pytest.raises(MalformedMessage, match="boundary"):
+            parse_frame(frame, "coin_futures")
+
+
+def test_symbols_are_upper_cased() -> None:
+    candle = parse_frame(kline_frame(60_000, 119_999, "1m", symbol="btcusd_perp"), "coin_futures")
+    assert candle is not None and candle.symbol == "BTCUSD_PERP"
+
+
+# --- REST bodies ------------------------------------------------------------------------------
+
+ROWS = [
+    [1588740120000, "9010.0", "9020.0", "9000.0", "9015.0", "1.5", 1588740179999, "13520.0", 12, "0.5", "4500.0", "0"],
+    [1588740180000, "9015.0", "9030.0", "9010.0", "9025.0", "2.5", 1588740239999, "22550.0", 20, "1.5", "13500.0", "0"],
+]
+
+
+def test_rest_body_drops_the_still_open_candle() -> None:
+    body = json.dumps(ROWS)
+    candles = parse_rest_klines(body, "spot", "BTCUSDT", "1m")
+    assert [c.open_time for c in candles] == [1588740120000, 1588740180000]
+    # At 1588740200000 the second candle is still open: Binance includes it, we drop it.
+    assert parse_rest_klines(body, "spot", "BTCUSDT", "1m", closed_before=1588740200000) == candles[:1]
+    assert parse_rest_klines(body, "spot", "BTCUSDT", "1m", closed_before=1588740240000) == candles
+
+
+def test_rest_error_body_raises_binance_error() -> None:
+    with pytest.raises(BinanceError) as info:
+        parse_rest_klines(b'{"code":-4088,"msg":"Maximum time interval is 200 days."}', "coin_futures", "X", "1d")
+    assert info.value.code == -4088
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("{}", "Object missing required field `code`"),
+        ("[[1,2]]", "12 elements"),
+        ('[[1,"a","b","c","d","e",2,"f",3,"g","h","0"]]', "Expected `float`"),
+        ("[", "truncated"),
+        (b"\x00", "malformed"),
+    ],
+)
+def test_rest_malformed_bodies(body: str | bytes, reason: str) -> None:
+    with pytest.raises(MalformedMessage, match=reason):
+        parse_rest_klines(body, "spot", "BTCUSDT", "1m")
+
+
+@settings(max_examples=300)
+@given(st.data())
+def test_mutated_rest_rows_raise_only_malformed(data: st.DataObject) -> None:
+    k, candle = data.draw(wire_candles())
+    row: list[Any] = [k["t"], k["o"], k["h"], k["l"], k["c"], k["v"], k["T"], k["q"], k["n"], k["V"], k["Q"], "0"]
+    index = data.draw(st.integers(0, 11))
+    action = data.draw(st.sampled_from(["drop", "retype", "odd", "truncate"]))
+    if action == "drop":
+        del row[index]
+    elif action == "retype":
+        row[index] = data.draw(json_values)
+    elif action == "odd":
+        row[index] = data.draw(odd_numbers)
+    else:
+        row = row[:index]
+    try:
+        parsed = parse_rest_row(row, candle.market, candle.symbol, candle.interval)
+    except MalformedMessage:
+        return
+    assume(parsed is not None)
+    assert all(math.isfinite(getattr(parsed, f)) for f in ("open", "high", "low", "close", "volume"))
+    assert parsed.low <= parsed.high

@@ -1,0 +1,60 @@
+"""Gap-free record, end to end: faults, a SIGKILLed recorder restarted, an outage, then status and verify."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from trio_klines.core.markets import count_open_times
+
+from e2e_support import SERIES, START, check_against_truth, python, record_args, run_status, start_exchange, stop
+
+pytestmark = pytest.mark.timeout(180)
+
+MIN = 60_000
+# Exchange time runs 600× faster: the recorder starts about 15 exchange minutes in.
+OUTAGE = (START + 40 * MIN, START + 50 * MIN)
+FAULTS = f"drop=0.003,stall=0.002,stall_s=3,cutoff=1500,outage={OUTAGE[0]}-{OUTAGE[1]},rest429=0.05,rest5xx=0.05"
+
+
+def start_recorder(endpoints: Path, data: Path) -> subprocess.Popen[str]:
+    return python(*record_args(endpoints, data), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_killed_and_restarted_under_faults_the_record_is_exact(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    exchange, endpoints = start_exchange(tmp_path, FAULTS)
+    try:
+        first = start_recorder(endpoints, data)
+        time.sleep(4.5)
+        first.kill()  # SIGKILL: no flush, no compaction
+        first.wait(timeout=10)
+        time.sleep(1.5)  # the exchange moves on: 15 exchange minutes nobody records live
+        second = start_recorder(endpoints, data)
+        time.sleep(5)
+        second.send_signal(signal.SIGINT)
+        _, err = second.communicate(timeout=30)
+        assert second.returncode == 0, err
+        assert "Traceback" not in err
+
+        compared = check_against_truth(data, outages=(OUTAGE,))
+        assert compared > 200
+
+        code, report = run_status(data)
+        assert code == 0, report
+        assert set(report) == set(SERIES)
+        for (market, symbol, interval), s in report.items():
+            assert s["missing"] == 0
+            assert s["exchange_gaps"] == count_open_times(interval, *OUTAGE), (market, symbol, interval, s)
+
+        verify = python("verify", "--data", str(data), "--endpoints", str(endpoints), stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE)  # fmt: skip
+        out, err = verify.communicate(timeout=60)
+        assert verify.returncode == 0, out + err
+        assert "0 missing, 0 extra, 0 different" in out
+    finally:
+        stop(exchange)

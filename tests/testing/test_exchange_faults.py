@@ -1,0 +1,195 @@
+"""Every WebSocket fault of the fake exchange, observed by a plain client (REST faults: test_exchange_rest)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+
+from trio_klines.core.parse import parse_frame
+from trio_klines.errors import BinanceError, MalformedMessage
+from trio_klines.testing import FakeExchange, open_exchange
+
+pytestmark = pytest.mark.timeout(30)
+
+T0 = 1_704_067_200_000
+FAST = 6000.0
+STREAMS = "/stream?streams=btcusdt@kline_1m/ethusdt@kline_1m"
+
+
+def ws_url(ex: FakeExchange) -> str:
+    return ex.endpoints["usdt_futures"]["ws"] + STREAMS
+
+
+@asynccontextmanager
+async def faulty_stream(faults: str, *, seed: int = 1) -> AsyncIterator[tuple[FakeExchange, WebSocketConnection]]:
+    """A fast exchange with ``faults`` and a client on two USDⓈ-M kline streams."""
+    async with (
+        open_exchange(seed=seed, speed=FAST, start=T0, faults=faults) as ex,
+        open_websocket_url(ws_url(ex), disconnect_timeout=1) as ws,
+    ):
+        yield ex, ws
+
+
+async def messages(ws: WebSocketConnection, count: int) -> list[str | bytes]:
+    return [await ws.get_message() for _ in range(count)]
+
+
+async def read_until_closed(ws: WebSocketConnection) -> ConnectionClosed:
+    try:
+        while True:
+            await ws.get_message()
+    except ConnectionClosed as exc:
+        return exc
+
+
+async def test_drop_cuts_the_connection_without_a_close_frame() -> None:
+    async with faulty_stream("drop=1") as (ex, ws):
+        closed = await read_until_closed(ws)
+    # 1006: the stream ended with no close frame (trio-websocket's "abnormal closure").
+    assert closed.reason.code == 1006
+    assert ex.stats["fault_drop"] == 1 and ex.stats["drop_fallback_close"] == 0
+
+
+async def test_close_ends_the_connection_with_a_close_frame() -> None:
+    async with faulty_stream("close=1") as (ex, ws):
+        closed = await read_until_closed(ws)
+    assert closed.reason.code == 1000 and closed.reason.reason == "fault: close"
+    assert ex.stats["fault_close"] == 1
+
+
+async def test_drop_with_a_probability_hits_some_frames_only() -> None:
+    async with open_exchange(seed=1, speed=FAST, start=T0, faults="drop=0.05") as ex:
+        lasted = []
+        for _ in range(4):
+            count = 0
+            async with open_websocket_url(ws_url(ex), disconnect_timeout=1) as ws:
+                try:
+                    while count < 60:
+                        await ws.get_message()
+                        count += 1
+                except ConnectionClosed as exc:
+                    assert exc.reason.code == 1006
+            lasted.append(count)
+    # Which frames are hit depends on open-update timing, so only bounds: 240 frames at 5 % almost
+    # surely see a drop, and almost surely not all on the first frame.
+    dropped = sum(1 for n in lasted if n < 60)
+    assert 1 <= dropped <= ex.stats["fault_drop"]
+    assert max(lasted) > 1
+
+
+async def test_stall_goes_silent_without_closing() -> None:
+    async with faulty_stream("stall=1,stall_s=0.1") as (ex, ws):
+        arrivals = [time.perf_counter()]
+        for _ in range(3):
+            await ws.get_message()
+            arrivals.append(time.perf_counter())
+        assert not ws.closed
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    assert all(gap >= 0.09 for gap in gaps), gaps  # every frame waits stall_s before it goes
+    assert ex.stats["fault_stall"] >= 3
+
+
+async def test_garbage_sends_non_json_truncated_and_binary_frames() -> None:
+    async with faulty_stream("garbage=1") as (_, ws):
+        received = await messages(ws, 40)
+    bad, good = [], []
+    for m in received:
+        try:
+            parse_frame(m, "usdt_futures")
+            good.append(m)
+        except MalformedMessage:
+            bad.append(m)
+    assert len(bad) == len(good) == 20  # each frame follows its garbage
+    kinds = {"binary" if isinstance(m, bytes) else "html" if m.startswith("<html>") else "truncated" for m in bad}
+    assert kinds == {"binary", "html", "truncated"}
+    truncated = [m for m in bad if isinstance(m, str) and m.startswith("{")]
+    assert all(any(isinstance(g, str) and g.startswith(t) for g in good) for t in truncated)
+
+
+async def test_error_sends_binance_error_payloads() -> None:
+    async with faulty_stream("error=1") as (_, ws):
+        received = await messages(ws, 20)
+    codes = set()
+    for m in received[::2]:
+        with pytest.raises(BinanceError) as caught:
+            parse_frame(m, "usdt_futures")
+        codes.add(caught.value.code)
+    assert codes == {2, -1003}
+    for m in received[1::2]:
+        assert json.loads(m)["data"]["e"] == "kline"
+
+
+async def test_dup_repeats_closed_candles() -> None:
+    async with faulty_stream("dup=1") as (_, ws):
+        received = await messages(ws, 60)
+    closed = [m for m in received if parse_frame(m, "usdt_futures") is not None]
+    assert len(closed) >= 4
+    for i, m in enumerate(received[:-1]):
+        if m in closed and (i == 0 or received[i - 1] != m):
+            assert received[i + 1] == m, "a closed candle comes twice in a row"
+    opens = [m for m in received if m not in closed]
+    assert len(opens) == len(set(opens)), "open updates are not repeated"
+
+
+async def test_reorder_delivers_frames_out_of_order() -> None:
+    async with open_exchange(seed=1, speed=FAST, start=T0, faults="reorder=0.3") as ex:
+        url = ex.endpoints["spot"]["ws"] + "/ws/btcusdt@kline_1m"
+        async with open_websocket_url(url, disconnect_timeout=1) as ws:
+            times = [json.loads(m)["E"] for m in await messages(ws, 60)]
+    # One stream's event times only ever grow, so each swap shows as one step back…
+    back = [i for i in range(len(times) - 1) if times[i + 1] < times[i]]
+    assert back
+    for i in back:  # …between two neighbours: nothing is lost or moved further
+        assert i == 0 or times[i - 1] < times[i + 1]
+        assert i + 2 >= len(times) or times[i] < times[i + 2]
+
+
+def _by_closed_candle(received: list[str | bytes]) -> dict[tuple[str, int], tuple[tuple[str | bytes, ...], int]]:
+    """For each closed candle: the noise just before it and how often it came."""
+    out: dict[tuple[str, int], tuple[tuple[str | bytes, ...], int]] = {}
+    noise: list[str | bytes] = []
+    last = ("", 0)
+    for m in received:
+        try:
+            data = json.loads(m)["data"]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            noise.append(m)
+            continue
+        if data["k"]["x"]:
+            key = (data["s"], data["k"]["t"])
+            before, count = out.get(key, (tuple(noise), 0))
+            out[key] = (before, count + 1)
+            last = key
+        noise = []
+    out.pop(last)  # its repeat may have been cut off by the end of the capture
+    return out
+
+
+async def test_faults_are_seeded() -> None:
+    async def run() -> dict[tuple[str, int], tuple[tuple[str | bytes, ...], int]]:
+        async with faulty_stream("garbage=0.3,error=0.3,dup=0.5", seed=4) as (_, ws):
+            return _by_closed_candle(await messages(ws, 150))
+
+    # Open updates depend on timing; the closed candles and the faults that hit them do not.
+    first, second = await run(), await run()
+    common = set(first) & set(second)
+    assert len(common) >= 6
+    assert {k: first[k] for k in common} == {k: second[k] for k in common}
+    assert any(count == 2 for _, count in first.values()) and any(noise for noise, _ in first.values())
+
+
+async def test_outage_and_cutoff_combine_with_other_faults() -> None:
+    # outage and cutoff on their own are observed in test_exchange_ws.
+    async with faulty_stream(f"cutoff=300,outage={T0}-{T0 + 120_000},dup=0.5") as (_, ws):
+        first = json.loads(await ws.get_message())
+        assert first["data"]["k"]["t"] >= T0 + 120_000
+        with trio.fail_after(5):
+            closed = await read_until_closed(ws)
+    assert closed.reason.code == 1000

@@ -1,0 +1,188 @@
+"""``record`` and ``demo``: the recorder as a service, and a one-command tour against the fake exchange."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ..config import DEFAULT_DATA_DIR, TRANSPORTS, RecorderConfig, load_endpoints, load_toml, merge
+from ..recorder import Recorder
+from .common import Command, argument_type, parse_instant, positive_float
+
+log = logging.getLogger("trio_klines.cli")
+
+#: The original article's set, recorded by ``demo``.
+DEMO_STREAMS = ("usdt_futures:1m:BTCUSDT,ETHUSDT", "coin_futures:3m:BTCUSD_PERP,ETHUSD_PERP", "spot:1m:BTCUSDT,BNBUSDT")
+DEMO_DATA_DIR = Path("demo-data")
+#: How long a stop may take before the second signal forces it.
+STOP_GRACE_S = 5.0
+
+
+def add_recording_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by ``record`` and ``backfill``: what to record, where, against which endpoints."""
+    parser.add_argument(
+        "--stream",
+        action="append",
+        dest="streams",
+        metavar="MARKET:INTERVAL:SYM[,SYM…]",
+        help="a market, an interval and symbols, e.g. usdt_futures:1m:BTCUSDT,ETHUSDT (repeatable)",
+    )
+    parser.add_argument("--config", type=Path, help="TOML file with data, streams, endpoints, timeouts, flush settings")
+    parser.add_argument("--data", type=Path, dest="data_dir", help=f"data directory (default ./{DEFAULT_DATA_DIR})")
+    parser.add_argument(
+        "--endpoints", type=Path, help="JSON endpoints map, as printed by `python -m trio_klines exchange`"
+    )
+
+
+def build_config(args: argparse.Namespace, **extra: Any) -> RecorderConfig:
+    """The :class:`RecorderConfig` from ``--config`` overlaid with the flags. Raises ``ConfigError``."""
+    base = load_toml(args.config) if args.config else {}
+    flags = {"streams": args.streams, "data_dir": args.data_dir, **extra}
+    if args.endpoints:
+        flags["endpoints"] = load_endpoints(args.endpoints)
+    return RecorderConfig.build(**merge(base, flags))
+
+
+def _record_arguments(parser: argparse.ArgumentParser) -> None:
+    add_recording_arguments(parser)
+    parser.add_argument(
+        "--receive-timeout", type=positive_float, metavar="SECONDS", help="reconnect after this silence (default 60)"
+    )
+    parser.add_argument(
+        "--flush-seconds",
+        type=positive_float,
+        metavar="SECONDS",
+        help="longest a candle waits to be written (default 1)",
+    )
+    parser.add_argument(
+        "--since",
+        type=argument_type(parse_instant),
+        metavar="TIME",
+        help="first run: backfill each series from this ISO date-time or epoch ms (default: the first live candle)",
+    )
+    parser.add_argument("--no-backfill", action="store_true", help="do not fill holes from REST (gaps are only logged)")
+    parser.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        help="WebSocket library: trio-websocket (default) or websockets (faster, Sans-I/O over trio)",
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no line per candle; a summary every --summary-every seconds"
+    )
+    parser.add_argument("--summary-every", type=positive_float, default=60.0, metavar="SECONDS", help="(default 60)")
+
+
+def _run_record(args: argparse.Namespace) -> int:
+    extra: dict[str, Any] = {"receive_timeout": args.receive_timeout, "flush_seconds": args.flush_seconds,
+                             "since": args.since, "transport": args.transport}  # fmt: skip
+    if args.no_backfill:
+        extra["backfill"] = False
+    config = build_config(args, **extra)
+    if args.quiet:
+        logging.getLogger("trio_klines.record").setLevel(logging.WARNING)
+    trio.run(record_until_signalled, config, args.quiet, args.summary_every)
+    return 0
+
+
+async def record_until_signalled(config: RecorderConfig, quiet: bool, summary_every: float) -> None:
+    """Record until SIGINT or SIGTERM; then flush, compact and return (a second signal stops at once)."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            async with Recorder(config) as rec:
+                if quiet:
+                    nursery.start_soon(_summaries, rec, summary_every)
+                async for signum in signals:
+                    log.info("%s: flushing and stopping", signal.Signals(signum).name)
+                    break
+                nursery.start_soon(_force_stop_on_second_signal, signals, nursery.cancel_scope)
+            log.info("stopped: %s", rec.stats().summary())
+            nursery.cancel_scope.cancel()
+
+
+async def _force_stop_on_second_signal(signals: Any, scope: trio.CancelScope) -> None:
+    async for _ in signals:
+        log.warning("second signal: stopping without waiting for the flush")
+        scope.cancel()
+        return
+
+
+async def _summaries(rec: Recorder, every: float) -> None:
+    while True:
+        await trio.sleep(every)
+        logging.getLogger("trio_klines.summary").info("%s", rec.stats().summary())
+
+
+RECORD = Command(
+    "record",
+    "record closed candles live into Parquet, filling holes from REST",
+    _record_arguments,
+    _run_record,
+    log_level="INFO",
+)
+
+
+# --- demo -------------------------------------------------------------------------------------
+
+
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seconds", type=positive_float, default=10.0, help="how long to record (default 10)")
+    parser.add_argument(
+        "--data", type=Path, dest="data_dir", default=DEMO_DATA_DIR, help=f"(default ./{DEMO_DATA_DIR})"
+    )
+    parser.add_argument(
+        "--speed", type=positive_float, default=600.0, help="exchange speed-up (default 600: a 1m candle every 0.1 s)"
+    )
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    trio.run(_demo, args.data_dir, args.seconds, args.speed)
+    print_stored(args.data_dir)
+    return 0
+
+
+async def _demo(data_dir: Path, seconds: float, speed: float) -> None:
+    from ..testing import open_exchange  # the fake exchange pulls in the server libraries
+
+    async with open_exchange(seed=1, speed=speed) as exchange:
+        config = RecorderConfig.build(
+            streams=DEMO_STREAMS, endpoints=exchange.endpoints, data_dir=data_dir, flush_seconds=0.25
+        )
+        logging.getLogger("trio_klines.record").setLevel(logging.WARNING)
+        log.info("demo: recording %s for %gs at %g× speed into %s", ", ".join(DEMO_STREAMS), seconds, speed, data_dir)
+        with trio.move_on_after(seconds):
+            async with Recorder(config) as rec:
+                await trio.sleep_forever()
+        log.info("demo: %s", rec.stats().summary())
+
+
+def print_stored(data_dir: Path, series: Sequence[Any] | None = None) -> None:
+    """What the store holds, per series: rows, first and last candle, and the last three rows."""
+    import pandas as pd
+
+    from ..store.coverage import coverage
+    from ..store.dataset import load
+
+    covered = coverage(data_dir)
+    if not covered:
+        print(f"{data_dir}: no candles stored")
+        return
+    for key, cov in sorted(covered.items()):
+        frame = load(data_dir, key.market, key.symbol, key.interval)
+        print(f"\n{key}: {len(frame)} candles, {frame.index[0]} … {frame.index[-1]}, {cov.missing} missing")
+        with pd.option_context("display.width", 160, "display.max_columns", 12):
+            print(frame.tail(3).to_string())
+
+
+DEMO = Command(
+    "demo",
+    "record the original article's streams from an in-process fake exchange, then show what was stored",
+    _demo_arguments,
+    _run_demo,
+    log_level="INFO",
+)

@@ -1,0 +1,359 @@
+"""Binance kline payloads → :class:`Candle`: pure functions, no I/O.
+
+One typed msgspec decode per frame does the JSON parsing, the type checks and the decimal-string to
+float conversion in C; the few checks msgspec cannot express (series names, candle times, OHLC order)
+follow in Python. Anything that is not what Binance sends raises :class:`MalformedMessage` with the
+reason; Binance's own error payloads raise :class:`BinanceError`; spot's ``serverShutdown`` raises
+:class:`ServerShutdown`. Nothing else escapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from ..errors import BinanceError, ConfigError, MalformedMessage, ServerShutdown
+from .markets import (
+    INTERVALS,
+    Market,
+    get_market,
+    is_open_time,
+    next_open_time,
+    normalize_symbol,
+    validate_interval,
+)
+
+__all__ = ["Candle", "FrameParser", "frame_parser", "parse_frame", "parse_rest_klines", "parse_rest_row"]
+
+# Far beyond any time in ms or µs; an interval "length" of twice this never matches a real candle.
+_TIME_LIMIT: Final = 1 << 60
+_CALENDAR: Final = 1 << 61
+
+# Finite and non-negative: ``le`` rejects ±inf, and NaN fails every comparison.
+_Value = Annotated[float, msgspec.Meta(ge=0.0, le=1e300)]
+_Count = Annotated[int, msgspec.Meta(ge=0)]
+_Time = Annotated[int, msgspec.Meta(ge=0, lt=_TIME_LIMIT)]
+
+# Binance sends µs instead of ms on request (spot ``timeUnit=MICROSECOND``, 2025+ archives).
+# 10**14 ms is the year 5138, so anything above is µs.
+_MICROS_THRESHOLD: Final = 10**14
+
+
+class Candle(msgspec.Struct, frozen=True, gc=False):
+    """One closed candle of one series. Compares and hashes by value.
+
+    Times are ms since the epoch, UTC. For ``coin_futures`` ``volume`` and the taker-buy base volume are
+    in contracts and ``quote_volume`` / the taker-buy quote volume in the base asset, as Binance sends them.
+    """
+
+    market: str
+    symbol: str
+    interval: str
+    open_time: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    quote_volume: float
+    trade_num: int
+    taker_buy_base_asset_volume: float
+    taker_buy_quote_asset_volume: float
+
+    @property
+    def candle_begin_time(self) -> datetime:
+        """Open time as an aware UTC datetime (the seed's ``candle_begin_time``)."""
+        return datetime.fromtimestamp(self.open_time / 1000, UTC)
+
+    @property
+    def end_time(self) -> int:
+        """The seed's ``candle_end_time`` in ms: open time + interval (calendar month for ``1M``)."""
+        return next_open_time(self.interval, self.open_time)
+
+    @property
+    def series(self) -> tuple[str, str, str]:
+        return (self.market, self.symbol, self.interval)
+
+
+# --- wire schemas -----------------------------------------------------------------------------
+
+
+class _Kline(msgspec.Struct, gc=False):
+    t: _Time
+    T: _Time
+    i: str
+    o: _Value
+    c: _Value
+    h: _Value
+    l: _Value  # noqa: E741 - Binance's name
+    v: _Value
+    n: _Count
+    x: bool
+    q: _Value
+    V: _Value
+    Q: _Value
+    s: str = ""
+
+
+class _Event(msgspec.Struct, gc=False):
+    e: str | UnsetType = UNSET
+    E: int | None = None
+    s: str = ""
+    k: _Kline | UnsetType = UNSET
+
+
+class _ErrorBody(msgspec.Struct, gc=False):
+    code: int | None = None
+    msg: str = ""
+
+
+class _RestError(msgspec.Struct, gc=False):
+    code: int
+    msg: str = ""
+
+
+class _Frame(_Event, gc=False):
+    """Every top-level shape at once: combined, raw event, control reply, error."""
+
+    stream: str | UnsetType = UNSET
+    data: _Event | UnsetType = UNSET
+    result: Any = UNSET
+    id: Any = UNSET
+    code: int | UnsetType = UNSET
+    msg: str | UnsetType = UNSET
+    error: _ErrorBody | UnsetType = UNSET
+
+
+# Lax mode turns Binance's decimal strings into floats inside the decoder.
+_frame_decoder: Final = msgspec.json.Decoder(_Frame, strict=False)
+
+_RestRow = tuple[_Time, _Value, _Value, _Value, _Value, _Value, _Time, _Value, _Count, _Value, _Value]
+_rest_body_decoder: Final = msgspec.json.Decoder(list[tuple[Any, ...]] | _RestError)
+
+# Caches of names already validated, so the hot path is a set lookup, not a regex.
+_known_symbols: set[str] = set()
+
+
+def _symbol(raw: str, frame: object) -> str:
+    if not raw:
+        raise MalformedMessage("kline without a symbol", frame)
+    try:
+        symbol = normalize_symbol(raw)
+    except ConfigError as exc:
+        raise MalformedMessage(str(exc), frame) from None
+    if symbol == raw and len(_known_symbols) < 100_000:
+        _known_symbols.add(symbol)
+    return symbol
+
+
+def _check_times(interval: str, open_time: int, close_time: int, frame: object) -> int:
+    """Validate a candle's times; returns the open time in ms."""
+    if open_time >= _MICROS_THRESHOLD:
+        open_time //= 1000
+        close_time //= 1000
+    length = INTERVALS[interval]
+    if length is not None and length <= 86_400_000:
+        aligned = open_time % length == 0
+        end = open_time + length
+    elif interval == "3d":  # alignment undocumented: take Binance's word for it
+        aligned = True
+        end = open_time + length  # type: ignore[operator]
+    else:
+        end = next_open_time(interval, open_time)
+        aligned = is_open_time(interval, open_time)
+    if not aligned:
+        raise MalformedMessage(f"open time {open_time} is not a {interval} boundary", frame)
+    # A candle may close early (trading halt) but never before it opens nor after its interval.
+    if not open_time <= close_time < end:
+        raise MalformedMessage(f"close time {close_time} outside the {interval} candle opening at {open_time}", frame)
+    return open_time
+
+
+def _check_values(
+    o: float, h: float, lo: float, c: float, v: float, q: float, bv: float, bq: float, frame: object
+) -> None:
+    if not (lo <= o <= h and lo <= c <= h):
+        raise MalformedMessage(f"prices out of order: open {o}, high {h}, low {lo}, close {c}", frame)
+    if bv > v or bq > q:
+        raise MalformedMessage(f"taker-buy volumes {bv}/{bq} exceed the volumes {v}/{q}", frame)
+
+
+# --- WebSocket frames -------------------------------------------------------------------------
+
+
+FrameParser = Callable[[str | bytes], "Candle | None"]
+_parsers: dict[str, FrameParser] = {}
+
+
+def parse_frame(frame: str | bytes, market: Market | str) -> Candle | None:
+    """Turn one WebSocket frame into a closed :class:`Candle`, or ``None``.
+
+    Accepts the combined form ``{"stream": …, "data": {…}}`` and the raw event form. Returns ``None``
+    for an open candle (``x`` false), a non-kline event and a control reply such as
+    ``{"result": null, "id": 1}``. Unknown extra keys are ignored. A connection that parses many frames
+    calls :func:`frame_parser` once instead.
+
+    Raises:
+        BinanceError: the frame is an error payload (``{"code", "msg"}`` or ``{"error": …, "id": …}``).
+        ServerShutdown: spot announced it will close the connection.
+        MalformedMessage: anything else that is not a valid kline frame.
+        ConfigError: ``market`` is not a market.
+    """
+    name = market.name if isinstance(market, Market) else market
+    parse = _parsers.get(name) if isinstance(name, str) else None
+    if parse is None:
+        parse = frame_parser(market)
+    return parse(frame)
+
+
+def frame_parser(market: Market | str) -> FrameParser:
+    """:func:`parse_frame` bound to one market: the per-frame hot path, with the market resolved once."""
+    m = market if isinstance(market, Market) else get_market(market)
+    name = m.name
+    cached = _parsers.get(name)
+    if cached is not None:
+        return cached
+    # Interval → its length when candles sit on multiples of it, _CALENDAR when the check needs the
+    # calendar (1w, 3d, 1M); intervals the market lacks are absent.
+    lengths = {i: _CALENDAR if i in ("1w", "3d", "1M") else INTERVALS[i] for i in m.intervals}
+    decode = _frame_decoder.decode
+    unset = UNSET
+    known_symbols = _known_symbols
+    candle = Candle
+    open_b, open_s = b'"x":false', '"x":false'
+
+    def parse(frame: str | bytes) -> Candle | None:
+        # Most frames are updates of a still-open candle (a 1m futures stream sends ~240 per close):
+        # recognise them without decoding. A frame cut short does not end in "}" and is decoded, so
+        # truncation is still reported; anything else with "x":false would be dropped anyway.
+        if isinstance(frame, bytes):
+            if open_b in frame and frame.endswith(b"}"):
+                return None
+        elif isinstance(frame, str) and open_s in frame and frame.endswith("}"):
+            return None
+        try:
+            msg = decode(frame)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise MalformedMessage(str(exc), frame) from None
+        except (TypeError, UnicodeDecodeError) as exc:  # not str/bytes, or bytes that are not UTF-8
+            raise MalformedMessage(f"not a JSON text frame: {exc}", frame) from None
+
+        event = msg.data
+        if event is unset:
+            event = _unwrap(msg, frame)
+            if event is None:
+                return None
+        if event.e != "kline":
+            return _other_event(msg, event, frame)
+        k = event.k
+        if k is unset:
+            raise MalformedMessage("kline event without 'k'", frame)
+        if not k.x:
+            return None
+
+        # Closed candle: the checks below are inlined because they run once per recorded candle.
+        interval = k.i
+        try:
+            length = lengths[interval]
+        except KeyError:
+            raise MalformedMessage(f"interval {interval!r} is not a {name} interval", frame) from None
+        symbol = k.s or event.s
+        if symbol not in known_symbols:
+            symbol = _symbol(symbol, frame)
+        open_time = k.t
+        # A full candle in ms closes at open + length - 1; µs times, halts and calendar intervals
+        # take the slow path, which handles them or raises with the reason.
+        if k.T - open_time != length - 1 or open_time % length:
+            open_time = _check_times(interval, open_time, k.T, frame)
+        o, h, lo, c, v, q, bv, bq = k.o, k.h, k.l, k.c, k.v, k.q, k.V, k.Q
+        if not (lo <= o <= h >= c >= lo and bv <= v and bq <= q):
+            _check_values(o, h, lo, c, v, q, bv, bq, frame)
+        return candle(name, symbol, interval, open_time, o, h, lo, c, v, q, k.n, bv, bq)
+
+    _parsers[name] = parse
+    return parse
+
+
+def _unwrap(msg: _Frame, frame: object) -> _Event | None:
+    """The event of a raw-form frame; ``None`` for a control reply; raises for errors."""
+    if msg.e is not UNSET:
+        return msg
+    if msg.code is not UNSET:
+        raise BinanceError(msg.code, msg.msg if msg.msg is not UNSET else "")
+    if msg.error is not UNSET:
+        raise BinanceError(msg.error.code, msg.error.msg, msg.id if msg.id is not UNSET else None)
+    if msg.result is not UNSET:
+        return None
+    raise MalformedMessage("neither a kline event, a combined-stream frame nor a control reply", frame)
+
+
+def _other_event(msg: _Frame, event: _Event, frame: object) -> None:
+    if event.e == "serverShutdown" or msg.stream == "!serverShutdown":
+        raise ServerShutdown(event.E)
+    if event.e is UNSET:
+        raise MalformedMessage("event without 'e'", frame)
+    return None
+
+
+# --- REST klines ------------------------------------------------------------------------------
+
+
+def parse_rest_row(row: Sequence[Any], market: Market | str, symbol: str, interval: str) -> Candle:
+    """Turn one row of a REST klines response (the 12-element array) into a :class:`Candle`.
+
+    The row must hold ints for the times and the trade count and decimal strings (or numbers) for the
+    values. Whether the candle is closed is not visible in a row: the caller drops the still-open last
+    row (see :func:`parse_rest_klines`). Raises :class:`MalformedMessage`; :class:`ConfigError` for a bad
+    ``market``, ``symbol`` or ``interval`` argument.
+    """
+    m = market if isinstance(market, Market) else get_market(market)
+    symbol = normalize_symbol(symbol)
+    interval = validate_interval(m, interval)
+    return _rest_candle(row, m.name, symbol, interval)
+
+
+def _rest_candle(row: Any, market: str, symbol: str, interval: str) -> Candle:
+    if not isinstance(row, list | tuple) or len(row) < 12:
+        raise MalformedMessage("a klines row is an array of 12 elements", row)
+    try:
+        t, o, h, lo, c, v, close, q, n, bv, bq = msgspec.convert(row[:11], _RestRow, strict=False)
+    except msgspec.ValidationError as exc:
+        raise MalformedMessage(str(exc), row) from None
+    open_time = _check_times(interval, t, close, row)
+    _check_values(o, h, lo, c, v, q, bv, bq, row)
+    return Candle(market, symbol, interval, open_time, o, h, lo, c, v, q, n, bv, bq)
+
+
+def parse_rest_klines(
+    body: str | bytes,
+    market: Market | str,
+    symbol: str,
+    interval: str,
+    *,
+    closed_before: int | None = None,
+) -> list[Candle]:
+    """Decode a whole klines response body into candles, oldest first.
+
+    With ``closed_before`` (the exchange's current time, ms), rows whose candle had not closed by then
+    are dropped: Binance includes the still-open candle as the last row. Raises :class:`BinanceError`
+    for an error body and :class:`MalformedMessage` for anything else that is not a klines array.
+    """
+    m = market if isinstance(market, Market) else get_market(market)
+    symbol = normalize_symbol(symbol)
+    interval = validate_interval(m, interval)
+    try:
+        rows = _rest_body_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise MalformedMessage(str(exc), body) from None
+    except (TypeError, UnicodeDecodeError) as exc:
+        raise MalformedMessage(f"not a JSON body: {exc}", body) from None
+    if isinstance(rows, _RestError):
+        raise BinanceError(rows.code, rows.msg)
+    candles = [_rest_candle(list(row), m.name, symbol, interval) for row in rows]
+    if closed_before is not None:
+        candles = [c for c in candles if c.end_time <= closed_before]
+    return candles

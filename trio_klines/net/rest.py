@@ -1,0 +1,290 @@
+"""Binance's REST klines endpoint, paged and kept inside the request-weight budget. Runs on trio.
+
+Pure planning first (:func:`page_windows`, :func:`pages_needed`), then :class:`WeightBudget` (one per
+weight pool: spot has its own, USDⓈ-M and COIN-M share one since 2026-06-30) and :class:`RestClient`
+(one per market, over an ``httpx.AsyncClient``).
+
+Rules it keeps:
+
+- every page asks for both ``startTime`` and ``endTime`` spanning at most ``limit`` candles, so the
+  answer is the same whatever the market's paging rule (COIN-M returns the candles closest to
+  ``endTime``; spot and USDⓈ-M the oldest from ``startTime``);
+- pages of 1000 candles: spot's call costs 2 whatever the limit; futures' costs 5 at 1000 and 10 at
+  1500, so 1000 buys more candles per weight;
+- weight is reserved before each call and corrected from the ``X-MBX-USED-WEIGHT-1M`` header; past the
+  budget's safety margin calls wait for the next minute;
+- ``429`` waits ``Retry-After`` (or a minute); ``418`` (IP banned) stops every call of the pool for the
+  ban and logs an error; ``5xx``, ``408`` and timeouts are retried with capped backoff;
+- the still-open last candle is dropped (server time comes from the ``time`` endpoint).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Final
+
+import httpx
+import trio
+
+from ..core.backoff import Backoff
+from ..core.markets import (
+    Market,
+    count_open_times,
+    floor_open_time,
+    max_interval_ms,
+    next_open_time,
+    normalize_symbol,
+    validate_interval,
+)
+from ..core.parse import Candle, parse_rest_klines
+from ..errors import BinanceError, KlinesError, MalformedMessage
+
+__all__ = [
+    "RestClient",
+    "RestError",
+    "WeightBudget",
+    "new_http_client",
+    "page_windows",
+    "pages_needed",
+    "rest_clients",
+]
+
+log = logging.getLogger("trio_klines.rest")
+
+#: Candles asked per page (see the module docstring for why 1000 on every market).
+PAGE_LIMIT: Final = 1000
+#: Fraction of the per-minute budget we allow ourselves; the rest is headroom for other users of the IP.
+BUDGET_SHARE: Final = 0.8
+MINUTE_S: Final = 60.0
+#: COIN-M refuses windows longer than 200 days (error -4088).
+MAX_WINDOW_MS: Final = 200 * 24 * 3600 * 1000
+
+
+class RestError(KlinesError):
+    """A REST call failed for good (after retries, or on a ban); ``status`` is the HTTP status if any."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+# --- planning (pure) --------------------------------------------------------------------------
+
+
+def page_windows(interval: str, start: int, end: int, limit: int = PAGE_LIMIT) -> Iterator[tuple[int, int]]:
+    """``(startTime, endTime)`` pairs, inclusive, covering the candles opening in ``[start, end)``.
+
+    Windows start on open times, hold at most ``limit`` of them and span at most 200 days, so every
+    market answers a window with exactly the candles inside it.
+    """
+    if limit < 1:
+        raise ValueError("limit must be positive")
+    t = floor_open_time(interval, start)
+    if t < start:
+        t = next_open_time(interval, t)
+    longest = max_interval_ms(interval)
+    while t < end:
+        stop, n = t, 0
+        while n < limit and stop < end and stop - t + longest <= MAX_WINDOW_MS:
+            stop = next_open_time(interval, stop)
+            n += 1
+        stop = min(stop, end)
+        yield t, stop - 1
+        t = stop
+
+
+def pages_needed(interval: str, start: int, end: int, limit: int = PAGE_LIMIT) -> int:
+    """How many pages :func:`page_windows` makes (an estimate for progress bars and weight)."""
+    return max(1, math.ceil(count_open_times(interval, start, end) / limit)) if end > start else 0
+
+
+# --- weight -----------------------------------------------------------------------------------
+
+
+@dataclass
+class WeightBudget:
+    """The request weight one IP may spend per minute on one pool of markets.
+
+    Calls :meth:`reserve` before each request and :meth:`observe` with each response. ``clock`` is
+    ``trio.current_time`` (so tests run on a MockClock); the minute window is approximated locally and
+    corrected by the server's used-weight header.
+    """
+
+    limit_per_minute: int
+    share: float = BUDGET_SHARE
+    used: int = 0
+    window_start: float = -math.inf
+    blocked_until: float = -math.inf
+    requests: int = 0
+    waited: float = 0.0
+    bans: int = 0
+
+    @property
+    def allowance(self) -> int:
+        return int(self.limit_per_minute * self.share)
+
+    async def reserve(self, weight: int) -> None:
+        """Wait until ``weight`` fits in this minute's allowance and no ban or back-off is running."""
+        while True:
+            now = trio.current_time()
+            if now < self.blocked_until:
+                self.waited += self.blocked_until - now
+                await trio.sleep_until(self.blocked_until)
+                continue
+            if now - self.window_start >= MINUTE_S:
+                self.window_start, self.used = now, 0
+            if self.used + weight <= self.allowance or self.used == 0:
+                self.used += weight
+                self.requests += 1
+                return
+            until = self.window_start + MINUTE_S
+            self.waited += until - now
+            log.info("REST weight %d/%d used this minute; waiting %.1fs", self.used, self.allowance, until - now)
+            await trio.sleep_until(until)
+
+    def observe(self, used_header: str | None) -> None:
+        """Take the server's count (``X-MBX-USED-WEIGHT-1M``) when it says more than ours."""
+        if used_header is None:
+            return
+        try:
+            used = int(used_header)
+        except ValueError:
+            return
+        if used > self.used:
+            self.used = used
+
+    def block(self, seconds: float) -> None:
+        """Stop every call of the pool for ``seconds`` (a 429's Retry-After, a 418 ban)."""
+        self.blocked_until = max(self.blocked_until, trio.current_time() + seconds)
+
+
+# --- the client -------------------------------------------------------------------------------
+
+
+@dataclass
+class RestStats:
+    requests: int = 0
+    candles: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    banned: int = 0
+
+
+@dataclass
+class RestClient:
+    """Klines of one market over ``http``. Share ``budget`` between markets of the same weight pool."""
+
+    market: Market
+    http: httpx.AsyncClient
+    budget: WeightBudget
+    max_retries: int = 8
+    backoff: Backoff = field(default_factory=lambda: Backoff(0.2, 10.0, rng=random.Random()))
+    stats: RestStats = field(default_factory=RestStats)
+
+    async def _get(self, path: str, params: dict[str, str | int], weight: int) -> httpx.Response:
+        url = self.market.rest_url + path
+        attempt = 0
+        while True:
+            await self.budget.reserve(weight)
+            self.stats.requests += 1
+            try:
+                response = await self.http.get(url, params=params)
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            else:
+                self.budget.observe(response.headers.get("x-mbx-used-weight-1m"))
+                status = response.status_code
+                if status == 200:
+                    self.backoff.reset()
+                    return response
+                if status == 429:
+                    self.stats.rate_limited += 1
+                    wait = _retry_after(response, MINUTE_S)
+                    self.budget.block(wait)
+                    log.warning("%s: rate limited (429); pausing REST calls for %.0fs", self.market.name, wait)
+                    continue  # not counted as a failed attempt: the server told us when to come back
+                if status == 418:
+                    self.stats.banned += 1
+                    self.budget.bans += 1
+                    wait = _retry_after(response, 120.0)
+                    self.budget.block(wait)
+                    log.error("%s: IP banned by Binance (418); no REST call for %.0fs", self.market.name, wait)
+                    continue
+                if status < 500 and status != 408:
+                    raise _binance_error(response)
+                reason = f"HTTP {status}"
+            attempt += 1
+            self.stats.retries += 1
+            if attempt > self.max_retries:
+                raise RestError(f"{self.market.name} {path}: giving up after {attempt} attempts ({reason})")
+            delay = self.backoff.next_delay()
+            log.warning("%s %s: %s; retry %d in %.1fs", self.market.name, path, reason, attempt, delay)
+            await trio.sleep(delay)
+
+    async def server_time(self) -> int:
+        """The exchange's clock, ms."""
+        response = await self._get(self.market.time_path, {}, 1)
+        try:
+            return int(response.json()["serverTime"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MalformedMessage(f"bad time response: {exc}", response.text) from None
+
+    async def klines(
+        self, symbol: str, interval: str, start: int, end: int, *, closed_before: int | None = None
+    ) -> list[Candle]:
+        """One page: the closed candles opening in ``[start, end]`` (inclusive, at most a page's worth)."""
+        symbol = normalize_symbol(symbol)
+        interval = validate_interval(self.market, interval)
+        params: dict[str, str | int] = {
+            "symbol": symbol,
+            "interval": interval,
+            "startTime": start,
+            "endTime": end,
+            "limit": PAGE_LIMIT,
+        }
+        response = await self._get(self.market.klines_path, params, self.market.kline_weight(PAGE_LIMIT))
+        candles = parse_rest_klines(response.content, self.market, symbol, interval, closed_before=closed_before)
+        self.stats.candles += len(candles)
+        return [c for c in candles if start <= c.open_time <= end]
+
+    async def pages(
+        self, symbol: str, interval: str, start: int, end: int, *, closed_before: int | None = None
+    ) -> AsyncIterator[list[Candle]]:
+        """The closed candles opening in ``[start, end)``, a page at a time, oldest first."""
+        for lo, hi in page_windows(interval, start, end):
+            yield await self.klines(symbol, interval, lo, hi, closed_before=closed_before)
+
+
+def rest_clients(markets: Iterable[Market], http: httpx.AsyncClient) -> dict[str, RestClient]:
+    """One client per market, markets of one weight pool sharing one :class:`WeightBudget`."""
+    budgets: dict[str, WeightBudget] = {}
+    clients: dict[str, RestClient] = {}
+    for market in markets:
+        budget = budgets.setdefault(market.weight_pool, WeightBudget(market.weight_limit_per_minute))
+        clients[market.name] = RestClient(market, http, budget)
+    return clients
+
+
+def new_http_client() -> httpx.AsyncClient:
+    """The HTTP client the CLI and the recorder use (httpx runs on trio)."""
+    return httpx.AsyncClient(timeout=httpx.Timeout(10.0), headers={"User-Agent": "trio-klines"})
+
+
+def _retry_after(response: httpx.Response, default: float) -> float:
+    value = response.headers.get("retry-after")
+    try:
+        return max(1.0, float(value)) if value is not None else default
+    except ValueError:
+        return default
+
+
+def _binance_error(response: httpx.Response) -> BinanceError | RestError:
+    try:
+        body = response.json()
+        return BinanceError(int(body["code"]), str(body.get("msg", "")))
+    except (ValueError, KeyError, TypeError):
+        return RestError(f"HTTP {response.status_code}: {response.text[:200]}", response.status_code)

@@ -1,0 +1,251 @@
+"""Period files on disk: writing one to bytes, reading one back with every check, moving a bad one aside.
+
+Shared by the writing :class:`~trio_klines.store.dataset.Store` and the read-only
+:func:`~trio_klines.store.reading.load` and :func:`~trio_klines.store.coverage.coverage`. A file the
+store wrote is complete the instant it is visible, so any file that fails to read back (truncated, a
+failed page checksum, the wrong schema or series, rows outside its period or off the interval's grid) is
+corrupt: it is moved to ``ROOT/_quarantine/`` and an error is logged, never deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final, TypeVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..core.markets import INTERVALS, Series, floor_open_time, is_open_time
+from ..errors import CorruptFile
+from .compaction import FileInfo, open_times
+from .fileops import FileOps
+from .layout import (
+    MAX_ROWS_PER_FILE,
+    QUARANTINE_DIR,
+    FileName,
+    is_temp_name,
+    parse_series_dir,
+    period_bounds,
+    series_dir,
+)
+from .tables import SCHEMA
+
+__all__ = [
+    "iter_series_dirs",
+    "list_series_dir",
+    "quarantine",
+    "quarantined_names",
+    "read_file",
+    "read_footer",
+    "serialize",
+    "with_quarantine",
+]
+
+logger = logging.getLogger("trio_klines.store")
+
+#: Key of the footer metadata naming the file's series, so a file that wanders is recognised.
+SERIES_KEY: Final = b"trio_klines.series"
+_QUARANTINE_SUFFIX: Final = ".quarantined"
+_T = TypeVar("_T")
+_warned: set[Path] = set()
+
+
+def _warn_once(path: Path, why: str) -> None:
+    """Log a foreign entry once per process, not at every read."""
+    if path not in _warned:
+        _warned.add(path)
+        logger.warning("ignoring %s: %s", path, why)
+
+
+def _series_tag(series: Series) -> bytes:
+    return json.dumps({"market": series.market, "symbol": series.symbol, "interval": series.interval}).encode()
+
+
+def serialize(table: pa.Table, series: Series, *, fast: bool = False) -> pa.Buffer:
+    """``table`` (in :data:`~trio_klines.store.tables.SCHEMA`) as the bytes of a period file of ``series``.
+
+    zstd without dictionaries was both the fastest and the smallest option measured on kline data;
+    ``fast`` (for appends, which are usually merged later) uses zstd's fast level -1: 40 % quicker for
+    3 % more bytes. Page checksums let a reader detect a flipped bit instead of returning a wrong candle.
+    """
+    table = table.replace_schema_metadata({SERIES_KEY: _series_tag(series)})
+    sink = pa.BufferOutputStream()
+    pq.write_table(
+        table,
+        sink,
+        row_group_size=MAX_ROWS_PER_FILE,
+        compression="zstd",
+        compression_level=-1 if fast else None,
+        use_dictionary=False,
+        write_statistics=["candle_begin_time"],
+        write_page_checksum=True,
+    )
+    return sink.getvalue()
+
+
+def list_series_dir(directory: Path) -> list[FileName]:
+    """The period files in ``directory`` (none if it does not exist), oldest append first.
+
+    Temporary files and names that are not ours are skipped: the store never reads what it did not write.
+    """
+    try:
+        entries = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    names = []
+    for entry in entries:
+        name = FileName.parse(entry)
+        if name is not None:
+            names.append(name)
+        elif not is_temp_name(entry):
+            _warn_once(directory / entry, "not a file the store writes")
+    names.sort(key=lambda n: (n.period, n.hi))
+    return names
+
+
+def _check_schema(schema: pa.Schema, series: Series, path: Path, columns: list[str] | None = None) -> None:
+    expected = SCHEMA if columns is None else pa.schema([SCHEMA.field(c) for c in columns])
+    if not schema.remove_metadata().equals(expected):
+        raise CorruptFile(path, f"unexpected schema {schema.remove_metadata()}")
+    tag = (schema.metadata or {}).get(SERIES_KEY)
+    if tag != _series_tag(series):
+        raise CorruptFile(path, f"file belongs to series {tag!r}, not {series}")
+
+
+def _check_times(series: Series, name: FileName, first: int, last: int, rows: int, path: Path) -> None:
+    start, end = period_bounds(series.interval, name.period)
+    on_grid = is_open_time(series.interval, first) and is_open_time(series.interval, last)
+    if not (start <= first <= last < end and on_grid):
+        raise CorruptFile(path, f"open times {first}..{last} do not fit period {name.period} of {series.interval}")
+    length = INTERVALS[series.interval]
+    span = (last - first) // length + 1 if length else rows  # 1M: at most 12 rows a year, nothing to gain
+    if not 0 < rows <= span:
+        raise CorruptFile(path, f"{rows} rows cannot be unique open times in {first}..{last}")
+
+
+def read_footer(path: Path, series: Series, name: FileName) -> FileInfo:
+    """Rows and first/last open time of a period file, from its footer alone (about 100 µs).
+
+    Raises :class:`CorruptFile`, :class:`FileNotFoundError` or another :class:`OSError` (``EIO``…).
+    """
+    try:
+        meta = pq.read_metadata(path)
+        schema = meta.schema.to_arrow_schema()
+        stats = [meta.row_group(i).column(0).statistics for i in range(meta.num_row_groups)]
+    except (OSError, pa.ArrowException) as exc:
+        # pyarrow reports parse errors as OSErrors without errno; with one it is the disk, not the file.
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise
+        raise CorruptFile(path, f"unreadable footer: {exc}") from exc
+    _check_schema(schema, series, path)
+    if not stats or any(s is None or not s.has_min_max for s in stats):
+        raise CorruptFile(path, "open time statistics are missing")
+    first, last = min(s.min_raw for s in stats), max(s.max_raw for s in stats)
+    _check_times(series, name, first, last, meta.num_rows, path)
+    return FileInfo(name, meta.num_rows, first, last)
+
+
+def read_file(path: Path, series: Series, name: FileName, columns: list[str] | None = None) -> pa.Table:
+    """A period file's rows, every page checksum verified and its open times checked.
+
+    Raises :class:`CorruptFile`, :class:`FileNotFoundError` or another :class:`OSError` (``EIO``…).
+    """
+    try:
+        table = pq.ParquetFile(path, page_checksum_verification=True).read(columns=columns)
+    except (OSError, pa.ArrowException) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise
+        raise CorruptFile(path, f"unreadable: {exc}") from exc
+    _check_schema(table.schema, series, path, columns)
+    times = open_times(table)
+    if times.size == 0 or (times.size > 1 and not bool(np.all(times[1:] > times[:-1]))):
+        raise CorruptFile(path, "open times are not sorted and unique")
+    _check_times(series, name, int(times[0]), int(times[-1]), times.size, path)
+    if series.interval != "1M":
+        length = INTERVALS[series.interval] or 0
+        if bool(np.any((times - floor_open_time(series.interval, 0)) % length)):
+            raise CorruptFile(path, f"open times off the {series.interval} grid")
+    return table
+
+
+def quarantine(root: Path, path: Path, reason: str, ops: FileOps) -> bool:
+    """Move the corrupt file ``path`` to ``ROOT/_quarantine/<same relative path>.quarantined``.
+
+    Logs an error either way; never raises. Returns whether ``path`` is out of the store now (moved,
+    or already gone because another process moved it).
+    """
+    relative = path.relative_to(root)
+    target = root / QUARANTINE_DIR / relative.parent / (relative.name + _QUARANTINE_SUFFIX)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    if target.exists():
+        target = target.with_name(f"{relative.name}.{stamp}{_QUARANTINE_SUFFIX}")
+    try:
+        ops.makedirs(target.parent)
+        ops.rename(path, target)
+        ops.fsync_dir(target.parent)
+        ops.fsync_dir(path.parent)
+    except OSError as exc:
+        if not path.exists():  # moved (by us, before a failed sync, or by another process)
+            logger.error("corrupt file %s (%s) is out of the store (%s)", path, reason, exc)
+            return True
+        logger.error("corrupt file %s (%s) could not be moved to quarantine (%s); skipping it", path, reason, exc)
+        return False
+    logger.error("corrupt file %s moved to %s: %s", path, target, reason)
+    return True
+
+
+def with_quarantine(root: Path, ops: FileOps, read: Callable[[], _T]) -> _T | None:
+    """``read()``, or ``None`` after moving the file it found corrupt to quarantine."""
+    try:
+        return read()
+    except CorruptFile as exc:
+        quarantine(root, exc.path, exc.reason, ops)
+        return None
+
+
+def quarantined_names(root: Path, series: Series) -> list[FileName]:
+    """Names of the files of ``series`` in quarantine, so sequence numbers are never reused."""
+    directory = root.joinpath(QUARANTINE_DIR, *series_dir(series))
+    try:
+        entries = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    found = []
+    for entry in entries:
+        base = entry.removesuffix(_QUARANTINE_SUFFIX)
+        name = FileName.parse(base.split(".")[0] + ".parquet") if base != entry else None
+        if name is not None:
+            found.append(name)
+    return found
+
+
+def iter_series_dirs(root: Path) -> Iterator[tuple[Series, Path]]:
+    """Every ``market=…/interval=…/symbol=…`` directory under ``root`` and its series, sorted.
+
+    Directories starting with ``_`` or ``.`` (quarantine) are not series; anything else that is not a
+    directory the store makes is logged and skipped.
+    """
+    found = []
+    for market_dir in _subdirs(root):
+        for interval_dir in _subdirs(market_dir):
+            for symbol_dir in _subdirs(interval_dir):
+                series = parse_series_dir(market_dir.name, interval_dir.name, symbol_dir.name)
+                if series is None:
+                    _warn_once(symbol_dir, "not a series directory the store makes")
+                else:
+                    found.append((series, symbol_dir))
+    return iter(sorted(found))
+
+
+def _subdirs(directory: Path) -> list[Path]:
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except FileNotFoundError:
+        return []
+    return [Path(e.path) for e in entries if e.is_dir() and not e.name.startswith(("_", "."))]
