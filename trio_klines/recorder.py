@@ -33,10 +33,10 @@ from .core.markets import (
     DEFAULT_MAX_URL_LENGTH,
     Series,
     combined_stream_url,
-    next_open_time,
     plan_connections,
     stream_name,
 )
+from .core.paging import catch_up_plan
 from .core.parse import Candle
 from .errors import ConfigError, StoreError
 from .net.rest import new_http_client, rest_clients
@@ -138,18 +138,9 @@ class Recorder:
         self._sink = sink
         last = getattr(sink, "last_open_times", None)
         stored: dict[Series, int] = dict(await trio.to_thread.run_sync(last)) if callable(last) else {}
-        holes: list[Gap] = []
-        if self._owns_sink and self.config.backfill and stored:
-            from .store.coverage import coverage
-
-            held = await trio.to_thread.run_sync(
-                coverage, self.config.data_dir, [s for s in self.config.streams if s in stored]
-            )
-            holes = [gap for cov in held.values() for gap in cov.gaps]
-            # A run stopped before its --since backfill reached the first live candle left the start open.
-            since = self.config.since
-            if since is not None:
-                holes += [Gap(s, since, c.first) for s, c in held.items() if c.first is not None and c.first > since]
+        plan: list[tuple[Series, int, int | None]] = []
+        if self.config.backfill:
+            plan = await trio.to_thread.run_sync(self._catch_up_plan, stored)
         for series, open_time in stored.items():
             self._tracker.seed(series, open_time)
         stack = AsyncExitStack()
@@ -160,7 +151,7 @@ class Recorder:
             outer.start_soon(self._run_writer, receive, sink)
             self._conn_nursery = await outer.start(self._run_connections)
             if self.config.backfill:
-                self._start_backfill(stored, holes)
+                self._start_backfill(plan)
             for market in sorted({s.market for s in self.config.streams}):
                 streams = [stream_name(s.symbol, s.interval) for s in self.config.streams if s.market == market]
                 for group in plan_connections(self.config.market(market), streams):
@@ -241,9 +232,29 @@ class Recorder:
 
     # --- tasks --------------------------------------------------------------------------------
 
-    def _start_backfill(self, stored: dict[Series, int], holes: Sequence[Gap]) -> None:
-        """REST clients (one weight budget per pool), the backfiller, and the start-up catch-up: from the
-        last stored candle on, and every hole inside the stored record (exchange gaps are skipped)."""
+    def _catch_up_plan(self, stored: dict[Series, int]) -> list[tuple[Series, int, int | None]]:
+        """What the start-up catch-up fetches: from ``since`` (or the first stored candle) to now, less what
+        the store holds. Reads the store's coverage: run it in a worker thread."""
+        held: dict[Series, Any] = {}
+        if self._owns_sink and stored:
+            from .store.coverage import coverage
+
+            held = coverage(self.config.data_dir, [s for s in self.config.streams if s in stored])
+        plan = []
+        for s in self.config.streams:
+            cov = held.get(s)
+            if cov is not None and cov.first is not None:
+                first, last, holes = cov.first, cov.last, cov.gaps
+            else:  # a sink without coverage knows only where each series stands
+                first = last = stored.get(s)
+                holes = ()
+            start = self.config.since if first is None or self.config.since is None else min(first, self.config.since)
+            plan += [(s, lo, hi) for lo, hi in catch_up_plan(s.interval, first, last, holes, start)]
+        return plan
+
+    def _start_backfill(self, plan: Sequence[tuple[Series, int, int | None]]) -> None:
+        """REST clients (one weight budget per pool), the backfiller, and the start-up catch-up (exchange gaps
+        are skipped by the backfiller)."""
         assert self._conn_nursery is not None and self._send is not None
         if self._http is None:
             self._http = new_http_client()
@@ -251,13 +262,8 @@ class Recorder:
         clients = rest_clients([self.config.market(m) for m in markets], self._http)
         self.backfiller = Backfiller(clients, self._send.clone(), ExchangeGapLedger(self.config.data_dir))
         self._conn_nursery.start_soon(self.backfiller.run, name="backfill")
-        for gap in holes:
-            self.backfiller.request_gap(gap)
-        for s in self.config.streams:
-            if s in stored:
-                self.backfiller.request(s, next_open_time(s.interval, stored[s]))
-            elif self.config.since is not None:
-                self.backfiller.request(s, self.config.since)
+        for s, start, end in plan:
+            self.backfiller.request(s, start, end)
 
     def _on_gap(self, gap: Gap) -> None:
         self.gaps.append(gap)

@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trio_klines.core.markets import INTERVALS, iter_open_times
+from trio_klines.core.paging import MAX_WINDOW_MS, page_windows, pages_needed
 from trio_klines.errors import BinanceError
-from trio_klines.net.rest import MAX_WINDOW_MS, RestError, WeightBudget, page_windows, pages_needed
+from trio_klines.net.rest import RestError, WeightBudget
 
 from fakes import FakeBinance, rest_client
 

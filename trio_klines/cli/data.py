@@ -9,22 +9,25 @@ import logging
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ..config import DEFAULT_DATA_DIR, RecorderConfig, WriterSettings, load_endpoints
-from ..core.gaps import RangeSet
 from ..core.markets import MARKETS, Market, Series, apply_endpoints, next_open_time
+from ..core.paging import catch_up_plan, pages_needed
 from ..core.parse import Candle
 from ..errors import ConfigError
-from ..net.rest import new_http_client, pages_needed, rest_clients
+from ..net.rest import new_http_client, rest_clients
 from ..pipeline.backfill import Backfiller
 from ..pipeline.writer import run_writer
 from ..store.ledger import ExchangeGapLedger
 from ..store.status import SeriesStatus, store_status
 from .common import Command, argument_type, parse_instant
 from .record import add_recording_arguments, build_config
+
+if TYPE_CHECKING:
+    from ..store.coverage import SeriesCoverage
 
 log = logging.getLogger("trio_klines.cli")
 
@@ -62,7 +65,7 @@ async def download(config: RecorderConfig, since: int, until: int | None, progre
 
     with Store(config.data_dir) as store:
         held = await trio.to_thread.run_sync(coverage, config.data_dir, list(config.streams))
-        todo = {s: _missing(held.get(s), s, since, until) for s in config.streams}
+        todo = {s: _plan(held.get(s), s, since, until) for s in config.streams}
         total_pages = sum(pages_needed(s.interval, lo, hi) for s, r in todo.items() for lo, hi in r if hi)
         send, receive = trio.open_memory_channel[Sequence[Candle]](config.channel_size)
         async with new_http_client() as http, trio.open_nursery() as nursery:
@@ -86,15 +89,11 @@ async def download(config: RecorderConfig, since: int, until: int | None, progre
     return 1 if stats.failures else 0
 
 
-def _missing(held: Any, s: Series, since: int, until: int | None) -> list[tuple[int, int | None]]:
+def _plan(held: SeriesCoverage | None, s: Series, since: int, until: int | None) -> list[tuple[int, int | None]]:
     """Parts of ``[since, until)`` the store does not hold (``None`` end: up to the exchange's now)."""
-    have = RangeSet()
-    if held is not None and held.first is not None:
-        have.add(held.first, next_open_time(s.interval, held.last))
-        for gap in held.gaps:
-            have.remove(gap.start, gap.end)
-    end = until if until is not None else 2**62
-    return [(lo, hi if hi != 2**62 else None) for lo, hi in have.missing(since, end)]
+    if held is None:
+        return catch_up_plan(s.interval, None, None, (), since, until)
+    return catch_up_plan(s.interval, held.first, held.last, held.gaps, since, until)
 
 
 async def _watch(backfiller: Backfiller, total_pages: int, progress: bool) -> None:

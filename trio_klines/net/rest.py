@@ -1,6 +1,6 @@
 """Binance's REST klines endpoint, paged and kept inside the request-weight budget. Runs on trio.
 
-Pure planning first (:func:`page_windows`, :func:`pages_needed`), then :class:`WeightBudget` (one per
+Pages are planned in :mod:`trio_klines.core.paging`; here are :class:`WeightBudget` (one per
 weight pool: spot has its own, USDⓈ-M and COIN-M share one since 2026-06-30) and :class:`RestClient`
 (one per market, over an ``httpx.AsyncClient``).
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -33,13 +33,10 @@ import trio
 from ..core.backoff import Backoff
 from ..core.markets import (
     Market,
-    count_open_times,
-    floor_open_time,
-    max_interval_ms,
-    next_open_time,
     normalize_symbol,
     validate_interval,
 )
+from ..core.paging import PAGE_LIMIT, page_windows
 from ..core.parse import Candle, parse_rest_klines
 from ..errors import BinanceError, KlinesError, MalformedMessage
 
@@ -48,20 +45,15 @@ __all__ = [
     "RestError",
     "WeightBudget",
     "new_http_client",
-    "page_windows",
-    "pages_needed",
     "rest_clients",
 ]
 
 log = logging.getLogger("trio_klines.rest")
 
-#: Candles asked per page (see the module docstring for why 1000 on every market).
-PAGE_LIMIT: Final = 1000
 #: Fraction of the per-minute budget we allow ourselves; the rest is headroom for other users of the IP.
 BUDGET_SHARE: Final = 0.8
 MINUTE_S: Final = 60.0
-#: COIN-M refuses windows longer than 200 days (error -4088).
-MAX_WINDOW_MS: Final = 200 * 24 * 3600 * 1000
+
 
 
 class RestError(KlinesError):
@@ -70,36 +62,6 @@ class RestError(KlinesError):
     def __init__(self, message: str, status: int | None = None) -> None:
         self.status = status
         super().__init__(message)
-
-
-# --- planning (pure) --------------------------------------------------------------------------
-
-
-def page_windows(interval: str, start: int, end: int, limit: int = PAGE_LIMIT) -> Iterator[tuple[int, int]]:
-    """``(startTime, endTime)`` pairs, inclusive, covering the candles opening in ``[start, end)``.
-
-    Windows start on open times, hold at most ``limit`` of them and span at most 200 days, so every
-    market answers a window with exactly the candles inside it.
-    """
-    if limit < 1:
-        raise ValueError("limit must be positive")
-    t = floor_open_time(interval, start)
-    if t < start:
-        t = next_open_time(interval, t)
-    longest = max_interval_ms(interval)
-    while t < end:
-        stop, n = t, 0
-        while n < limit and stop < end and stop - t + longest <= MAX_WINDOW_MS:
-            stop = next_open_time(interval, stop)
-            n += 1
-        stop = min(stop, end)
-        yield t, stop - 1
-        t = stop
-
-
-def pages_needed(interval: str, start: int, end: int, limit: int = PAGE_LIMIT) -> int:
-    """How many pages :func:`page_windows` makes (an estimate for progress bars and weight)."""
-    return max(1, math.ceil(count_open_times(interval, start, end) / limit)) if end > start else 0
 
 
 # --- weight -----------------------------------------------------------------------------------

@@ -24,9 +24,10 @@ import trio
 
 from ..core.gaps import Gap, RangeSet
 from ..core.markets import Series, floor_open_time, iter_open_times
+from ..core.paging import page_windows
 from ..core.parse import Candle
 from ..errors import BinanceError, KlinesError
-from ..net.rest import RestClient, page_windows
+from ..net.rest import RestClient
 from ..store.ledger import ExchangeGapLedger
 
 __all__ = ["BackfillStats", "Backfiller"]
