@@ -1,7 +1,10 @@
 """Continuity of a series: which candles are new, which are repeats, where the record has holes.
 
 Pure: no I/O, no trio, no clock. The writer feeds every received candle through a
-:class:`ContinuityTracker`; coverage and backfill use :func:`find_gaps` on stored open times.
+:class:`ContinuityTracker` (new, repeat or late; a jump forward is a :class:`Gap` to backfill).
+:func:`find_gaps` is the plain definition of a hole in stored open times: the store's coverage computes
+the same thing vectorised (``trio_klines.store.coverage.gaps_between``) and is tested against it.
+:class:`RangeSet` holds ranges of open times: what a backfill claimed, what the exchange never had.
 """
 
 from __future__ import annotations

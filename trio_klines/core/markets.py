@@ -1,6 +1,8 @@
 """The three Binance markets as data, their intervals, and the checks every name passes through.
 
-Pure: no I/O, no trio. Figures and their sources are in ``shared/binance.md``; the README sums them up.
+Pure: no I/O, no trio. The figures come from Binance's API documentation (developers.binance.com: the
+spot WebSocket streams and general info pages, and the USDⓈ-M and COIN-M "WebSocket market streams" and
+"Kline/Candlestick Data" pages); the README's *Markets* section sums them up with the same sources.
 Nothing outside this module builds a stream name, a URL or a path from a market, symbol or interval
 that has not been through :func:`get_market`, :func:`normalize_symbol` and :func:`validate_interval`.
 """
@@ -48,7 +50,7 @@ MINUTE: Final = 60 * SECOND
 HOUR: Final = 60 * MINUTE
 DAY: Final = 24 * HOUR
 WEEK: Final = 7 * DAY
-# 1970-01-01 was a Thursday; Binance's 1w candles open on Monday 00:00 UTC (binance.md §3).
+# 1970-01-01 was a Thursday; Binance's 1w candles open on Monday 00:00 UTC (README, *Markets*).
 _MONDAY_OFFSET: Final = 4 * DAY
 
 #: Interval string → fixed length in ms; ``1M`` is a calendar month and has no fixed length.
