@@ -145,7 +145,9 @@ class RecorderConfig:
     transport: str = "trio-websocket"
     #: Fill holes from REST: on start-up from the last stored candle, and after every gap.
     backfill: bool = True
-    #: First run only: where a series without stored candles starts (ms). None: at the first live candle.
+    #: Where the record of every series starts (ms): a series with nothing stored is backfilled from here, and
+    #: on every start a series whose stored record begins after it is backfilled back to it. None: a new
+    #: series starts at its first live candle, and a stored one where it already begins.
     since: int | None = None
     #: On stop, how long running backfills may take to finish before they are left to the next start.
     stop_grace: float = 2.5
