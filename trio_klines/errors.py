@@ -7,6 +7,8 @@ Callers catch these, never the third-party errors underneath (those are chained 
     ├── MalformedMessage    a frame or REST row that is not what Binance sends (also a ValueError)
     ├── BinanceError        Binance answered with an error payload {"code": …, "msg": …}
     ├── ServerShutdown      spot's ``serverShutdown`` event: reconnect at once
+    ├── RestError           a REST call failed for good: retries spent (network, timeout, 5xx, an
+    │                       undecodable body), or an answer that is neither data nor a Binance error
     ├── ConnectionLost      a WebSocket could not be opened, or closed, or went silent
     │   └── ReceiveTimeout  nothing arrived within the receive timeout
     └── StoreError          anything the Parquet store cannot do
@@ -29,6 +31,7 @@ __all__ = [
     "KlinesError",
     "MalformedMessage",
     "ReceiveTimeout",
+    "RestError",
     "ServerShutdown",
     "StoreError",
     "StoreLocked",
@@ -84,6 +87,19 @@ class ServerShutdown(KlinesError):
     def __init__(self, event_time: int | None = None) -> None:
         self.event_time = event_time
         super().__init__(f"server shutdown announced (E={event_time})")
+
+
+class RestError(KlinesError):
+    """A REST call failed for good; ``status`` is the HTTP status of the last answer, if there was one.
+
+    Raised after the client's retries are spent (network errors, timeouts, ``5xx``, a body that cannot
+    be decoded: the last one is chained as ``__cause__``), or at once for an answer that is neither
+    data nor a Binance error payload. Retrying later is safe: a REST call only reads.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
 
 
 class ConnectionLost(KlinesError):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import ssl
 
 import httpx
 import pytest
@@ -11,9 +13,10 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trio_klines import errors
 from trio_klines.core.markets import INTERVALS, iter_open_times
 from trio_klines.core.paging import MAX_WINDOW_MS, page_windows, pages_needed
-from trio_klines.errors import BinanceError
+from trio_klines.errors import BinanceError, ConfigError
 from trio_klines.net.rest import RestError, WeightBudget
 
 from fakes import FakeBinance, rest_client
@@ -116,6 +119,69 @@ async def test_transport_errors_are_retried(autojump_clock: trio.testing.MockClo
     c.http = httpx.AsyncClient(transport=httpx.MockTransport(flaky))
     assert len(await c.klines("BTCUSDT", "1m", 1_699_999_000_000, 1_699_999_999_999)) > 0
     assert c.stats.retries == 2
+
+
+def bad_gzip(request: httpx.Request) -> httpx.Response:
+    """A 200 whose body is not the gzip its ``Content-Encoding`` announces: httpx raises DecodingError."""
+    return httpx.Response(200, headers={"Content-Encoding": "gzip"}, content=b"[[1700000000000,")
+
+
+async def test_an_undecodable_body_is_retried_then_raises_rest_error(autojump_clock: trio.testing.MockClock) -> None:
+    fake = FakeBinance("spot", 1_700_000_000_000)
+    garbled = [True, True]
+
+    def sometimes_garbled(request: httpx.Request) -> httpx.Response:
+        return bad_gzip(request) if garbled and garbled.pop() else fake(request)
+
+    c = client(fake)
+    c.http = httpx.AsyncClient(transport=httpx.MockTransport(sometimes_garbled))
+    assert len(await c.klines("BTCUSDT", "1m", 1_699_999_000_000, 1_699_999_999_999)) > 0
+    assert c.stats.retries == 2
+
+    c = client(fake, retries=3)
+    c.http = httpx.AsyncClient(transport=httpx.MockTransport(bad_gzip))
+    with pytest.raises(RestError, match=r"giving up after 4 attempts \(DecodingError") as info:
+        await c.klines("BTCUSDT", "1m", 1_699_999_000_000, 1_699_999_999_999)
+    assert isinstance(info.value.__cause__, httpx.DecodingError)  # chained, never raised as is
+    assert c.stats.retries == 4 and c.stats.gave_up == 1
+    with pytest.raises(RestError, match="DecodingError"):
+        await c.server_time()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        httpx.RemoteProtocolError("peer closed"),
+        httpx.PoolTimeout("pool"),
+        OSError(104, "reset"),
+        ssl.SSLError(1, "bad record mac"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+async def test_every_error_of_the_http_stack_becomes_rest_error(
+    error: Exception, autojump_clock: trio.testing.MockClock
+) -> None:
+    def failing(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    c = client(FakeBinance("spot", 1_700_000_000_000), retries=1)
+    c.http = httpx.AsyncClient(transport=httpx.MockTransport(failing))
+    with pytest.raises(RestError, match=type(error).__name__) as info:
+        await c.klines("BTCUSDT", "1m", 1_699_999_000_000, 1_699_999_999_999)
+    assert info.value.__cause__ is error
+    assert c.stats.retries == 2
+
+
+async def test_a_url_httpx_cannot_build_is_a_config_error(autojump_clock: trio.testing.MockClock) -> None:
+    c = client(FakeBinance("spot", 1_700_000_000_000))
+    c.market = dataclasses.replace(c.market, rest_url="http://[::1")  # past the market table's own checks
+    with pytest.raises(ConfigError, match="bad REST URL"):
+        await c.server_time()
+    assert c.stats.retries == 0
+
+
+def test_rest_error_lives_in_the_error_tree() -> None:
+    assert RestError is errors.RestError and issubclass(RestError, errors.KlinesError)
 
 
 async def test_client_errors_raise_binance_error_at_once(autojump_clock: trio.testing.MockClock) -> None:

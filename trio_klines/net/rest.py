@@ -14,7 +14,10 @@ Rules it keeps:
 - weight is reserved before each call and corrected from the ``X-MBX-USED-WEIGHT-1M`` header; past the
   budget's safety margin calls wait for the next minute;
 - ``429`` waits ``Retry-After`` (or a minute); ``418`` (IP banned) stops every call of the pool for the
-  ban and logs an error; ``5xx``, ``408`` and timeouts are retried with capped backoff;
+  ban and logs an error; ``5xx``, ``408``, timeouts, network errors and bodies that cannot be decoded
+  are retried with capped backoff, then raise :class:`~trio_klines.errors.RestError`;
+- what the HTTP stack raises (httpx's errors, ``OSError``, ``ssl.SSLError``) becomes ours in one place,
+  ``_mapped_errors`` around the request, so callers catch :class:`~trio_klines.errors.KlinesError` only;
 - the still-open last candle is dropped (server time comes from the ``time`` endpoint).
 """
 
@@ -23,7 +26,8 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -38,7 +42,7 @@ from ..core.markets import (
 )
 from ..core.paging import PAGE_LIMIT, page_windows
 from ..core.parse import Candle, parse_rest_klines
-from ..errors import BinanceError, KlinesError, MalformedMessage
+from ..errors import BinanceError, ConfigError, MalformedMessage, RestError
 
 __all__ = [
     "RestClient",
@@ -53,15 +57,6 @@ log = logging.getLogger("trio_klines.rest")
 #: Fraction of the per-minute budget we allow ourselves; the rest is headroom for other users of the IP.
 BUDGET_SHARE: Final = 0.8
 MINUTE_S: Final = 60.0
-
-
-
-class RestError(KlinesError):
-    """A REST call failed for good (after retries, or on a ban); ``status`` is the HTTP status if any."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        self.status = status
-        super().__init__(message)
 
 
 # --- weight -----------------------------------------------------------------------------------
@@ -131,14 +126,39 @@ class WeightBudget:
 class RestStats:
     requests: int = 0
     candles: int = 0
+    #: Attempts that failed (network, timeout, 5xx, 408, an undecodable body), retried or not.
     retries: int = 0
     rate_limited: int = 0
     banned: int = 0
+    #: Calls that raised :class:`RestError` once their retries were spent.
+    gave_up: int = 0
+
+
+@contextmanager
+def _mapped_errors() -> Iterator[None]:
+    """The one place where what the HTTP stack raises becomes ours, as httpcore's ``map_exceptions`` does.
+
+    httpx's own errors (timeouts, network and protocol errors, a body that does not match its
+    ``Content-Encoding``…) and the ``OSError``\\ s that escape it (``ssl.SSLError`` is one) become a
+    :class:`RestError` for this attempt, chained from the original; a URL httpx cannot build is a
+    :class:`ConfigError`. ``trio.Cancelled`` and bugs pass through as they are.
+    """
+    try:
+        yield
+    except httpx.InvalidURL as exc:
+        raise ConfigError(f"bad REST URL: {exc}") from exc
+    except (httpx.HTTPError, OSError) as exc:
+        raise RestError(f"{type(exc).__name__}: {exc}") from exc
 
 
 @dataclass
 class RestClient:
-    """Klines of one market over ``http``. Share ``budget`` between markets of the same weight pool."""
+    """Klines of one market over ``http``. Share ``budget`` between markets of the same weight pool.
+
+    Every method raises only ours: :class:`RestError` (retries spent), :class:`BinanceError` (a refusal
+    such as an unknown symbol), :class:`MalformedMessage` (an answer that does not parse) or
+    :class:`ConfigError` (a bad symbol, interval or URL), never httpx's or the socket's own errors.
+    """
 
     market: Market
     http: httpx.AsyncClient
@@ -148,47 +168,79 @@ class RestClient:
     stats: RestStats = field(default_factory=RestStats)
 
     async def _get(self, path: str, params: dict[str, str | int], weight: int) -> httpx.Response:
+        """A ``200`` answer to ``GET path``, after as many attempts as it takes (within ``max_retries``).
+
+        Raises:
+          RestError: ``max_retries`` attempts after the first failed (the network, a timeout, ``5xx``,
+            ``408``, a body that cannot be decoded; the last failure is chained), or a ``4xx`` whose body
+            is not a Binance error. ``429`` and ``418`` only wait, as the server says.
+          BinanceError: any other ``4xx`` with Binance's ``{"code": …, "msg": …}``.
+          ConfigError: a URL httpx cannot build.
+
+        Cancelled, it stops wherever it waits (for the budget, the answer or a back-off): the request in
+        flight is abandoned (httpx drops its connection) and the weight reserved for it stays spent.
+        """
+        where = f"{self.market.name} {path}"
         url = self.market.rest_url + path
         attempt = 0
         while True:
             await self.budget.reserve(weight)
             self.stats.requests += 1
             try:
-                response = await self.http.get(url, params=params)
-            except (httpx.TimeoutException, httpx.TransportError) as exc:
-                reason = f"{type(exc).__name__}: {exc}"
+                with _mapped_errors():
+                    response = await self.http.get(url, params=params)
+            except RestError as exc:
+                failure = exc
             else:
                 self.budget.observe(response.headers.get("x-mbx-used-weight-1m"))
-                status = response.status_code
-                if status == 200:
+                if response.status_code == 200:
                     self.backoff.reset()
                     return response
-                if status == 429:
-                    self.stats.rate_limited += 1
-                    wait = _retry_after(response, MINUTE_S)
-                    self.budget.block(wait)
-                    log.warning("%s: rate limited (429); pausing REST calls for %.0fs", self.market.name, wait)
+                refused = self._refusal(response)
+                if refused is None:
                     continue  # not counted as a failed attempt: the server told us when to come back
-                if status == 418:
-                    self.stats.banned += 1
-                    self.budget.bans += 1
-                    wait = _retry_after(response, 120.0)
-                    self.budget.block(wait)
-                    log.error("%s: IP banned by Binance (418); no REST call for %.0fs", self.market.name, wait)
-                    continue
-                if status < 500 and status != 408:
-                    raise _binance_error(response)
-                reason = f"HTTP {status}"
+                failure = refused
             attempt += 1
             self.stats.retries += 1
             if attempt > self.max_retries:
-                raise RestError(f"{self.market.name} {path}: giving up after {attempt} attempts ({reason})")
+                self.stats.gave_up += 1
+                message = f"{where}: giving up after {attempt} attempts ({failure})"
+                raise RestError(message, failure.status) from failure.__cause__  # the original error, if any
             delay = self.backoff.next_delay()
-            log.warning("%s %s: %s; retry %d in %.1fs", self.market.name, path, reason, attempt, delay)
+            log.warning("%s: %s; retry %d in %.1fs", where, failure, attempt, delay)
             await trio.sleep(delay)
 
+    def _refusal(self, response: httpx.Response) -> RestError | None:
+        """What a non-``200`` answer means: a failed attempt to retry (returned), a wait the server asked
+        for (``None``: the budget is blocked), or a refusal (raised: :class:`BinanceError` or :class:`RestError`).
+        """
+        status = response.status_code
+        if status == 429:
+            self.stats.rate_limited += 1
+            wait = _retry_after(response, MINUTE_S)
+            self.budget.block(wait)
+            log.warning("%s: rate limited (429); pausing REST calls for %.0fs", self.market.name, wait)
+            return None
+        if status == 418:
+            self.stats.banned += 1
+            self.budget.bans += 1
+            wait = _retry_after(response, 120.0)
+            self.budget.block(wait)
+            log.error("%s: IP banned by Binance (418); no REST call for %.0fs", self.market.name, wait)
+            return None
+        if status < 500 and status != 408:
+            raise _binance_error(response)
+        return RestError(f"HTTP {status}", status)
+
     async def server_time(self) -> int:
-        """The exchange's clock, ms."""
+        """The exchange's clock, ms.
+
+        Raises:
+          RestError, BinanceError, ConfigError: as :meth:`_get` (retries included).
+          MalformedMessage: the answer holds no ``serverTime``.
+
+        Cancelled, nothing is left running (see :meth:`_get`).
+        """
         response = await self._get(self.market.time_path, {}, 1)
         try:
             return int(response.json()["serverTime"])
@@ -198,7 +250,15 @@ class RestClient:
     async def klines(
         self, symbol: str, interval: str, start: int, end: int, *, closed_before: int | None = None
     ) -> list[Candle]:
-        """One page: the closed candles opening in ``[start, end]`` (inclusive, at most a page's worth)."""
+        """One page: the closed candles opening in ``[start, end]`` (inclusive, at most a page's worth).
+
+        Raises:
+          ConfigError: a symbol or interval this market does not have (before any request).
+          RestError, BinanceError: as :meth:`_get` (retries included).
+          MalformedMessage: a row that is not a Binance kline.
+
+        Cancelled, nothing is left running and nothing is returned (see :meth:`_get`).
+        """
         symbol = normalize_symbol(symbol)
         interval = validate_interval(self.market, interval)
         params: dict[str, str | int] = {
@@ -216,7 +276,11 @@ class RestClient:
     async def pages(
         self, symbol: str, interval: str, start: int, end: int, *, closed_before: int | None = None
     ) -> AsyncIterator[list[Candle]]:
-        """The closed candles opening in ``[start, end)``, a page at a time, oldest first."""
+        """The closed candles opening in ``[start, end)``, a page at a time, oldest first.
+
+        Raises what :meth:`klines` raises, at the page that failed; the pages yielded before stay valid.
+        Cancelled, it stops at the page under way.
+        """
         for lo, hi in page_windows(interval, start, end):
             yield await self.klines(symbol, interval, lo, hi, closed_before=closed_before)
 
