@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 import trio.testing
@@ -114,6 +117,7 @@ def test_ledger_survives_a_damaged_file(tmp_path: Path) -> None:
     ledger = ExchangeGapLedger(tmp_path)
     ledger.add(BTC, 0, MIN)
     ledger.add(BTC, MIN, 2 * MIN)
+    assert ledger.save()
     assert list(ExchangeGapLedger(tmp_path).ranges(BTC)) == [(0, 2 * MIN)]
     ledger.path.write_text("{not json", encoding="utf-8")
     assert ExchangeGapLedger(tmp_path).all() == {}
@@ -131,10 +135,70 @@ def test_ledger_survives_a_full_disk_and_writes_later(tmp_path: Path, monkeypatc
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full)
-    ledger.add(BTC, 0, 2 * MIN)  # never raises: the backfill goes on
+    ledger.add(BTC, 0, 2 * MIN)
+    assert not ledger.save()  # never raises: the backfill goes on
     assert "No space left on device" in caplog.text
     assert list(ledger.ranges(BTC)) == [(0, 2 * MIN)]  # still known in memory
     assert not ledger.path.exists() and not list(ledger.path.parent.iterdir())  # no temporary file left
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert ledger.save()
     assert list(ExchangeGapLedger(tmp_path).ranges(BTC)) == [(0, 2 * MIN)]
+
+
+def test_adding_to_the_ledger_does_no_file_work(tmp_path: Path) -> None:
+    ledger = ExchangeGapLedger(tmp_path)
+    ledger.add(BTC, 0, MIN)
+    assert ledger.dirty and not ledger.path.exists()
+    snapshot = ledger.snapshot()
+    assert snapshot is not None
+    ledger.add(BTC, 5 * MIN, 6 * MIN)  # added while the snapshot is being written: still to write
+    assert ledger.write(snapshot) and ledger.dirty
+    assert ledger.save() and not ledger.dirty and ledger.snapshot() is None
+    assert list(ExchangeGapLedger(tmp_path).ranges(BTC)) == [(0, MIN), (5 * MIN, 6 * MIN)]
+
+
+async def test_the_backfiller_writes_the_ledger_in_a_worker_thread(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = NOW - NOW % MIN - 100 * MIN
+    outage = (base + 10 * MIN, base + 25 * MIN)
+    writers: list[threading.Thread] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        writers.append(threading.current_thread())
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    fake = FakeBinance("usdt_futures", NOW, outage=outage)
+    _, bf = await run_backfill(tmp_path, fake, [(BTC, base, base + 50 * MIN)])
+    assert writers and threading.main_thread() not in writers  # fsync never on the event loop
+    assert not bf.ledger.dirty
+    assert list(ExchangeGapLedger(tmp_path).ranges(BTC)) == [outage]
+
+
+async def test_a_range_failing_with_an_undecodable_body_is_counted_and_retried_later(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = FakeBinance("spot", NOW)
+    garbled = [True] * 12  # more than the client's retries
+    s = Series("spot", "BTCUSDT", "1m")
+    base = NOW - NOW % MIN - 30 * MIN
+
+    def sometimes_garbled(request: httpx.Request) -> httpx.Response:
+        if "symbol" in request.url.params and garbled and garbled.pop():
+            return httpx.Response(200, headers={"Content-Encoding": "gzip"}, content=b"[[not gzip")
+        return fake(request)
+
+    client = rest_client(fake, retries=3)
+    client.http = httpx.AsyncClient(transport=httpx.MockTransport(sometimes_garbled))
+    send, receive = trio.open_memory_channel[Sequence[Candle]](100)
+    backfiller = Backfiller({"spot": client}, send, ExchangeGapLedger(tmp_path), retry_delay=5)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(backfiller.run)  # an escaping httpx.DecodingError would end this nursery
+        backfiller.request(s, base, base + 30 * MIN)
+        await trio.sleep(120)
+        nursery.cancel_scope.cancel()
+    assert drain(receive) == list(iter_open_times("1m", base, base + 30 * MIN))
+    assert backfiller.stats.failures == 3 and backfiller.rest_stats()["spot"].gave_up == 3
+    assert "DecodingError" in caplog.text and "retrying in 5s" in caplog.text

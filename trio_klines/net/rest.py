@@ -47,6 +47,7 @@ from ..errors import BinanceError, ConfigError, MalformedMessage, RestError
 __all__ = [
     "RestClient",
     "RestError",
+    "RestStats",
     "WeightBudget",
     "new_http_client",
     "rest_clients",
@@ -124,6 +125,8 @@ class WeightBudget:
 
 @dataclass
 class RestStats:
+    """What a :class:`RestClient` did: its counters."""
+
     requests: int = 0
     candles: int = 0
     #: Attempts that failed (network, timeout, 5xx, 408, an undecodable body), retried or not.

@@ -9,7 +9,13 @@ exchange's clock.
 A range the exchange answers with no candles (a maintenance window, a halt, a symbol not listed yet)
 is recorded as an exchange gap in the :class:`ExchangeGapLedger`, a small JSON file next to the data
 (``ROOT/_meta/exchange_gaps.json``; pyarrow, pandas and DuckDB skip ``_`` names), so it is reported
-by ``status`` and never requested again in a loop.
+by ``status`` and never requested again in a loop. The ledger is written in a worker thread (the
+write fsyncs), one write at a time, after each page that found a new exchange gap.
+
+Errors: the REST client raises only :class:`~trio_klines.errors.KlinesError` subclasses (it maps httpx's and
+the socket's errors at its one request site), so that is all the backfiller catches. A failed range is
+counted, logged and requested again later; a Binance refusal (an unknown symbol, say) is counted and
+logged, not retried. Anything else is a bug and ends :meth:`Backfiller.run`.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from ..core.markets import Series, floor_open_time, iter_open_times
 from ..core.paging import page_windows
 from ..core.parse import Candle
 from ..errors import BinanceError, KlinesError
-from ..net.rest import RestClient
+from ..net.rest import RestClient, RestStats
 from ..store.ledger import ExchangeGapLedger
 
 __all__ = ["BackfillStats", "Backfiller"]
@@ -50,7 +56,10 @@ class BackfillStats:
 
 
 class Backfiller:
-    """Fetches requested ranges over REST and sends the candles to ``send`` (the writer's channel)."""
+    """Fetches requested ranges over REST and sends the candles to ``send`` (the writer's channel).
+
+    ``stats.failures`` counts the ranges that failed (each is logged); ``rest_stats()`` the REST calls.
+    """
 
     def __init__(
         self,
@@ -71,6 +80,7 @@ class Backfiller:
         self._idle = trio.Event()
         self._idle.set()
         self._nursery: trio.Nursery | None = None
+        self._ledger_lock = trio.Lock()  # one write of the ledger file at a time
         self.stats = BackfillStats()
 
     def request(self, s: Series, start: int, end: int | None = None) -> None:
@@ -86,12 +96,27 @@ class Backfiller:
     def request_gap(self, gap: Gap) -> None:
         self.request(gap.series, gap.start, gap.end)
 
+    def rest_stats(self) -> dict[str, RestStats]:
+        """The REST clients' counters (requests, failed attempts, calls given up…), per market."""
+        return {market: client.stats for market, client in self._clients.items()}
+
     async def wait_idle(self) -> None:
-        """Return once every request made so far has been fetched (or has failed)."""
+        """Return once every request made so far has been fetched (or has failed). Raises nothing.
+
+        Cancelled, it returns nothing and changes nothing.
+        """
         await self._idle.wait()
 
     async def run(self) -> None:
-        """Serve requests until cancelled. Closes the writer channel clone it was given on the way out."""
+        """Serve requests until cancelled. Closes the writer channel clone it was given on the way out.
+
+        Raises nothing of its own: a failed range (any :class:`~trio_klines.errors.KlinesError`) is
+        counted in ``stats.failures``, logged and requested again after ``retry_delay``; an exception of
+        another kind is a bug and ends the run.
+
+        Cancelled, it stops at once: pages fetched and not yet sent are dropped (a later gap or start-up
+        catch-up fetches them again); a ledger write under way in its thread is waited for.
+        """
         async with self._send, trio.open_nursery() as nursery:
             self._nursery = nursery
             for _ in range(self._workers):
@@ -110,7 +135,7 @@ class Backfiller:
         client = self._clients[s.market]
         try:
             now = await client.server_time()
-        except (KlinesError, OSError) as exc:
+        except KlinesError as exc:
             self._failed(s, start, end, exc)
             return
         # Candles opening before the one that is open now have all closed.
@@ -129,20 +154,26 @@ class Backfiller:
                     log.error("backfill of %s refused by Binance: %s", s, exc)
                     self.stats.failures += 1
                     return
-                except (KlinesError, OSError) as exc:
+                except KlinesError as exc:
                     claimed.remove(w_lo, end)  # this window and everything after it in the request
                     self._failed(s, w_lo, end, exc)
                     return
                 self.stats.pages += 1
                 self.stats.candles += len(page)
-                self._note_exchange_gaps(s, w_lo, w_hi + 1, page)
+                if self._note_exchange_gaps(s, w_lo, w_hi + 1, page):
+                    await self._save_ledger()
                 if page:
                     await self._send.send(page)
         if todo:
             log.info("backfilled %s from %d to %d", s, todo[0][0], todo[-1][1])
 
-    def _note_exchange_gaps(self, s: Series, start: int, end: int, page: Sequence[Candle]) -> None:
+    def _note_exchange_gaps(self, s: Series, start: int, end: int, page: Sequence[Candle]) -> bool:
+        """Record the open times of ``[start, end)`` missing from ``page`` in the ledger (in memory).
+
+        Returns whether there were any.
+        """
         got = {c.open_time for c in page}
+        found = False
         run: list[int] = []
         for t in [*iter_open_times(s.interval, start, end), None]:
             if t is not None and t not in got:
@@ -151,12 +182,26 @@ class Backfiller:
             if run:
                 gap_end = t if t is not None else end
                 self.ledger.add(s, run[0], gap_end)
+                found = True
                 self.stats.exchange_gaps += 1
                 self.stats.exchange_gap_candles += len(run)
                 log.warning("exchange gap: %s has no candles from %d to %d (%d)", s, run[0], gap_end, len(run))
                 run = []
+        return found
 
-    def _failed(self, s: Series, start: int, end: int | None, exc: BaseException) -> None:
+    async def _save_ledger(self) -> None:
+        """Write the ledger in a worker thread (it fsyncs); never raises (:meth:`ExchangeGapLedger.write`).
+
+        The snapshot is taken here, on the event loop, so ranges added meanwhile by another worker are
+        not read by the thread; the lock keeps the writes in order. Cancelled during the write, it waits
+        for the thread to finish (a few milliseconds).
+        """
+        async with self._ledger_lock:
+            snapshot = self.ledger.snapshot()
+            if snapshot is not None:
+                await trio.to_thread.run_sync(self.ledger.write, snapshot)
+
+    def _failed(self, s: Series, start: int, end: int | None, exc: KlinesError) -> None:
         self.stats.failures += 1
         log.error("backfill of %s from %d failed (%s); retrying in %.0fs", s, start, exc, self._retry_delay)
         if self._nursery is not None:
