@@ -12,11 +12,16 @@ it arrives, not when the previous write ends. Each batch is reported (``on_writt
 store returns; the merges that the store's automatic compaction owes for it are done afterwards, in
 small steps between flushes.
 
-Failure and backpressure: when a flush fails (disk full, I/O error, permissions) the writer logs it,
-keeps the whole batch and retries with capped backoff, while it goes on receiving up to
-``max_pending`` candles. Past that it stops receiving, the bounded channel fills, and the connections
-block on their sends: memory stays bounded and nothing already received is dropped. A candle is lost
-only if the process dies while it is pending; the gap-free record (backfill) repairs that on restart.
+Failure and backpressure: when a flush fails (disk full, I/O error, permissions, any
+:class:`~trio_klines.errors.StoreError`) the writer logs it, keeps the whole batch and retries with
+capped backoff, while it goes on receiving up to ``max_pending`` candles. Past that it stops receiving,
+the bounded channel fills, and the connections block on their sends: memory stays bounded and nothing
+already received is dropped. A batch is dropped only when the store refuses it
+(:class:`~trio_klines.errors.InvalidCandles`: retrying cannot help). A candle is lost only if the process
+dies while it is pending; the gap-free record (backfill) repairs that on restart.
+
+The rules above (when to flush, compact, wait or stop; when to stop receiving) are the pure
+:class:`~trio_klines.core.flushing.FlushPolicy`; the two tasks here only carry out what it says.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
@@ -32,10 +38,11 @@ import trio
 
 from ..config import WriterSettings
 from ..core.backoff import Backoff
+from ..core.flushing import Action, FlushPolicy, FlushState
 from ..core.gaps import ContinuityTracker, Gap, Verdict
 from ..core.markets import Series
 from ..core.parse import Candle
-from ..errors import KlinesError
+from ..errors import InvalidCandles, KlinesError
 from .threads import run_in_thread
 
 __all__ = ["CandleSink", "SinkRunner", "WriterStats", "call_inline", "run_writer"]
@@ -57,6 +64,10 @@ class CandleSink(Protocol):
     ``compaction_debt()`` and ``compact_due(max_merges)`` (see :meth:`trio_klines.store.dataset.Store.compact_due`).
     The writer then reports each batch as soon as it is durable and does the merges it paid for in
     small steps between flushes, off the batches' latency, while it goes on receiving.
+
+    ``append`` raises :class:`~trio_klines.errors.InvalidCandles` for a batch it refuses (dropped),
+    :class:`OSError` or another :class:`~trio_klines.errors.KlinesError` for a write that failed (kept
+    and retried); anything else is taken for a bug and ends the writer.
     """
 
     def append(self, candles: Sequence[Candle]) -> object: ...
@@ -90,6 +101,248 @@ async def call_inline(fn: Callable[[list[Candle]], object], batch: list[Candle])
     return fn(batch)
 
 
+class _Changed:
+    """Wakes every task that waits for the writer's state to change: a condition variable without a lock.
+
+    A ``trio.Event`` is one-shot, so signalling a change meant setting it and making a new one that the
+    next waiter had to fetch: a condition variable built by hand. ``trio.Condition`` brings a lock that
+    this state does not need (both tasks run on the event loop's thread and change it only between
+    checkpoints) and that the synchronous code that signals could not take. Its building block,
+    trio's parking lot, is exactly what is left: :meth:`wait` parks, :meth:`notify` wakes the tasks
+    parked now; a task that starts waiting later waits for the next change.
+    """
+
+    __slots__ = ("_lot",)
+
+    def __init__(self) -> None:
+        self._lot = trio.lowlevel.ParkingLot()
+
+    def notify(self) -> None:
+        self._lot.unpark_all()
+
+    async def wait(self) -> None:
+        """Until the next :meth:`notify`. Raises ``trio.Cancelled`` if cancelled meanwhile."""
+        await self._lot.park()
+
+
+class _Writer:
+    """One run of the writer: the state its two tasks share, by name, and what each task does.
+
+    The receive task moves batches from the channel into ``pending``; the flush task hands ``pending``
+    to the sink. Each asks ``policy`` what to do, and signals ``changed`` after a change the other
+    may be waiting for.
+    """
+
+    def __init__(
+        self,
+        receive: trio.MemoryReceiveChannel[Sequence[Candle]],
+        sink: CandleSink,
+        settings: WriterSettings,
+        tracker: ContinuityTracker,
+        stats: WriterStats,
+        run_sink: SinkRunner,
+        rng: random.Random,
+        *,
+        on_gap: GapHandler | None,
+        on_written: WrittenHandler | None,
+        on_caught_up: Callable[[], None] | None,
+    ) -> None:
+        self.receive = receive
+        self.tracker = tracker
+        self.stats = stats
+        self.run_sink = run_sink
+        self.policy = FlushPolicy(settings.flush_size, settings.flush_seconds, settings.max_pending)
+        self.backoff = Backoff(settings.retry_initial, settings.retry_max, rng=rng)
+        self.on_gap, self.on_written, self.on_caught_up = on_gap, on_written, on_caught_up
+        self.append: Callable[[list[Candle]], object] = sink.append
+        compact_due, compaction_debt = getattr(sink, "compact_due", None), getattr(sink, "compaction_debt", None)
+        self.compact_due: Callable[[int, int], float] | None = None
+        self.compaction_debt: Callable[[], float] | None = None
+        if callable(compact_due) and callable(compaction_debt):  # the sink defers its merges to us
+            self.append = functools.partial(sink.append, compact=False)  # type: ignore[call-arg]
+            self.compact_due, self.compaction_debt = compact_due, compaction_debt
+        self.pending: list[Candle] = []
+        self.first_pending_at = math.inf  # when the oldest pending candle arrived
+        self.overdue = False  # pending holds candles that queued in the channel while receiving was held
+        self.retry_at = -math.inf  # no write before this: the last one failed
+        self.debt = 0.0  # merges owed, in appends (see Store.compaction_debt): above 1, they go before a flush
+        self.busy = 0  # candles in the sink's hands (being written or reported), for stats.pending
+        self.open_channel = True
+        self.changed = _Changed()
+        self.names: dict[tuple[str, str, str], Series] = {}  # a plain tuple and a lookup cost less than a Series
+
+    # --- the receive task ------------------------------------------------------------------------
+
+    async def receive_loop(self) -> None:
+        """Take batches from the channel into ``pending`` until the channel ends, holding as the policy says.
+
+        Raises what ``on_gap`` or ``on_caught_up`` raise; ``trio.Cancelled`` when cancelled (what was
+        taken is in ``pending``).
+        """
+        receive, holds, now = self.receive, self.policy.holds_receiving, trio.current_time
+        backlog = False  # taking what queued in the channel while this loop was held back
+        while True:
+            if holds(len(self.pending), self.retry_at, now()):
+                await self.changed.wait()
+                backlog = receive.statistics().current_buffer_used > 0
+                continue
+            try:
+                batch = await receive.receive()
+            except trio.EndOfChannel:
+                self.open_channel = False
+                self.changed.notify()
+                if self.on_caught_up is not None:
+                    self.on_caught_up()
+                return
+            self.accept(batch)
+            if (backlog or self.on_caught_up is not None) and not receive.statistics().current_buffer_used:
+                if backlog:
+                    # Caught up: these candles have waited in the channel already; starting their flush
+                    # clock now would make the last batch of a burst wait flush_seconds more.
+                    backlog = False
+                    self.overdue = bool(self.pending)
+                    self.changed.notify()
+                if self.on_caught_up is not None:
+                    self.on_caught_up()
+
+    def accept(self, batch: Sequence[Candle]) -> None:
+        """Count ``batch``, drop its repeats, report its gaps, and add the rest to ``pending``."""
+        stats, pending, names, observe = self.stats, self.pending, self.names, self.tracker.observe
+        was_empty = not pending
+        stats.received += len(batch)
+        for candle in batch:
+            name = (candle.market, candle.symbol, candle.interval)
+            series = names.get(name) or names.setdefault(name, Series(*name))
+            verdict, gap = observe(series, candle.open_time)
+            if verdict is Verdict.DUPLICATE:
+                stats.duplicates += 1
+                continue
+            if verdict is Verdict.LATE:
+                stats.late += 1
+            if gap is not None:
+                self.gap_found(gap)
+            pending.append(candle)
+        stats.pending = len(pending) + self.busy
+        if was_empty and pending:
+            self.first_pending_at = trio.current_time()
+            self.changed.notify()  # a new deadline
+        elif len(pending) >= self.policy.flush_size:
+            self.changed.notify()  # a full batch
+
+    def gap_found(self, gap: Gap) -> None:
+        self.stats.gaps += 1
+        self.stats.missing_candles += gap.candles
+        log.warning("gap: %s", gap)
+        if self.on_gap is not None:
+            self.on_gap(gap)
+
+    # --- the flush task --------------------------------------------------------------------------
+
+    async def flush_loop(self) -> None:
+        """Flush, compact and wait as the policy says, until it says done.
+
+        Raises what the sink raises that is neither a refusal nor a write failure (a bug), and what
+        ``on_written`` raises; ``trio.Cancelled`` when cancelled (a batch not yet durable is pending again).
+        """
+        next_step, now = self.policy.next_step, trio.current_time
+        while True:
+            step = next_step(self.flush_state(), now())
+            if step.action is Action.FLUSH:
+                await self.flush()
+            elif step.action is Action.COMPACT:
+                self.debt = await self.run_sink(self.compaction_step, [])  # type: ignore[assignment]
+            elif step.action is Action.DONE:
+                return
+            else:
+                with trio.move_on_at(step.until):
+                    await self.changed.wait()
+
+    def flush_state(self) -> FlushState:
+        return FlushState(
+            len(self.pending), self.first_pending_at, self.overdue, self.retry_at, self.open_channel, self.debt
+        )
+
+    async def flush(self) -> bool:
+        """Hand every pending candle to the sink. ``True`` once they left our hands (durable or refused),
+        ``False`` if the write failed and they are pending again, to be retried after a backoff delay.
+
+        Raises as :meth:`flush_loop`; if cancelled before the sink returned, the batch is pending again.
+        """
+        batch, first_at = self.pending, self.first_pending_at
+        self.pending, self.first_pending_at, self.busy, self.overdue = [], math.inf, len(batch), False
+        try:
+            try:
+                await self.run_sink(self.append, batch)
+            except InvalidCandles as exc:
+                # The store refuses these candles: retrying cannot help. Say so loudly.
+                self.stats.rejected += len(batch)
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("the store refused %d candles and they are dropped: %s", len(batch), exc)
+                return True
+            except (OSError, KlinesError) as exc:
+                self.give_back(batch, first_at)
+                self.write_failed(batch, exc)
+                return False
+            except BaseException:  # cancelled, or a bug: the batch is still ours
+                self.give_back(batch, first_at)
+                raise
+            await self.written(batch)
+            return True
+        finally:
+            self.busy = 0
+            self.stats.pending = len(self.pending)
+            self.changed.notify()  # room to receive again
+
+    def give_back(self, batch: list[Candle], first_at: float) -> None:
+        self.pending = batch + self.pending
+        self.first_pending_at = min(first_at, self.first_pending_at)
+
+    def write_failed(self, batch: list[Candle], exc: Exception) -> None:
+        self.stats.write_errors += 1
+        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        delay = self.backoff.next_delay()
+        self.retry_at = trio.current_time() + delay
+        log.error("writing %d candles failed (%s); keeping them, retry in %.1fs", len(batch), exc, delay)
+
+    async def written(self, batch: list[Candle]) -> None:
+        """Count a durable batch, learn the merges it owes, and report it (``on_written``)."""
+        self.backoff.reset()
+        stats = self.stats
+        stats.flushes += 1
+        stats.written += len(batch)
+        newest: dict[tuple[str, str, str], int] = {}
+        for c in batch:
+            if c.open_time > newest.get(name := (c.market, c.symbol, c.interval), -1):
+                newest[name] = c.open_time
+        for name, open_time in newest.items():
+            key = self.names.get(name) or self.names.setdefault(name, Series(*name))
+            if open_time > stats.last_open_time.get(key, -1):
+                stats.last_open_time[key] = open_time
+        if self.compaction_debt is not None:  # read between two calls in the worker thread: the sink is idle
+            self.debt = float(self.compaction_debt())
+        if self.on_written is not None:
+            await self.on_written(batch)
+
+    def compaction_step(self, _: list[Candle]) -> float:
+        """One step of the merges owed (run as the sink is); the debt left after it."""
+        try:
+            return float(self.compact_due(COMPACTION_STEP, COMPACTION_STEP_ROWS))  # type: ignore[misc]
+        except (OSError, KlinesError) as exc:  # the store logs failed merges itself and retries them later
+            log.error("compaction after a write failed: %s", exc)
+            return 0.0
+
+    async def final_flush(self) -> None:
+        """One last attempt to write what is pending, shielded, within :data:`FINAL_FLUSH_GRACE` seconds.
+
+        Used on the way out (cancelled, or the other task failed). Raises as :meth:`flush`.
+        """
+        if not self.pending:
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(FINAL_FLUSH_GRACE):
+            if not await self.flush():
+                log.error("%d received candles could not be written before shutdown", len(self.pending))
+
+
 async def run_writer(
     receive: trio.MemoryReceiveChannel[Sequence[Candle]],
     sink: CandleSink,
@@ -100,6 +353,8 @@ async def run_writer(
     on_gap: GapHandler | None = None,
     on_written: WrittenHandler | None = None,
     run_sink: SinkRunner = run_in_thread,
+    on_caught_up: Callable[[], None] | None = None,
+    rng: random.Random | None = None,
 ) -> None:
     """Consume ``receive`` until it is closed and empty, writing every new candle to ``sink``.
 
@@ -110,173 +365,35 @@ async def run_writer(
 
     Receiving goes on while the sink writes (up to ``flush_size`` candles, or ``max_pending`` while
     the disk fails), so a candle's wait starts when it arrives, not when the previous write ends.
+    ``on_caught_up`` is called each time the writer has just taken a batch and left the channel empty,
+    and once more when the channel ends: a caller can wait for the writer to drain without polling.
+    ``rng`` draws the jitter of the retry delays (seed it for deterministic tests).
+
+    Raises:
+      trio.Cancelled: when cancelled, after the final flush.
+      ExceptionGroup: around a bug: a sink error that is neither
+        :class:`~trio_klines.errors.InvalidCandles` (the batch is dropped and counted in ``rejected``)
+        nor an :class:`OSError` or :class:`~trio_klines.errors.KlinesError` (the batch is kept, the
+        write retried and counted in ``write_errors``), or an error raised by a callback.
     """
     settings = settings or WriterSettings()
-    tracker = tracker or ContinuityTracker()
     stats = stats if stats is not None else WriterStats()
-    backoff = Backoff(settings.retry_initial, settings.retry_max)
-    append: Callable[[list[Candle]], object] = sink.append
-    compact_due = getattr(sink, "compact_due", None)
-    compaction_debt = getattr(sink, "compaction_debt", None)
-    deferring = callable(compact_due) and callable(compaction_debt)
-    if deferring:
-        append = functools.partial(sink.append, compact=False)  # type: ignore[call-arg]
-    debt = 0.0  # merges owed, in appends (see Store.compaction_debt): above 1, they go before a flush
-    pending: list[Candle] = []
-    first_pending_at = math.inf
-    retry_at = -math.inf
-    overdue = False  # the batch holds candles that queued in the channel while receiving was held back
-    open_channel = True
-    busy = 0  # candles in the sink's hands (being written or reported), for stats.pending
-    changed = trio.Event()
-
-    def kick() -> None:
-        """Wake whichever task waits for the other (an event per change: trio events are one-shot)."""
-        nonlocal changed
-        changed.set()
-        changed = trio.Event()
-
-    names: dict[tuple[str, str, str], Series] = {}  # a plain tuple and a lookup cost less than a Series
-
-    def series_of(market: str, symbol: str, interval: str) -> Series:
-        name = (market, symbol, interval)
-        found = names.get(name)
-        if found is None:
-            found = names[name] = Series(market, symbol, interval)
-        return found
-
-    def accept(batch: Sequence[Candle]) -> None:
-        nonlocal first_pending_at
-        was_empty = not pending
-        stats.received += len(batch)
-        for candle in batch:
-            series = series_of(candle.market, candle.symbol, candle.interval)
-            verdict, gap = tracker.observe(series, candle.open_time)
-            if verdict is Verdict.DUPLICATE:
-                stats.duplicates += 1
-                continue
-            if verdict is Verdict.LATE:
-                stats.late += 1
-            if gap is not None:
-                stats.gaps += 1
-                stats.missing_candles += gap.candles
-                log.warning("gap: %s", gap)
-                if on_gap is not None:
-                    on_gap(gap)
-            if not pending:
-                first_pending_at = trio.current_time()
-            pending.append(candle)
-        stats.pending = len(pending) + busy
-        if (was_empty and pending) or len(pending) >= settings.flush_size:
-            kick()  # a new deadline, or a full batch
-
-    def compaction_step(_: list[Candle]) -> float:
-        try:
-            return float(compact_due(COMPACTION_STEP, COMPACTION_STEP_ROWS))  # type: ignore[misc]
-        except (OSError, KlinesError) as exc:  # the store logs failed merges itself and retries them later
-            log.error("compaction after a write failed: %s", exc)
-            return 0.0
-
-    async def flush() -> bool:
-        nonlocal pending, first_pending_at, retry_at, busy, debt, overdue
-        batch, batch_first_at = pending, first_pending_at
-        pending, first_pending_at, busy, overdue = [], math.inf, len(batch), False
-        done = False
-        try:
-            try:
-                await run_sink(append, batch)
-                done = True
-            except ValueError as exc:
-                # The store refuses these candles (its InvalidCandles): retrying cannot help. Say so loudly.
-                done = True
-                stats.rejected += len(batch)
-                stats.last_error = f"{type(exc).__name__}: {exc}"
-                log.error("the store refused %d candles and they are dropped: %s", len(batch), exc)
-                return True
-            except (OSError, KlinesError) as exc:
-                # Disk and store errors are retried; anything else is a bug and propagates.
-                stats.write_errors += 1
-                stats.last_error = f"{type(exc).__name__}: {exc}"
-                delay = backoff.next_delay()
-                retry_at = trio.current_time() + delay
-                log.error("writing %d candles failed (%s); keeping them, retry in %.1fs", len(batch), exc, delay)
-                return False
-            finally:
-                if not done:  # failed or cancelled before the sink finished: the batch is still ours
-                    pending = batch + pending
-                    first_pending_at = min(batch_first_at, first_pending_at)
-            backoff.reset()
-            stats.flushes += 1
-            stats.written += len(batch)
-            newest: dict[tuple[str, str, str], int] = {}
-            for c in batch:
-                if c.open_time > newest.get(name := (c.market, c.symbol, c.interval), -1):
-                    newest[name] = c.open_time
-            for name, open_time in newest.items():
-                key = series_of(*name)
-                if open_time > stats.last_open_time.get(key, -1):
-                    stats.last_open_time[key] = open_time
-            if deferring:  # read between two calls in the worker thread: nothing else touches the sink
-                debt = float(compaction_debt())  # type: ignore[misc]
-            if on_written is not None:
-                await on_written(batch)
-            return True
-        finally:
-            busy = 0
-            stats.pending = len(pending)
-            kick()  # room to receive again
-
-    async def flush_loop() -> None:
-        nonlocal debt
-        while True:
-            now = trio.current_time()
-            if pending and now >= retry_at and debt <= 1:
-                full = len(pending) >= settings.flush_size or overdue
-                if full or now >= first_pending_at + settings.flush_seconds or not open_channel:
-                    await flush()
-                    continue
-            if not pending and not open_channel and debt <= 0:
-                return  # every sender is done, and so are the merges the last batches paid for
-            if debt > 0:
-                # Merges are done after the batch that paid for them is reported, a step at a time, so a
-                # due flush waits for one step at most (unless they fall more than an append behind).
-                debt = await run_sink(compaction_step, [])  # type: ignore[assignment]
-                continue
-            due = max(first_pending_at + settings.flush_seconds, retry_at) if open_channel else retry_at
-            with trio.move_on_at(due if pending else math.inf):
-                await changed.wait()
-
-    async def receive_loop() -> None:
-        nonlocal open_channel, overdue
-        backlog = False  # taking what queued in the channel while this loop was held back
-        while True:
-            # Bounded memory: hold at one full batch (the flusher takes it as soon as the sink is free),
-            # at max_pending while the disk fails; beyond that the channel fills and the connections wait.
-            failing = trio.current_time() < retry_at
-            if len(pending) >= settings.max_pending or (len(pending) >= settings.flush_size and not failing):
-                await changed.wait()
-                backlog = receive.statistics().current_buffer_used > 0
-                continue
-            try:
-                batch = await receive.receive()
-            except trio.EndOfChannel:
-                open_channel = False
-                kick()
-                return
-            accept(batch)
-            if backlog and not receive.statistics().current_buffer_used:
-                # Caught up: these candles have waited in the channel already; starting their flush
-                # clock now would make the last batch of a burst wait flush_seconds more.
-                backlog = False
-                overdue = bool(pending)
-                kick()
-
+    tracker = tracker or ContinuityTracker()
+    writer = _Writer(
+        receive,
+        sink,
+        settings,
+        tracker,
+        stats,
+        run_sink,
+        rng or random.Random(),
+        on_gap=on_gap,
+        on_written=on_written,
+        on_caught_up=on_caught_up,
+    )
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(flush_loop)
-            await receive_loop()
+            nursery.start_soon(writer.flush_loop)
+            await writer.receive_loop()
     finally:
-        if pending:
-            with trio.CancelScope(shield=True), trio.move_on_after(FINAL_FLUSH_GRACE):
-                if not await flush():
-                    log.error("%d received candles could not be written before shutdown", len(pending))
+        await writer.final_flush()
