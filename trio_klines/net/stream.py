@@ -9,19 +9,24 @@ Before Binance's 24-hour cut the connection rotates make-before-break: a new ses
 old one keeps receiving, and the old one is closed only once the new one has delivered a frame. Both
 may deliver the same candle for a moment; the writer drops the repeat.
 
-A stream that stays silent for many of its update periods raises an alarm (an error in the log): since
-2026 a wrongly routed USDⓈ-M connection acknowledges subscriptions and then delivers nothing. The first
-alarm resubscribes the stream; a second one in a row reconnects.
+A stream that stays silent for many of its update periods raises an alarm (an error in the log); the
+pure :class:`~trio_klines.core.silence.SilenceMonitor` decides when, and whether to resubscribe the
+stream or reconnect. The states a connection goes through are :class:`ConnectionState`::
+
+    idle ─► connecting ─► live ─► rotating ─► live …       (the old session closes once the new one is live)
+               ▲   │        │        │
+               │   ▼        ▼        ▼ (the old session ended meanwhile and the new one failed)
+               └─ backoff ◄─┴────────┘                     and stopped, from any state, when cancelled
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import trio
 
@@ -29,13 +34,25 @@ from ..config import StreamSettings
 from ..core.backoff import Backoff
 from ..core.markets import Market, combined_stream_url
 from ..core.parse import Candle, frame_parser
+from ..core.silence import SilenceMonitor
+from ..core.throttle import LogThrottle
 from ..errors import BinanceError, ConfigError, ConnectionLost, MalformedMessage, ReceiveTimeout, ServerShutdown
 from .transport import Connection, Transport, trio_websocket_transport
 
-__all__ = ["ConnectionStats", "StreamConnection"]
+__all__ = ["ConnectionState", "ConnectionStats", "StreamConnection"]
 
 log = logging.getLogger("trio_klines.stream")
 
+
+class ConnectionState(StrEnum):
+    """Where a connection stands; a ``str``, so ``stats.state == "live"`` holds."""
+
+    IDLE = "idle"  # not run yet
+    CONNECTING = "connecting"  # no live session: opening one, waiting for its first frame
+    LIVE = "live"  # a session delivers frames
+    ROTATING = "rotating"  # a session delivers frames while its replacement comes up (or failed to)
+    BACKOFF = "backoff"  # waiting before the next attempt
+    STOPPED = "stopped"  # run() has returned
 
 
 @dataclass(slots=True)
@@ -43,7 +60,7 @@ class ConnectionStats:
     name: str
     market: str
     streams: int = 0
-    state: str = "idle"  # connecting, live, rotating, backoff, stopped
+    state: ConnectionState = ConnectionState.IDLE
     messages: int = 0
     candles: int = 0
     malformed: int = 0
@@ -57,13 +74,23 @@ class ConnectionStats:
 
 @dataclass(eq=False)
 class _Session:
+    """One socket's life, from opening to close."""
+
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     settled: trio.Event = field(default_factory=trio.Event)  # live or ended, whichever comes first
     ended: trio.Event = field(default_factory=trio.Event)
     conn: Connection | None = None
-    live_at: float | None = None
+    live_at: float | None = None  # when its first frame came
     ended_at: float = 0.0
-    error: BaseException | None = None
+    error: BaseException | None = None  # why it ended, when it ended of itself
+
+
+@dataclass(slots=True)
+class _Live:
+    """The live session and when it is due to be replaced (before Binance's 24-hour cut)."""
+
+    session: _Session
+    rotate_at: float
 
 
 def _stream_of(frame: str | bytes) -> str | None:
@@ -77,6 +104,18 @@ def _stream_of(frame: str | bytes) -> str | None:
         end = frame.find('"', 11)
         return frame[11:end] if end > 0 else None
     return None
+
+
+def _batch_reader(conn: Connection) -> Callable[[], Awaitable[list[str | bytes]]]:
+    """``conn.receive_batch``, or one message per read for a plain :class:`Connection`."""
+    receive_batch: Callable[[], Awaitable[list[str | bytes]]] | None = getattr(conn, "receive_batch", None)
+    if receive_batch is not None:
+        return receive_batch
+
+    async def one_per_read() -> list[str | bytes]:
+        return [await conn.receive()]
+
+    return one_per_read
 
 
 class StreamConnection:
@@ -99,8 +138,8 @@ class StreamConnection:
     ) -> None:
         self.name = name
         self.market = market
-        self.settings = settings or StreamSettings()
-        self._streams: dict[str, None] = dict.fromkeys(streams)
+        self.settings = settings = settings or StreamSettings()
+        self._streams: dict[str, None] = dict.fromkeys(streams)  # a dict: ordered, as the URL lists them
         if not self._streams:
             raise ConfigError(f"connection {name} has no streams")
         if len(self._streams) > market.max_streams_per_connection:
@@ -110,17 +149,14 @@ class StreamConnection:
             )
         self._send = send
         self._transport = transport or trio_websocket_transport()
-        self._backoff = Backoff(self.settings.backoff_initial, self.settings.backoff_max, rng=rng or random.Random())
+        self._backoff = Backoff(settings.backoff_initial, settings.backoff_max, rng=rng or random.Random())
         self._parse = frame_parser(market)
-        self._current: _Session | None = None
-        self._open: set[_Session] = set()  # sessions with a socket, live or not yet
+        self._open: set[_Session] = set()  # sessions with a socket, live or not yet: two while rotating
         self._request_id = 0
-        self._last_seen: dict[str, float] = {}
-        self._alarms: dict[str, int] = {}  # stream → consecutive alarms
-        self._next_alarm: dict[str, float] = {}
-        self._next_check = 0.0
-        self._next_log = {"malformed": 0.0, "error": 0.0}
-        self._suppressed = {"malformed": 0, "error": 0}
+        self._silence = SilenceMonitor(
+            market, self._streams, periods=settings.silence_periods, minimum=settings.silence_min
+        )
+        self._log_throttle = LogThrottle(settings.log_every)
         self.stats = ConnectionStats(name=name, market=market.name, streams=len(self._streams))
 
     @property
@@ -134,50 +170,65 @@ class StreamConnection:
     # --- the retry loop -----------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Connect, receive, reconnect, rotate, forever. Closes the send channel when cancelled."""
+        """Connect, receive, reconnect, rotate, forever; every failure of a session is retried.
+
+        Returns only when cancelled; closes the send channel then, so that its consumer sees the end.
+        A bug in a session is logged and retried too, never raised: it must not take the other
+        connections down.
+        """
         async with self._send, trio.open_nursery() as nursery:
             try:
                 await self._supervise(nursery)
             finally:
-                self.stats.state = "stopped"
+                self.stats.state = ConnectionState.STOPPED
                 self.stats.connected_since = None
 
     async def _supervise(self, nursery: trio.Nursery) -> None:
-        settings = self.settings
-        current: _Session | None = None
-        rotate_at = math.inf
+        live: _Live | None = None
         while True:
-            session = _Session()
-            self.stats.state = "rotating" if current is not None else "connecting"
-            nursery.start_soon(self._run_session, session)
-            with trio.move_on_after(settings.receive_timeout):
-                await session.settled.wait()
-            if session.live_at is None:  # it failed, or delivered nothing in time
-                session.scope.cancel()
-                await session.ended.wait()
-                reason = session.error or ReceiveTimeout(f"no frame within {settings.receive_timeout:g}s")
-                if current is not None and not current.ended.is_set():
-                    log.warning("%s: rotation failed (%s); keeping the old connection", self.name, reason)
-                    rotate_at = trio.current_time() + self._backoff.next_delay()
-                else:
-                    current = None
-                    await self._pause_after(session, reason)
-                    continue
+            self.stats.state = ConnectionState.CONNECTING if live is None else ConnectionState.ROTATING
+            session, went_live = await self._start_session(nursery)
+            if went_live:
+                live = self._go_live(session, replacing=live)
+            elif live is not None and not live.session.ended.is_set():
+                log.warning("%s: rotation failed (%s); keeping the old connection", self.name, session.error)
+                live.rotate_at = trio.current_time() + self._backoff.next_delay()
             else:
-                if current is not None:
-                    current.scope.cancel()  # make-before-break: the new one is live, close the old
-                    self.stats.rotations += 1
-                    log.info("%s: rotated to a new connection", self.name)
-                current = session
-                rotate_at = session.live_at + settings.rotate_after
-                self.stats.state = "live"
-                self.stats.connected_since = session.live_at
-            self._current = current
-            with trio.move_on_at(rotate_at):
-                await current.ended.wait()
-            if current.ended.is_set():
-                ended, self._current, current = current, None, None
-                await self._pause_after(ended, ended.error or ConnectionLost("connection ended"))
+                live = None
+                await self._pause_after(session, session.error or ConnectionLost("connection ended"))
+                continue
+            with trio.move_on_at(live.rotate_at):
+                await live.session.ended.wait()
+            if live.session.ended.is_set():
+                await self._pause_after(live.session, live.session.error or ConnectionLost("connection ended"))
+                live = None
+
+    async def _start_session(self, nursery: trio.Nursery) -> tuple[_Session, bool]:
+        """Opens a session and waits for its first frame: the session, and whether it went live.
+
+        One that fails, or delivers nothing within the receive timeout, is closed before this returns.
+        """
+        session = _Session()
+        nursery.start_soon(self._run_session, session)
+        with trio.move_on_after(self.settings.receive_timeout):
+            await session.settled.wait()
+        if session.live_at is not None:
+            return session, True
+        session.scope.cancel()
+        await session.ended.wait()
+        if session.error is None:
+            session.error = ReceiveTimeout(f"no frame within {self.settings.receive_timeout:g}s")
+        return session, False
+
+    def _go_live(self, session: _Session, *, replacing: _Live | None) -> _Live:
+        assert session.live_at is not None
+        if replacing is not None:
+            replacing.session.scope.cancel()  # make-before-break: the new one is live, close the old
+            self.stats.rotations += 1
+            log.info("%s: rotated to a new connection", self.name)
+        self.stats.state = ConnectionState.LIVE
+        self.stats.connected_since = session.live_at
+        return _Live(session, session.live_at + self.settings.rotate_after)
 
     async def _pause_after(self, session: _Session, reason: BaseException) -> None:
         self.stats.reconnects += 1
@@ -188,7 +239,7 @@ class StreamConnection:
         # serverShutdown asks for an immediate reconnect; everything else backs off.
         delay = 0.0 if isinstance(reason, ServerShutdown) else self._backoff.next_delay()
         log.warning("%s: %s; reconnecting in %.1fs", self.name, self.stats.last_error, delay)
-        self.stats.state = "backoff"
+        self.stats.state = ConnectionState.BACKOFF
         await trio.sleep(delay)
 
     async def _run_session(self, session: _Session) -> None:
@@ -219,60 +270,48 @@ class StreamConnection:
                 session.settled.set()
 
     async def _receive_loop(self, conn: Connection, session: _Session) -> None:
+        """Receives, parses and sends candles on, until the session fails.
+
+        Reading runs under the receive deadline: the last frame's time plus the timeout, as of when
+        reading began. It is not moved per read; when it expires, a real silence ends the session and
+        a stale deadline is re-armed from the last frame (a receive cancelled while waiting loses
+        nothing). Work that may wait breaks out of reading and runs outside the deadline.
+
+        Raises:
+          ReceiveTimeout: no frame for ``receive_timeout`` seconds.
+          ServerShutdown: Binance announced the close of this connection; raised once the candles of
+            the read that brought it are sent.
+          ConnectionLost: the transport lost the connection, or a stream stayed silent after a resubscribe.
+        """
         timeout = self.settings.receive_timeout
-        parse = self._parse
-        stats = self.stats
-        last_seen = self._last_seen
+        parse, stats, send, silence = self._parse, self.stats, self._send, self._silence
+        heard_at = silence.heard_at
         clock = trio.current_time
-        send = self._send
-        receive_batch = getattr(conn, "receive_batch", None)
-        if receive_batch is None:  # a plain Connection: one message per wakeup
-
-            async def receive_batch() -> list[str | bytes]:
-                return [await conn.receive()]
-
-        # Everything is per read, not per frame: a read can bring hundreds of frames, and each timeout
-        # update (~5 µs), checkpoint (~6 µs) or channel send (~12 µs) costs more than parsing one.
-        # Even the timeout is not moved per read: the scope's deadline is the last frame's time plus
-        # the timeout as of when the scope was entered; when it expires, a real silence ends the
-        # session and a stale deadline is re-armed from the last frame (a receive cancelled while
-        # waiting loses nothing). So a receive_timeout of silence is detected exactly, at the cost of
-        # one wasted wakeup per receive_timeout while frames flow.
-        last = clock()
+        receive_batch = _batch_reader(conn)
+        last = now = clock()  # the last frame's time, or the end of the last wait outside the deadline
         unsent: list[Candle] | None = None
         shutdown: ServerShutdown | None = None
         while True:
-            if unsent is not None:
-                # Outside the deadline's scope: waiting on a full channel is backpressure, not silence,
-                # and a deadline that passed while the read was being gathered cannot cancel this send.
-                await send.send(unsent)
-                unsent = None
-                last = clock()
-            if shutdown is not None:  # ends the session once the read's candles are sent
-                raise shutdown
-            with trio.CancelScope(deadline=last + timeout) as scope:
+            # Everything here is per read, not per frame: a read can bring hundreds of frames, and a
+            # deadline update (~5 µs), checkpoint (~6 µs) or channel send (~12 µs) costs more than a parse.
+            with trio.move_on_at(last + timeout) as deadline:
                 while True:
                     frames = await receive_batch()
                     last = now = clock()
                     stats.messages += len(frames)
                     if session.live_at is None:
                         session.live_at = now
-                        self._grace(now)
+                        silence.new_session(now)
                         session.settled.set()
                     candles: list[Candle] = []
                     for frame in frames:
                         stream = _stream_of(frame)
                         if stream is not None:
-                            last_seen[stream] = now
+                            heard_at[stream] = now
                         try:
                             candle = parse(frame)
-                        except MalformedMessage as exc:
-                            stats.malformed += 1
-                            self._report("malformed", exc, now)
-                            continue
-                        except BinanceError as exc:
-                            stats.binance_errors += 1
-                            self._report("error", exc, now)
+                        except (MalformedMessage, BinanceError) as exc:
+                            self._skipped(exc, now)
                             continue
                         except ServerShutdown as exc:
                             shutdown = exc
@@ -285,22 +324,45 @@ class StreamConnection:
                             send.send_nowait(candles)  # no checkpoint: the next read has one
                         except trio.WouldBlock:
                             unsent = candles
-                    if unsent is not None or shutdown is not None:
+                    if unsent is not None or shutdown is not None or now >= silence.next_check:
                         break
-                    if now >= self._next_check:
-                        scope.deadline = math.inf
-                        await self._check_silence(conn, now)
-                        last = clock()
-                        scope.deadline = last + timeout
-            if unsent is None and shutdown is None and clock() - last >= timeout:
-                raise ReceiveTimeout(f"no frame for {timeout:g}s")
+            if deadline.cancelled_caught:  # the receive was cancelled: no read is half handled
+                if clock() - last >= timeout:
+                    raise ReceiveTimeout(f"no frame for {timeout:g}s")
+                continue
+            await self._between_reads(conn, unsent, shutdown, now)
+            unsent = None
+            last = clock()
+
+    async def _between_reads(
+        self, conn: Connection, unsent: list[Candle] | None, shutdown: ServerShutdown | None, now: float
+    ) -> None:
+        """The work of the read at ``now`` that may wait, run outside the receive deadline.
+
+        A full channel is backpressure, not silence, and a deadline that passed while the read was being
+        gathered must not cancel its send (nor a resubscribe).
+
+        Raises:
+          ServerShutdown: ``shutdown``, once ``unsent`` is sent.
+          ConnectionLost: see :meth:`_check_silence`.
+        """
+        if unsent is not None:
+            await self._send.send(unsent)
+        if shutdown is not None:
+            raise shutdown
+        if now >= self._silence.next_check:
+            await self._check_silence(conn, now)
 
     # --- live subscriptions -------------------------------------------------------------------
 
     async def subscribe(self, streams: Iterable[str]) -> list[str]:
         """Add ``streams`` on the live connection (``SUBSCRIBE``); returns the ones that were new.
 
-        Raises :class:`ConfigError` if they would exceed the market's per-connection limit.
+        With no socket open the next connection's URL carries them. If a socket is lost while the
+        request is being sent, the reconnect carries it too.
+
+        Raises:
+          ConfigError: they would exceed the market's per-connection limit; nothing is changed.
         """
         new = [s for s in dict.fromkeys(streams) if s not in self._streams]
         if len(self._streams) + len(new) > self.market.max_streams_per_connection:
@@ -309,24 +371,22 @@ class StreamConnection:
             return []
         self._streams.update(dict.fromkeys(new))
         self.stats.streams = len(self._streams)
-        now = trio.current_time()
-        for s in new:
-            self._last_seen[s] = now
+        self._silence.add(new, trio.current_time())
         await self._request("SUBSCRIBE", new)
         return new
 
     async def unsubscribe(self, streams: Iterable[str]) -> list[str]:
         """Drop ``streams`` from the live connection (``UNSUBSCRIBE``); returns the ones it had.
 
-        Raises :class:`ConfigError` rather than leave the connection with no stream at all.
+        Raises:
+          ConfigError: none would be left (stop the connection instead); nothing is changed.
         """
         gone = [s for s in dict.fromkeys(streams) if s in self._streams]
         if len(gone) == len(self._streams):
             raise ConfigError(f"{self.name} would have no streams left; stop it instead")
         for s in gone:
             del self._streams[s]
-            self._last_seen.pop(s, None)
-            self._alarms.pop(s, None)
+        self._silence.remove(gone)
         self.stats.streams = len(self._streams)
         if gone:
             await self._request("UNSUBSCRIBE", gone)
@@ -347,55 +407,37 @@ class StreamConnection:
 
     # --- silence and error reporting ----------------------------------------------------------
 
-    def _silence_limit(self, stream: str) -> float:
-        interval = stream.rsplit("_", 1)[-1]
-        period = self.market.update_period_for(interval) / 1000
-        return max(self.settings.silence_periods * period, self.settings.silence_min)
-
-    def _grace(self, now: float) -> None:
-        """A new session: every stream gets its full silence allowance from now."""
-        for s in self._streams:
-            self._last_seen[s] = max(self._last_seen.get(s, now), now)
-        self._next_check = now + 1.0
-
     async def _check_silence(self, conn: Connection, now: float) -> None:
-        self._next_check = now + 1.0
-        silent = []
-        for s in self._streams:
-            if now - self._last_seen.get(s, now) < self._silence_limit(s):
-                if s in self._alarms:  # it speaks again
-                    del self._alarms[s]
-                    self._next_alarm.pop(s, None)
-            elif now >= self._next_alarm.get(s, 0.0):
-                silent.append(s)
-        if not silent:
+        """Resubscribes, on ``conn``, the streams the silence monitor finds silent.
+
+        Raises:
+          ConnectionLost: a stream is still silent after its resubscribe; the session must reconnect.
+        """
+        alarm = self._silence.check(now)
+        if alarm is None:
             return
-        reconnect = False
-        for s in silent:
-            count = self._alarms[s] = self._alarms.get(s, 0) + 1
-            reconnect |= count == 2
-            # Later alarms for a stream that stays silent come further and further apart.
-            self._next_alarm[s] = now + self._silence_limit(s) * min(2**count, 64)
-        self.stats.silent_alarms += len(silent)
+        self.stats.silent_alarms += len(alarm.streams)
         log.error(
             "%s: %d stream(s) silent for over %.0fs (%s); %s",
             self.name,
-            len(silent),
-            min(self._silence_limit(s) for s in silent),
-            ", ".join(silent[:5]) + (" …" if len(silent) > 5 else ""),
-            "reconnecting" if reconnect else "resubscribing",
+            len(alarm.streams),
+            alarm.limit,
+            ", ".join(alarm.streams[:5]) + (" …" if len(alarm.streams) > 5 else ""),
+            "reconnecting" if alarm.reconnect else "resubscribing",
         )
-        if reconnect:
-            raise ConnectionLost(f"{len(silent)} stream(s) still silent after resubscribing")
-        await self._request("SUBSCRIBE", silent, conn)
+        if alarm.reconnect:
+            raise ConnectionLost(f"{len(alarm.streams)} stream(s) still silent after resubscribing")
+        await self._request("SUBSCRIBE", list(alarm.streams), conn)
 
-    def _report(self, kind: str, exc: Exception, now: float) -> None:
-        if now < self._next_log[kind]:
-            self._suppressed[kind] += 1
-            return
-        more = self._suppressed[kind]
-        self._suppressed[kind] = 0
-        self._next_log[kind] = now + self.settings.log_every
-        log.warning(
-            "%s: %s frame skipped: %s%s", self.name, kind, exc, f" ({more} more since the last report)" if more else ""
-        )
+    def _skipped(self, exc: MalformedMessage | BinanceError, now: float) -> None:
+        """Counts a frame skipped for ``exc``; logs it unless one of its kind was logged lately."""
+        if isinstance(exc, MalformedMessage):
+            kind = "malformed"
+            self.stats.malformed += 1
+        else:
+            kind = "error"
+            self.stats.binance_errors += 1
+        more = self._log_throttle.admit(kind, now)
+        if more is not None:
+            since = f" ({more} more since the last report)" if more else ""
+            log.warning("%s: %s frame skipped: %s%s", self.name, kind, exc, since)
