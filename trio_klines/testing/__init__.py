@@ -5,39 +5,62 @@ streams and REST endpoints on 127.0.0.1 in Binance's formats, with a determinist
 (``ex.ground_truth(...)``), accelerated exchange time and optional faults. ``ex.endpoints`` is the
 endpoints map that :func:`trio_klines.core.markets.apply_endpoints` accepts. The command
 ``python -m trio_klines exchange`` runs the same server as a process.
+
+The seams for testing an embedding without the server: :class:`ScriptedTransport` (connections that
+deliver a script of frames, pauses, errors and closes), :class:`MemorySink` (a sink that keeps the
+candles in memory), :class:`WireKline` (the one builder of kline frames and REST rows) and, in
+:mod:`trio_klines.testing.strategies`, Hypothesis strategies for them (Hypothesis is a test extra, so
+that module is not imported here).
 """
 
 from typing import TYPE_CHECKING
 
 from .faults import FAULT_KEYS, Faults, parse_faults
 from .history import History, Outage, ground_truth
+from .sink import MemorySink
 from .symbols import SymbolSpec, Universe
+from .wire import WireKline
 
 if TYPE_CHECKING:
+    from .scripted import Close, Pause, ScriptedBatchConnection, ScriptedConnection, ScriptedTransport
     from .server import ExchangeConfig, FakeExchange, open_exchange
 
 __all__ = [
     "FAULT_KEYS",
+    "Close",
     "ExchangeConfig",
     "FakeExchange",
     "Faults",
     "History",
+    "MemorySink",
     "Outage",
+    "Pause",
+    "ScriptedBatchConnection",
+    "ScriptedConnection",
+    "ScriptedTransport",
     "SymbolSpec",
     "Universe",
+    "WireKline",
     "ground_truth",
     "open_exchange",
     "parse_faults",
 ]
 
-_SERVER_NAMES = frozenset({"ExchangeConfig", "FakeExchange", "open_exchange"})
+_LAZY = {
+    # The server pulls in hypercorn, the scripted transport trio: load them on first use, so that the
+    # CLI's other commands (which only need the fault syntax for their help) and ground-truth users
+    # start quickly.
+    **dict.fromkeys(("ExchangeConfig", "FakeExchange", "open_exchange"), "server"),
+    **dict.fromkeys(
+        ("Close", "Pause", "ScriptedBatchConnection", "ScriptedConnection", "ScriptedTransport"), "scripted"
+    ),
+}
 
 
 def __getattr__(name: str) -> object:
-    # The server pulls in hypercorn: load it on first use, so that the CLI's other commands (which
-    # only need the fault syntax for their help) and ground-truth users start quickly.
-    if name in _SERVER_NAMES:
-        from . import server
+    module = _LAZY.get(name)
+    if module is not None:
+        import importlib
 
-        return getattr(server, name)
+        return getattr(importlib.import_module(f".{module}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

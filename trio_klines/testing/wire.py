@@ -2,22 +2,29 @@
 
 Pure: values in, JSON-ready objects or text out. Numbers are formatted from integers, so the decimal
 strings are exact and ``float(string)`` is the ground truth.
+
+:class:`WireKline` is the one builder of kline frames and REST rows: the fake exchange, the shipped
+Hypothesis strategies (:mod:`trio_klines.testing.strategies`), the test suite and the benchmarks all
+write their klines through it, so Binance's key order and field names live in this file only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from ..core.markets import get_market
+from ..core.markets import close_time, get_market
+from ..core.parse import Candle
 from .symbols import SymbolSpec, format_units
 
 if TYPE_CHECKING:
     from .history import Kline  # history builds Candles with kline_floats: no import at run time
 
 __all__ = [
+    "WireKline",
     "binance_error",
     "encode_json",
     "exchange_info",
@@ -55,42 +62,108 @@ def kline_floats(spec: SymbolSpec, k: Kline) -> tuple[float, float, float, float
     return o, h, lo, c, v, qv, k.trades, bv, bq
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class WireKline:
+    """One kline as Binance writes it: times as integers, prices and volumes as decimal strings.
+
+    The defaults make a plausible candle (open 2, high 3, low 1, close 2), so a test names only what it
+    cares about: ``WireKline("BTCUSDT", "1m", 60_000, closed=False).frame()``. ``close_time`` defaults
+    (``-1``) to the interval's last millisecond, a full candle; give it for a candle closed early at a halt,
+    or in µs with a µs ``open_time``. Nothing is validated: a test may build what Binance never sends.
+    """
+
+    symbol: str
+    interval: str
+    open_time: int
+    close_time: int = -1
+    open: str = "2"
+    high: str = "3"
+    low: str = "1"
+    close: str = "2"
+    volume: str = "5"
+    quote_volume: str = "10"
+    trades: int = 9
+    taker_base: str = "1"
+    taker_quote: str = "2"
+    first_id: int = 1
+    last_id: int = 2
+    closed: bool = True
+
+    def __post_init__(self) -> None:
+        if self.close_time == -1:  # not given: a full candle
+            object.__setattr__(self, "close_time", close_time(self.interval, self.open_time))
+
+    @property
+    def stream(self) -> str:
+        """The combined-stream name: ``btcusdt@kline_1m``."""
+        return f"{self.symbol.lower()}@kline_{self.interval}"
+
+    def payload(self) -> dict[str, Any]:
+        """The ``"k"`` object, in Binance's key order."""
+        return {
+            "t": self.open_time,
+            "T": self.close_time,
+            "s": self.symbol,
+            "i": self.interval,
+            "f": self.first_id,
+            "L": self.last_id,
+            "o": self.open,
+            "c": self.close,
+            "h": self.high,
+            "l": self.low,
+            "v": self.volume,
+            "n": self.trades,
+            "x": self.closed,
+            "q": self.quote_volume,
+            "V": self.taker_base,
+            "Q": self.taker_quote,
+            "B": "0",
+        }
+
+    def event(self, event_time: int | None = None) -> dict[str, Any]:
+        """The raw kline event ``{"e":"kline","E":…,"s":…,"k":{…}}``.
+
+        ``event_time`` defaults to just after the close for a closed kline, just after the open otherwise.
+        """
+        if event_time is None:
+            event_time = (self.close_time if self.closed else self.open_time) + 1
+        return {"e": "kline", "E": event_time, "s": self.symbol, "k": self.payload()}
+
+    def frame(self, *, combined: bool = True, event_time: int | None = None, stream: str | None = None) -> str:
+        """The frame's text, compact as Binance sends it: combined (``{"stream":…,"data":…}``, the
+        stream name defaulting to :attr:`stream`) or raw."""
+        event = self.event(event_time)
+        return _encode({"stream": stream or self.stream, "data": event} if combined else event).decode()
+
+    def rest_row(self) -> list[object]:
+        """The 12-element row of a REST klines response."""
+        return [self.open_time, self.open, self.high, self.low, self.close, self.volume, self.close_time,
+                self.quote_volume, self.trades, self.taker_base, self.taker_quote, "0"]  # fmt: skip
+
+    def candle(self, market: str) -> Candle:
+        """The :class:`Candle` this kline parses to in ``market`` once closed (for times in ms)."""
+        f = float
+        return Candle(market, self.symbol.upper(), self.interval, self.open_time, f(self.open), f(self.high),
+                      f(self.low), f(self.close), f(self.volume), f(self.quote_volume), self.trades,
+                      f(self.taker_base), f(self.taker_quote))  # fmt: skip
+
+
+def _wire(spec: SymbolSpec, interval: str, k: Kline, closed: bool = True) -> WireKline:
+    o, h, lo, c, v, qv, bv, bq = _strings(spec, k)
+    return WireKline(spec.symbol, interval, k.open_time, k.close_time, o, h, lo, c, v, qv, k.trades, bv, bq,
+                     k.first_id, k.last_id, closed)  # fmt: skip
+
+
 def ws_kline_event(spec: SymbolSpec, interval: str, k: Kline, event_time: int, closed: bool) -> dict[str, Any]:
     """The raw kline event (``{"e":"kline","E":…,"s":…,"k":{…}}``) in Binance's key order."""
-    o, h, lo, c, v, qv, bv, bq = _strings(spec, k)
-    return {
-        "e": "kline",
-        "E": event_time,
-        "s": spec.symbol,
-        "k": {
-            "t": k.open_time,
-            "T": k.close_time,
-            "s": spec.symbol,
-            "i": interval,
-            "f": k.first_id,
-            "L": k.last_id,
-            "o": o,
-            "c": c,
-            "h": h,
-            "l": lo,
-            "v": v,
-            "n": k.trades,
-            "x": closed,
-            "q": qv,
-            "V": bv,
-            "Q": bq,
-            "B": "0",
-        },
-    }
+    return _wire(spec, interval, k, closed).event(event_time)
 
 
 def ws_kline_frame(
     spec: SymbolSpec, interval: str, k: Kline, *, event_time: int, closed: bool, stream: str | None
 ) -> str:
     """A kline frame as text: combined (``{"stream":…,"data":…}``) when ``stream`` is given, else raw."""
-    event = ws_kline_event(spec, interval, k, event_time, closed)
-    body = event if stream is None else {"stream": stream, "data": event}
-    return _encode(body).decode()
+    return _wire(spec, interval, k, closed).frame(combined=stream is not None, event_time=event_time, stream=stream)
 
 
 def server_shutdown_frame(event_time: int, *, combined: bool) -> str:
@@ -111,8 +184,7 @@ def ws_result(result: object, request_id: object) -> str:
 
 def rest_row(spec: SymbolSpec, k: Kline) -> list[object]:
     """One row of a REST klines response: the 12-element array."""
-    o, h, lo, c, v, qv, bv, bq = _strings(spec, k)
-    return [k.open_time, o, h, lo, c, v, k.close_time, qv, k.trades, bv, bq, "0"]
+    return _wire(spec, "", k).rest_row()
 
 
 def binance_error(code: int, msg: str) -> bytes:
