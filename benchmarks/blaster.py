@@ -38,6 +38,8 @@ from collections.abc import Iterator
 from contextlib import suppress
 from typing import Final
 
+from trio_klines.testing.wire import WireKline
+
 __all__ = ["SYMBOLS", "T0", "accept_key", "encode_frame", "frames", "kline_json", "main"]
 
 SYMBOLS: Final = [f"SYM{i:03d}USDT" for i in range(50)]
@@ -52,13 +54,18 @@ _MAX_REQUEST: Final = 16 * 1024
 
 
 def kline_json(symbol: str, open_time: int, closed: bool, trades: int | str) -> bytes:
-    """One combined-stream ``1m`` kline frame's text, as Binance futures writes it."""
-    k = (f'{{"t":{open_time},"T":{open_time + 59_999},"s":"{symbol}","i":"1m","f":1,"L":2,"o":"100.0",'
-         f'"c":"101.5","h":"102.0","l":"99.5","v":"12.345","n":{trades},"x":{"true" if closed else "false"},'
-         f'"q":"1250.5","V":"6.1","Q":"620.2","B":"0"}}')  # fmt: skip
-    return (
-        f'{{"stream":"{symbol.lower()}@kline_1m","data":{{"e":"kline","E":{open_time},"s":"{symbol}","k":{k}}}}}'
-    ).encode()
+    """One combined-stream ``1m`` kline frame's text, as Binance futures writes it.
+
+    A ``str`` ``trades`` goes into the text as it is, unquoted: the latency mode's placeholder, which
+    the sender overwrites with a stamp of the same width.
+    """
+    kline = WireKline(symbol, "1m", open_time, open="100.0", high="102.0", low="99.5", close="101.5",
+                      volume="12.345", quote_volume="1250.5", trades=0 if isinstance(trades, str) else trades,
+                      taker_base="6.1", taker_quote="620.2", closed=closed)  # fmt: skip
+    text = kline.frame(event_time=open_time).encode()
+    if isinstance(trades, str):
+        text = text.replace(b'"n":0,', f'"n":{trades},'.encode(), 1)
+    return text
 
 
 def frames(shape: str, count: int) -> list[bytes]:

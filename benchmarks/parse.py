@@ -29,6 +29,7 @@ import pandas as pd
 
 from trio_klines.core.parse import Candle, _frame_decoder, frame_parser, parse_frame
 from trio_klines.store.tables import COLUMNS
+from trio_klines.testing.wire import WireKline
 
 MARKET = "usdt_futures"
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT", "ADAUSDT", "LINKUSDT")
@@ -46,14 +47,13 @@ def make_frames(count: int, seed: int = 7, *, closed: bool = True) -> list[bytes
         o, c = rng.sample(prices[1:3], 2)
         v = rng.randrange(1, 10**7)
         q = v * prices[1] // 100
-        k = {
-            "t": t, "T": t + 59_999, "s": symbol, "i": "1m", "f": 10**9 + i * 100, "L": 10**9 + i * 100 + 99,
-            "o": f"{o / 100:.2f}", "c": f"{c / 100:.2f}", "h": f"{prices[3] / 100:.2f}", "l": f"{prices[0] / 100:.2f}",
-            "v": f"{v / 1000:.3f}", "n": rng.randrange(0, 5000), "x": closed, "q": f"{q / 1000:.5f}",
-            "V": f"{v // 2 / 1000:.3f}", "Q": f"{q // 2 / 1000:.5f}", "B": "0",
-        }  # fmt: skip
-        frame = {"stream": f"{symbol.lower()}@kline_1m", "data": {"e": "kline", "E": t + 60_001, "s": symbol, "k": k}}
-        out.append(json.dumps(frame, separators=(",", ":")).encode())
+        kline = WireKline(
+            symbol, "1m", t, open=f"{o / 100:.2f}", high=f"{prices[3] / 100:.2f}", low=f"{prices[0] / 100:.2f}",
+            close=f"{c / 100:.2f}", volume=f"{v / 1000:.3f}", quote_volume=f"{q / 1000:.5f}",
+            trades=rng.randrange(0, 5000), taker_base=f"{v // 2 / 1000:.3f}", taker_quote=f"{q // 2 / 1000:.5f}",
+            first_id=10**9 + i * 100, last_id=10**9 + i * 100 + 99, closed=closed,
+        )  # fmt: skip
+        out.append(kline.frame(event_time=t + 60_001).encode())
     return out
 
 

@@ -12,89 +12,11 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from trio_klines.core.markets import MARKETS, close_time, floor_open_time, is_open_time, next_open_time
+from trio_klines.core.markets import MARKETS, close_time, is_open_time
 from trio_klines.core.parse import Candle, frame_parser, parse_frame, parse_rest_klines, parse_rest_row
 from trio_klines.errors import BinanceError, ConfigError, MalformedMessage, ServerShutdown
-
-# --- generating candles exactly as Binance encodes them -----------------------------------------
-
-
-def decimal(units: int, places: int) -> str:
-    """Binance's fixed-point decimal string: ``units × 10^-places`` with all the places written out."""
-    if places == 0:
-        return str(units)
-    return f"{units // 10**places}.{units % 10**places:0{places}d}"
-
-
-@st.composite
-def wire_candles(draw: st.DrawFn, *, closed: bool = True) -> tuple[dict[str, Any], Candle]:
-    """A kline payload ``k`` as Binance sends it and the :class:`Candle` it must parse to."""
-    market = draw(st.sampled_from(list(MARKETS)))
-    interval = draw(st.sampled_from(MARKETS[market].intervals))
-    symbol = draw(st.from_regex(r"[A-Z0-9_]{1,32}", fullmatch=True))
-    open_time = floor_open_time(interval, draw(st.integers(1_500_000_000_000, 4_000_000_000_000)))
-    end = next_open_time(interval, open_time)
-    # Usually a full candle; sometimes one that closed early at a trading halt.
-    closes = draw(st.one_of(st.just(end - 1), st.integers(open_time, end - 1)))
-    price_places = draw(st.integers(0, 8))
-    volume_places = draw(st.integers(0, 8))
-    prices = sorted(draw(st.lists(st.integers(0, 10**13), min_size=4, max_size=4)))
-    low, high = prices[0], prices[3]
-    open_, close = draw(st.permutations(prices[1:3]))
-    volume = draw(st.integers(0, 10**15))
-    quote = draw(st.integers(0, 10**15))
-    taker_base = draw(st.integers(0, volume))
-    taker_quote = draw(st.integers(0, quote))
-    trades = draw(st.integers(0, 10**9))
-    k = {
-        "t": open_time,
-        "T": closes,
-        "s": symbol,
-        "i": interval,
-        "f": draw(st.integers(0, 2**40)),
-        "L": draw(st.integers(0, 2**40)),
-        "o": decimal(open_, price_places),
-        "c": decimal(close, price_places),
-        "h": decimal(high, price_places),
-        "l": decimal(low, price_places),
-        "v": decimal(volume, volume_places),
-        "n": trades,
-        "x": closed,
-        "q": decimal(quote, volume_places),
-        "V": decimal(taker_base, volume_places),
-        "Q": decimal(taker_quote, volume_places),
-        "B": "0",
-    }
-    candle = Candle(
-        market,
-        symbol,
-        interval,
-        open_time,
-        float(k["o"]),
-        float(k["h"]),
-        float(k["l"]),
-        float(k["c"]),
-        float(k["v"]),
-        float(k["q"]),
-        trades,
-        float(k["V"]),
-        float(k["Q"]),
-    )
-    return k, candle
-
-
-@st.composite
-def frames(draw: st.DrawFn, k: dict[str, Any]) -> str | bytes:
-    """``k`` wrapped the ways it reaches us: combined or raw, str or bytes, with extra keys or not."""
-    event: dict[str, Any] = {"e": "kline", "E": k["T"] + draw(st.integers(0, 500)), "s": k["s"], "k": k}
-    if draw(st.booleans()):  # fields the 2026 CM/UM migration adds, and anything else unknown
-        event |= {"st": 1, "ps": k["s"], "zz": [1, {"a": None}]}
-    payload: dict[str, Any] = event
-    if draw(st.booleans()):
-        payload = {"stream": f"{k['s'].lower()}@kline_{k['i']}", "data": event}
-    text = json.dumps(payload, separators=(",", ":"))
-    return text.encode() if draw(st.booleans()) else text
-
+from trio_klines.testing import WireKline
+from trio_klines.testing.strategies import KlineCase, frames_of, rest_rows, wire_klines
 
 # --- round trips ------------------------------------------------------------------------------
 
@@ -102,23 +24,22 @@ def frames(draw: st.DrawFn, k: dict[str, Any]) -> str | bytes:
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_closed_candles_round_trip_exactly(data: st.DataObject) -> None:
-    k, candle = data.draw(wire_candles())
-    frame = data.draw(frames(k))
-    assert parse_frame(frame, candle.market) == candle
-    assert frame_parser(MARKETS[candle.market])(frame) == candle
+    market, kline, candle = data.draw(wire_klines())
+    frame = data.draw(frames_of(kline))
+    assert parse_frame(frame, market) == candle
+    assert frame_parser(MARKETS[market])(frame) == candle
 
 
 @given(st.data())
 def test_open_candles_give_none(data: st.DataObject) -> None:
-    k, candle = data.draw(wire_candles(closed=False))
-    assert parse_frame(data.draw(frames(k)), candle.market) is None
+    market, kline, _ = data.draw(wire_klines(closed=False))
+    assert parse_frame(data.draw(frames_of(kline)), market) is None
 
 
 @settings(max_examples=200)
-@given(wire_candles())
-def test_rest_rows_round_trip_exactly(generated: tuple[dict[str, Any], Candle]) -> None:
-    k, candle = generated
-    row = [k["t"], k["o"], k["h"], k["l"], k["c"], k["v"], k["T"], k["q"], k["n"], k["V"], k["Q"], "0"]
+@given(rest_rows())
+def test_rest_rows_round_trip_exactly(generated: tuple[list[object], KlineCase]) -> None:
+    row, (_, _, candle) = generated
     assert parse_rest_row(row, candle.market, candle.symbol.lower(), candle.interval) == candle
     body = json.dumps([row, row])
     assert parse_rest_klines(body, candle.market, candle.symbol, candle.interval) == [candle, candle]
@@ -162,8 +83,9 @@ def check_outcome(frame: str | bytes, market: str) -> None:
 @settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_mutated_frames_raise_only_documented_errors(data: st.DataObject) -> None:
-    k, candle = data.draw(wire_candles(closed=data.draw(st.booleans())))
-    event: dict[str, Any] = {"e": "kline", "E": 1, "s": k["s"], "k": k}
+    _, kline, candle = data.draw(wire_klines(closed=data.draw(st.booleans())))
+    event: dict[str, Any] = kline.event(1)
+    k = event["k"]
     payload: dict[str, Any] = {"stream": "x@kline_1m", "data": event} if data.draw(st.booleans()) else event
     target = data.draw(st.sampled_from(["k", "event", "top"]))
     obj = k if target == "k" else event if target == "event" else payload
@@ -210,12 +132,12 @@ def test_random_json_raises_only_documented_errors(value: object) -> None:
     ],
 )
 def test_specific_bad_values_say_why(field: str, value: object, reason: str) -> None:
-    k = {"t": 1_500_000_000_000 - 1_500_000_000_000 % 60_000, "s": "BTCUSDT", "i": "1m", "x": True, "n": 3}
-    k |= {"o": "1", "c": "1", "h": "1", "l": "1", "v": "2", "q": "2", "V": "1", "Q": "1"}
-    k["T"] = k["t"] + 59_999
-    k[field] = value
+    t = 1_500_000_000_000 - 1_500_000_000_000 % 60_000
+    ones = {"open": "1", "high": "1", "low": "1", "close": "1", "taker_base": "1", "taker_quote": "1"}
+    event = WireKline("BTCUSDT", "1m", t, volume="2", quote_volume="2", trades=3, **ones).event(1)
+    event["k"][field] = value
     with pytest.raises(MalformedMessage, match=re.escape(reason)) as info:
-        parse_frame(json.dumps({"e": "kline", "E": 1, "s": "BTCUSDT", "k": k}), "usdt_futures")
+        parse_frame(json.dumps(event), "usdt_futures")
     assert info.value.reason and info.value.frame
 
 
@@ -313,9 +235,8 @@ def test_unknown_market_is_a_config_error() -> None:
 
 
 def kline_frame(open_time: int, close: int, interval: str, symbol: str = "BTCUSDT") -> str:
-    k = {"t": open_time, "T": close, "s": symbol, "i": interval, "o": "2", "c": "2", "h": "3", "l": "1"}
-    k |= {"v": "5", "n": 9, "x": True, "q": "10", "V": "1", "Q": "2"}
-    return json.dumps({"e": "kline", "E": close + 1, "s": symbol, "k": k})
+    """A raw frame of a closed candle; ``close`` is its close time (``T``)."""
+    return WireKline(symbol, interval, open_time, close).frame(combined=False)
 
 
 def test_microsecond_times_become_milliseconds() -> None:
@@ -395,8 +316,8 @@ def test_rest_malformed_bodies(body: str | bytes, reason: str) -> None:
 @settings(max_examples=300)
 @given(st.data())
 def test_mutated_rest_rows_raise_only_malformed(data: st.DataObject) -> None:
-    k, candle = data.draw(wire_candles())
-    row: list[Any] = [k["t"], k["o"], k["h"], k["l"], k["c"], k["v"], k["T"], k["q"], k["n"], k["V"], k["Q"], "0"]
+    row: list[Any]
+    row, (_, _, candle) = data.draw(rest_rows())
     index = data.draw(st.integers(0, 11))
     action = data.draw(st.sampled_from(["drop", "retype", "odd", "truncate"]))
     if action == "drop":
