@@ -1,4 +1,7 @@
-"""Every WebSocket fault of the fake exchange, observed by a plain client (REST faults: test_exchange_rest)."""
+"""Every WebSocket fault of the fake exchange, and the garbled REST answer, observed by plain clients.
+
+The REST faults that replace the answer (429, 418, 5xx, slow) are in test_exchange_rest.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +11,14 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
-from trio_klines.core.parse import parse_frame
+from trio_klines.core.parse import parse_frame, parse_rest_klines
 from trio_klines.errors import BinanceError, MalformedMessage
-from trio_klines.testing import FakeExchange, open_exchange
+from trio_klines.testing import FakeExchange, open_exchange, parse_faults
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -193,3 +197,37 @@ async def test_outage_and_cutoff_combine_with_other_faults() -> None:
         with trio.fail_after(5):
             closed = await read_until_closed(ws)
     assert closed.reason.code == 1000
+
+
+async def klines_outcome(ex: FakeExchange, client: httpx.AsyncClient) -> int | str:
+    """The status of one spot klines call, or ``"garbled"`` when httpx cannot decode its body."""
+    m = ex.markets["spot"]
+    try:
+        response = await client.get(m.rest_url + m.klines_path, params={"symbol": "BTCUSDT", "interval": "1m"})
+    except httpx.DecodingError:
+        return "garbled"
+    return response.status_code
+
+
+async def test_rest_bad_gzip_marks_klines_gzip_without_compressing_them() -> None:
+    assert str(parse_faults("rest_bad_gzip=0.25")) == "rest_bad_gzip=0.25"
+    async with open_exchange(seed=1, speed=FAST, start=T0, faults="rest_bad_gzip=1") as ex, httpx.AsyncClient() as c:
+        m = ex.markets["spot"]
+        params = {"symbol": "BTCUSDT", "interval": "1m", "limit": 3}
+        async with c.stream("GET", m.rest_url + m.klines_path, params=params) as response:
+            raw = b"".join([chunk async for chunk in response.aiter_raw()])
+        assert response.status_code == 200 and response.headers["content-encoding"] == "gzip"
+        assert len(parse_rest_klines(raw, "spot", "BTCUSDT", "1m")) == 3  # the right rows, never compressed
+        assert await klines_outcome(ex, c) == "garbled"
+        time_answer = await c.get(m.rest_url + m.time_path)  # klines only
+        assert time_answer.status_code == 200 and "content-encoding" not in time_answer.headers
+        assert ex.rest.stats["fault_rest_bad_gzip"] == 2
+
+
+async def test_rest_bad_gzip_with_a_probability_is_seeded() -> None:
+    runs = []
+    for _ in range(2):
+        async with open_exchange(seed=1, start=T0, faults="rest_bad_gzip=0.5") as ex, httpx.AsyncClient() as c:
+            runs.append([await klines_outcome(ex, c) for _ in range(40)])
+    assert runs[0] == runs[1]  # the same seed garbles the same requests
+    assert 8 < runs[0].count("garbled") < 32 and set(runs[0]) == {"garbled", 200}

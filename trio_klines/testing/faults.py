@@ -16,7 +16,7 @@ from .history import Outage, key_of, mix64
 
 __all__ = ["FAULT_KEYS", "Dice", "Faults", "parse_faults"]
 
-#: Probabilities in [0, 1]: per WebSocket frame (drop … reorder) or per REST request (rest429 … rest5xx).
+#: Probabilities in [0, 1]: per WebSocket frame (drop … reorder) or per REST request (rest429 … rest_bad_gzip).
 _PROBABILITIES: Final = (
     "drop",
     "close",
@@ -28,6 +28,7 @@ _PROBABILITIES: Final = (
     "rest429",
     "rest418",
     "rest5xx",
+    "rest_bad_gzip",
 )
 #: Durations in wall-clock seconds.
 _SECONDS: Final = ("stall_s", "rest_slow")
@@ -45,6 +46,7 @@ _HELP: Final = {
     "rest429": "probability per REST request of HTTP 429 with Retry-After",
     "rest418": "probability per REST request of HTTP 418 (IP ban) with Retry-After",
     "rest5xx": "probability per REST request of an HTTP 5xx",
+    "rest_bad_gzip": "probability per REST klines answer of a 200 marked Content-Encoding: gzip whose body is not gzip",
     "rest_slow": "delay of every REST response in wall-clock seconds",
     "retry_after": "Retry-After seconds sent with 429/418 (default: until the next weight window)",
 }
@@ -70,6 +72,8 @@ class Faults:
     rest429: float = 0.0
     rest418: float = 0.0
     rest5xx: float = 0.0
+    #: A klines answer the client cannot decode (httpx: ``DecodingError``): the right rows, not gzipped.
+    rest_bad_gzip: float = 0.0
     rest_slow: float = 0.0
     retry_after: int | None = None
 

@@ -7,6 +7,11 @@ closest to ``endTime`` within a window of at most 200 days (``-4088`` beyond). T
 included as it stands. Request weight is counted per exchange-time minute, in one pool for spot and
 one shared by USDⓈ-M and COIN-M.
 
+The REST faults (:class:`~trio_klines.testing.faults.Faults`): ``rest418``, ``rest429`` and ``rest5xx`` replace
+the answer before the request is served; ``rest_bad_gzip`` serves the klines (weight charged) but marks the
+body ``Content-Encoding: gzip`` without compressing it, a garbled answer the client cannot decode. Those
+that fired are counted in :attr:`RestApi.stats` (``fault_rest_bad_gzip``, …).
+
 Like Binance, a client that keeps calling after a ``429`` is banned: a request that reaches a pool
 inside a 429's ``Retry-After`` window (later than requests already in flight could) is a violation,
 answered ``429`` again; the :data:`BAN_AFTER`-th violation in a row gets ``418``. One stray call (a
@@ -15,6 +20,7 @@ process restarted during another's wait, say) is not a ban.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 from collections.abc import Callable
@@ -93,6 +99,7 @@ class RestApi:
         faults: Faults,
         dice: Dice,
         wall_seconds: Callable[[float], float],
+        stats: collections.Counter[str] | None = None,
     ) -> None:
         self._history = history
         self._now = now
@@ -104,6 +111,9 @@ class RestApi:
         #: Per weight pool, the exchange-time window in which a call ignores the last 429.
         self._penalty: dict[str, tuple[int, int]] = {}
         self._violations: dict[str, int] = {}
+        #: The answer-altering faults that fired, by name (``fault_rest_bad_gzip``); pass the exchange's own
+        #: counter to have them there.
+        self.stats: collections.Counter[str] = collections.Counter() if stats is None else stats
 
     def handle(self, market: Market, path: str, query: bytes | str) -> RestResponse:
         """The response to ``GET <market prefix><path>?<query>``, headers included."""
@@ -142,7 +152,12 @@ class RestApi:
             response = RestResponse(429, binance_error(-1003, msg), self._retry_after(now))
             return self._penalise(_with_weight(response, market, used), market, now)
         used = self.budget.charge(market, weight, now)
-        return _with_weight(RestResponse(200, answer()), market, used)
+        response = _with_weight(RestResponse(200, answer()), market, used)
+        if route == self._klines and self._dice.hit("rest_bad_gzip", self._faults.rest_bad_gzip, self._serial):
+            # Served and charged like any answer, then garbled on its way: what a broken proxy does.
+            self.stats["fault_rest_bad_gzip"] += 1
+            response = dataclasses.replace(response, headers=(*response.headers, ("content-encoding", "gzip")))
+        return response
 
     # --- faults -------------------------------------------------------------------------------
 
