@@ -63,3 +63,16 @@ def test_bad_arguments_exit_2_with_a_message(tmp_path: Path, args: list[str], me
     code, _, err = run(*args, "--data", str(tmp_path)) if args[0] != "exchange" else run(*args)
     assert code == 2
     assert message in err
+
+
+def test_the_backfill_progress_bar_counts_pages_and_rows(capsys: pytest.CaptureFixture[str]) -> None:
+    from trio_klines.cli.data import _ProgressBar
+    from trio_klines.pipeline.history import HistoryProgress
+
+    bar = _ProgressBar()
+    bar.close()  # before any report: nothing to close
+    bar(HistoryProgress(pages=0, total_pages=4, candles=0))
+    bar(HistoryProgress(pages=3, total_pages=4, candles=2500))
+    bar.close()
+    err = capsys.readouterr().err
+    assert "backfill" in err and "3/4" in err and "rows=2500" in err
