@@ -15,7 +15,8 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
-from trio_klines.cli import main, parse_instant
+from trio_klines.cli import main
+from trio_klines.config import parse_time
 from trio_klines.core.markets import apply_endpoints
 from trio_klines.core.parse import parse_frame, parse_rest_klines
 from trio_klines.errors import ConfigError
@@ -141,10 +142,10 @@ def test_a_port_in_use_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
-def test_parse_instant() -> None:
-    assert parse_instant("1704067200000") == T0
-    assert parse_instant("2024-01-01") == T0
-    assert parse_instant("2024-01-01T00:01Z") == T0 + 60_000
-    assert parse_instant("2024-01-01T02:00+02:00") == T0
+def test_time_flags_take_epoch_ms_or_iso_dates() -> None:
+    assert parse_time("1704067200000") == T0
+    assert parse_time("2024-01-01") == T0
+    assert parse_time("2024-01-01T00:01Z") == T0 + 60_000
+    assert parse_time("2024-01-01T02:00+02:00") == T0
     with pytest.raises(ConfigError, match=r"ISO date or date-time .* or epoch ms"):
-        parse_instant("soon")
+        parse_time("soon")

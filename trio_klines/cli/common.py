@@ -1,7 +1,9 @@
 """Shared pieces of the command line: the :class:`Command` record, argument types, logging set-up.
 
-Each command lives in a module named for its concern (``cli_exchange``, ``cli_record``, ``cli_data``)
-and is registered in :data:`trio_klines.cli.COMMANDS`.
+Each command lives in a module named for its concern (``exchange``, ``record``, ``data``) and is
+registered in :data:`trio_klines.cli.COMMANDS`. Building the parser must stay cheap (``--help`` builds
+every command's): these modules import only the standard library and light modules of ours at import
+time (config, errors, core.markets); a command imports the rest inside its ``run`` function.
 """
 
 from __future__ import annotations
@@ -12,10 +14,9 @@ import logging
 import sys
 from collections.abc import Callable
 
-from ..config import parse_time
 from ..errors import ConfigError
 
-__all__ = ["Command", "argument_type", "bounded_int", "configure_logging", "parse_instant", "positive_float"]
+__all__ = ["Command", "argument_type", "bounded_int", "configure_logging", "positive_float"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -26,14 +27,10 @@ class Command:
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
-    #: Shown after the options, as written (line breaks kept); built lazily so imports stay lazy.
+    #: Shown after the options, as written (line breaks kept); called only when the help is printed.
     epilog: Callable[[], str] | None = None
     #: Log level unless ``--log-level`` says otherwise.
     log_level: str = "WARNING"
-
-
-#: Epoch milliseconds from ``1704067200000`` or an ISO date/time (UTC if naive); :class:`ConfigError` otherwise.
-parse_instant = parse_time
 
 
 # --- argument types -------------------------------------------------------------------------

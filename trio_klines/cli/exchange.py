@@ -10,10 +10,11 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from .common import Command, argument_type, bounded_int, parse_instant, positive_float
+from ..config import parse_time
+from .common import Command, argument_type, bounded_int, positive_float
 
 if TYPE_CHECKING:
-    from ..testing import ExchangeConfig
+    from ..testing import ExchangeConfig, Faults
 
 log = logging.getLogger("trio_klines.cli")
 
@@ -21,9 +22,14 @@ log = logging.getLogger("trio_klines.cli")
 # --- exchange -------------------------------------------------------------------------------
 
 
-def _exchange_arguments(parser: argparse.ArgumentParser) -> None:
+def _parse_faults(text: str) -> Faults:
+    """``--faults``: the fault syntax of :func:`trio_klines.testing.parse_faults`, imported when used."""
     from ..testing import parse_faults
 
+    return parse_faults(text)
+
+
+def _exchange_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=bounded_int(0, 65535), default=0, help="port; 0 picks a free one (default)")
     parser.add_argument("--seed", type=bounded_int(-(2**63), 2**63 - 1), default=0, help="history seed (default 0)")
@@ -32,13 +38,13 @@ def _exchange_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--start",
-        type=argument_type(parse_instant),
+        type=argument_type(parse_time),
         default=None,
         help="exchange time at start-up: epoch ms or ISO date/time (default: now)",
     )
     parser.add_argument(
         "--faults",
-        type=argument_type(parse_faults),
+        type=argument_type(_parse_faults),
         default=None,
         metavar="KEY=VALUE,…",
         help="faults to inject, for example drop=0.01,stall=0.02,stall_s=1 (keys below)",

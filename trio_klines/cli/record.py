@@ -5,20 +5,21 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import trio
+from ..config import DEFAULT_DATA_DIR, TRANSPORTS, RecorderConfig, load_endpoints, load_toml, merge, parse_time
+from .common import Command, argument_type, positive_float
 
-from ..config import DEFAULT_DATA_DIR, TRANSPORTS, RecorderConfig, load_endpoints, load_toml, merge
-from ..recorder import Recorder
-from .common import Command, argument_type, parse_instant, positive_float
+if TYPE_CHECKING:
+    import trio
+
+    from ..recorder import Recorder
 
 log = logging.getLogger("trio_klines.cli")
 
 #: The original article's set, recorded by ``demo``.
-DEMO_STREAMS = ("usdt_futures:1m:BTCUSDT,ETHUSDT", "coin_futures:3m:BTCUSD_PERP,ETHUSD_PERP", "spot:1m:BTCUSDT,BNBUSDT")
+DEMO_SERIES = ("usdt_futures:1m:BTCUSDT,ETHUSDT", "coin_futures:3m:BTCUSD_PERP,ETHUSD_PERP", "spot:1m:BTCUSDT,BNBUSDT")
 DEMO_DATA_DIR = Path("demo-data")
 #: How long a stop may take before the second signal forces it.
 STOP_GRACE_S = 5.0
@@ -31,7 +32,7 @@ def add_recording_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         dest="streams",
         metavar="MARKET:INTERVAL:SYM[,SYM…]",
-        help="a market, an interval and symbols, e.g. usdt_futures:1m:BTCUSDT,ETHUSDT (repeatable)",
+        help="series: a market, an interval and symbols, e.g. usdt_futures:1m:BTCUSDT,ETHUSDT (repeatable)",
     )
     parser.add_argument("--config", type=Path, help="TOML file with data, streams, endpoints, timeouts, flush settings")
     parser.add_argument("--data", type=Path, dest="data_dir", help=f"data directory (default ./{DEFAULT_DATA_DIR})")
@@ -62,9 +63,10 @@ def _record_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--since",
-        type=argument_type(parse_instant),
+        type=argument_type(parse_time),
         metavar="TIME",
-        help="first run: backfill each series from this ISO date-time or epoch ms (default: the first live candle)",
+        help="backfill each series from this ISO date-time or epoch ms: on the first run, and on any later run "
+        "whose stored record starts after it (default: start at the first live candle)",
     )
     parser.add_argument("--no-backfill", action="store_true", help="do not fill holes from REST (gaps are only logged)")
     parser.add_argument(
@@ -79,6 +81,8 @@ def _record_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_record(args: argparse.Namespace) -> int:
+    import trio
+
     extra: dict[str, Any] = {"receive_timeout": args.receive_timeout, "flush_seconds": args.flush_seconds,
                              "since": args.since, "transport": args.transport}  # fmt: skip
     if args.no_backfill:
@@ -91,7 +95,18 @@ def _run_record(args: argparse.Namespace) -> int:
 
 
 async def record_until_signalled(config: RecorderConfig, quiet: bool, summary_every: float) -> None:
-    """Record until SIGINT or SIGTERM; then flush, compact and return (a second signal stops at once)."""
+    """Record until SIGINT or SIGTERM, then flush, compact and return; a second signal stops at once.
+
+    Raises:
+      KlinesError: what :class:`~trio_klines.recorder.Recorder` raises when it cannot start or go on
+        (for example :class:`~trio_klines.errors.StoreLocked`: another process writes the store).
+
+    If cancelled, the recorder is cancelled as on a second signal: it does not wait for the flush.
+    """
+    import trio
+
+    from ..recorder import Recorder
+
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             async with Recorder(config) as rec:
@@ -113,6 +128,8 @@ async def _force_stop_on_second_signal(signals: Any, scope: trio.CancelScope) ->
 
 
 async def _summaries(rec: Recorder, every: float) -> None:
+    import trio
+
     while True:
         await trio.sleep(every)
         logging.getLogger("trio_klines.summary").info("%s", rec.stats().summary())
@@ -141,27 +158,32 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    import trio
+
     trio.run(_demo, args.data_dir, args.seconds, args.speed)
     print_stored(args.data_dir)
     return 0
 
 
 async def _demo(data_dir: Path, seconds: float, speed: float) -> None:
-    from ..testing import open_exchange  # the fake exchange pulls in the server libraries
+    import trio
+
+    from ..recorder import Recorder
+    from ..testing import open_exchange
 
     async with open_exchange(seed=1, speed=speed) as exchange:
         config = RecorderConfig.build(
-            streams=DEMO_STREAMS, endpoints=exchange.endpoints, data_dir=data_dir, flush_seconds=0.25
+            streams=DEMO_SERIES, endpoints=exchange.endpoints, data_dir=data_dir, flush_seconds=0.25
         )
         logging.getLogger("trio_klines.record").setLevel(logging.WARNING)
-        log.info("demo: recording %s for %gs at %g× speed into %s", ", ".join(DEMO_STREAMS), seconds, speed, data_dir)
+        log.info("demo: recording %s for %gs at %g× speed into %s", ", ".join(DEMO_SERIES), seconds, speed, data_dir)
         with trio.move_on_after(seconds):
             async with Recorder(config) as rec:
                 await trio.sleep_forever()
         log.info("demo: %s", rec.stats().summary())
 
 
-def print_stored(data_dir: Path, series: Sequence[Any] | None = None) -> None:
+def print_stored(data_dir: Path) -> None:
     """What the store holds, per series: rows, first and last candle, and the last three rows."""
     import pandas as pd
 
@@ -181,7 +203,7 @@ def print_stored(data_dir: Path, series: Sequence[Any] | None = None) -> None:
 
 DEMO = Command(
     "demo",
-    "record the original article's streams from an in-process fake exchange, then show what was stored",
+    "record the original article's series from an in-process fake exchange, then show what was stored",
     _demo_arguments,
     _run_demo,
     log_level="INFO",
