@@ -1,12 +1,36 @@
-"""Suite-wide hooks: the figures tests report (chaos counts, …) close the run's summary."""
+"""Suite-wide hooks: the Hypothesis profile, the ``slow`` marker by directory, the figures tests report.
+
+``python -m pytest -m "not slow"`` is the fast loop; ``python -m pytest`` runs everything.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from e2e_support import FIGURES
+
+# CI (which sets CI=true) runs the same examples every time, so a red build is reproducible and a
+# failure prints the blob that replays it; a developer's runs explore new examples. Neither has a
+# deadline: on a loaded machine an example's time says nothing about the code. HYPOTHESIS_PROFILE
+# picks one explicitly.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
+
+#: Every test under these directories is ``slow``: end-to-end runs of processes, chaos, benchmarks.
+SLOW_DIRS = tuple(Path(__file__).parent / name for name in ("e2e", "bench"))
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(item.path.is_relative_to(directory) for directory in SLOW_DIRS):
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
