@@ -60,7 +60,8 @@ class SilenceMonitor:
         self.minimum = minimum
         self.check_every = check_every
         #: Stream → when it was last heard. Public so that a receive loop records a frame with one dict
-        #: store (a method call per frame would double that cost); a stream never heard counts as just heard.
+        #: store (a method call per frame would double that cost). A stream never heard is given the time
+        #: of the first check (or of :meth:`new_session`).
         self.heard_at: dict[str, float] = {}
         #: When the next :meth:`check` is due; the caller reads it (a check is cheap, not free).
         self.next_check = math.inf
@@ -102,8 +103,8 @@ class SilenceMonitor:
     def new_session(self, now: float) -> None:
         """A new connection delivered its first frame: every stream gets its full allowance from ``now``.
 
-        Alarms in a row are kept: a stream still silent on the new connection is not resubscribed
-        sooner than its spacing allows.
+        Within that allowance a stream is not silent, so the first check forgets its alarms in a row as
+        if it had spoken: a stream still silent on the new connection starts again with a resubscribe.
         """
         self.heard_at.clear()  # in place: a receive loop holds this very dict
         self.heard_at.update(dict.fromkeys(self._limits, now))
@@ -113,15 +114,15 @@ class SilenceMonitor:
         """The streams silent at ``now`` whose alarm is due, or None; counts their alarms."""
         self.next_check = now + self.check_every
         heard_at, limits, alarms = self.heard_at, self._limits, self._alarms
-        if len(heard_at) > len(limits):
-            for stream in [s for s in heard_at if s not in limits]:
-                del heard_at[stream]
         silent: list[str] = []
         for stream, limit in limits.items():
-            if now - heard_at.get(stream, now) < limit:
+            if now - heard_at.setdefault(stream, now) < limit:
                 alarms.pop(stream, None)  # it speaks (again)
             elif stream not in alarms or now >= alarms[stream][1]:
                 silent.append(stream)
+        if len(heard_at) > len(limits):  # it holds every stream tracked now: the rest are strangers
+            for stream in [s for s in heard_at if s not in limits]:
+                del heard_at[stream]
         if not silent:
             return None
         reconnect = False
