@@ -14,11 +14,14 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import msgspec
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+import trio_klines.store.batches
 import trio_klines.store.dataset
 import trio_klines.store.fileops
 from trio_klines.core.gaps import Gap
@@ -625,3 +628,77 @@ def test_the_write_benchmark_runs() -> None:
     report = json.loads(result.stdout)
     keys = ("rows_per_s_batch_1", "rows_per_s_batch_10000", "append_cost_ratio_1m_vs_1k", "ratio_vs_rewrite_at_100k")
     assert all(report[key] > 0 for key in keys)
+
+
+# --- pyarrow's errors, mapped where the store builds its files ----------------------------------
+
+
+def fail_once(monkeypatch: pytest.MonkeyPatch, module: types.ModuleType, name: str) -> list[str]:
+    """Make ``module.name`` raise pyarrow's ArrowInvalid at its next call only; the calls are listed."""
+    real, calls = getattr(module, name), list[str]()
+
+    def flaky(*args: object, **kwargs: object) -> object:
+        calls.append(name)
+        if len(calls) == 1:
+            raise pa.lib.ArrowInvalid("simulated pyarrow failure")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, flaky)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [(trio_klines.store.batches, "candles_to_table"), (trio_klines.store.dataset, "serialize")],
+    ids=["building the table", "serializing a file"],
+)
+def test_a_pyarrow_failure_while_building_a_batch_is_a_store_error_and_the_batch_can_be_retried(
+    root: Path, monkeypatch: pytest.MonkeyPatch, module: types.ModuleType, name: str
+) -> None:
+    # ArrowInvalid is a ValueError: let through, the writer took it for a refused batch and dropped it.
+    with Store(root) as store:
+        store.append(minutes(JAN_2024, 5))
+        batch = minutes(JAN_2024 + 5 * MINUTE, 50) + minutes(JAN_2024, 3, symbol="ETHUSDT")
+        calls = fail_once(monkeypatch, module, name)
+        with pytest.raises(StoreError, match="simulated pyarrow failure") as caught:
+            store.append(batch)
+        assert calls[0] == name
+        assert not isinstance(caught.value, ValueError | pa.lib.ArrowException | InvalidCandles)
+        assert isinstance(caught.value.__cause__, pa.lib.ArrowInvalid)
+        assert len(stored(root)) == 5  # nothing of the batch
+        assert store.append(batch) == 53  # the caller kept its batch: the retry stores it
+    assert len(stored(root)) == 55
+    assert len(stored(root, Series("spot", "ETHUSDT", "1m"))) == 3
+
+
+def test_a_merge_that_pyarrow_fails_is_counted_and_done_later(
+    root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    with Store(root, ops=FAST) as store:
+        for i in range(8):
+            store.append([candle(JAN_2024 + i * MINUTE, float(i))], compact=False)
+        calls = fail_once(monkeypatch, trio_klines.store.dataset, "merge_tables")
+        with caplog.at_level(logging.ERROR, logger="trio_klines.store"):
+            store.compact_due()  # raises nothing: a failed merge is logged and left for later
+        assert calls and store.compaction_errors == 1
+        assert "simulated pyarrow failure" in caplog.text
+        assert store.compact().errors == ()
+    assert len(files(root)) == 1
+    assert stored(root) == {JAN_2024 + i * MINUTE: float(i) for i in range(8)}
+
+
+def unfit(field: str, value: object) -> Candle:
+    return msgspec.structs.replace(candle(JAN_2024 + 2 * MINUTE), **{field: value})
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [unfit("trade_num", 2**63), unfit("open", "1.5"), unfit("open", None)],
+    ids=["an int beyond int64", "a string for a price", "no price"],
+)
+def test_a_candle_that_does_not_fit_its_column_refuses_the_batch(store: Store, root: Path, bad: Candle) -> None:
+    # The same batch would fail again: refused (dropped by the writer), not a store failure to retry.
+    with pytest.raises(InvalidCandles, match="does not fit the store's columns") as caught:
+        store.append([*minutes(JAN_2024, 2), bad, *minutes(JAN_2024 + 3 * MINUTE, 40)])
+    assert repr(bad) in str(caught.value)
+    assert not (root / "market=spot").exists()

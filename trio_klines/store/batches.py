@@ -1,13 +1,15 @@
 """A batch of candles cut into what the store writes: one sorted, unique table per series and period.
 
 Pure: no I/O. Everything is checked before anything is cut, so a refused batch writes nothing.
+pyarrow's errors pass through, except those that a candle's own values cause (refused, as
+:class:`~trio_klines.errors.InvalidCandles`); the store maps the rest to its own errors.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +22,9 @@ from .layout import MAX_OPEN_TIME, period_of, periods_of
 from .tables import candles_to_table
 
 __all__ = ["Part", "split_batch"]
+
+# What pyarrow raises for a Python value that does not fit its column (a wrong type, an int beyond int64).
+_UNCONVERTIBLE: Final = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError)
 
 
 class Part(NamedTuple):
@@ -35,8 +40,8 @@ class Part(NamedTuple):
 def split_batch(candles: Sequence[Candle]) -> list[Part]:
     """``candles`` (any series, any order) as parts; of a repeated open time the last candle is kept.
 
-    Raises :class:`InvalidCandles` for an invalid or non-normalized series name, or an open time off the
-    interval's grid or outside 1970–9999.
+    Raises :class:`InvalidCandles` for an invalid or non-normalized series name, an open time off the
+    interval's grid or outside 1970–9999, or a value that does not fit its column.
     """
     if not candles:
         return []
@@ -44,7 +49,7 @@ def split_batch(candles: Sequence[Candle]) -> list[Part]:
     # cost a fixed overhead each, which dominated batches of many series.
     names = {(c.market, c.symbol, c.interval) for c in candles}
     codes = {name: code for code, name in enumerate(names)}
-    table = candles_to_table(candles)
+    table = _table_of(candles)
     times = open_times(table)
     if len(codes) == 1:  # the common case: no gathering
         rows_of: dict[int, np.ndarray | None] = {0: None}
@@ -73,6 +78,51 @@ def split_batch(candles: Sequence[Candle]) -> list[Part]:
         for period, (lo, hi) in zip(period_names, itertools.pairwise(bounds), strict=True):
             parts.append(Part(key, period, unique.slice(lo, hi - lo), int(times_sorted[lo]), int(times_sorted[hi - 1])))
     return parts
+
+
+def _table_of(candles: Sequence[Candle]) -> pa.Table:
+    """:func:`~trio_klines.store.tables.candles_to_table`, refusing a batch that holds a candle it cannot convert.
+
+    Raises :class:`InvalidCandles` if a candle fails on its own (the same batch would fail again, so it
+    must not be retried); a failure that no single candle causes is re-raised as it is.
+    """
+    try:
+        return _converted(candles)
+    except _UNCONVERTIBLE as exc:
+        bad = _unconvertible(candles)
+        if bad is None:
+            raise
+        raise InvalidCandles(f"refusing the batch: {bad} does not fit the store's columns ({exc})") from exc
+
+
+def _converted(candles: Sequence[Candle]) -> pa.Table:
+    table = candles_to_table(candles)
+    # pyarrow converts None to a null without a word; the file writer would refuse it much later.
+    if any(column.null_count for column in table.columns):
+        raise pa.ArrowInvalid("a value is missing (None)")
+    return table
+
+
+def _unconvertible(candles: Sequence[Candle]) -> Candle | None:
+    """A candle that fails to convert on its own, or ``None``: a bisection, about twice a batch's work."""
+
+    def fails(lo: int, hi: int) -> bool:
+        try:
+            _converted(candles[lo:hi])
+        except _UNCONVERTIBLE:
+            return True
+        return False
+
+    lo, hi = 0, len(candles)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fails(lo, mid):
+            hi = mid
+        elif fails(mid, hi):
+            lo = mid
+        else:
+            return None
+    return candles[lo] if hi > lo and fails(lo, hi) else None
 
 
 def _sort_unique(table: pa.Table, times: np.ndarray) -> tuple[pa.Table, np.ndarray]:

@@ -17,6 +17,9 @@ guarantees:
 * **Bad files** are moved to ``ROOT/_quarantine/`` with an error logged (logger ``trio_klines.store.dataset``);
   leftover temporary files are removed when the store opens; a failed write raises
   :class:`StoreWriteError` and leaves nothing visible.
+* **Our errors only.** pyarrow's errors while building a batch's or a merge's files become
+  :class:`StoreError` here, once (:func:`_arrow_errors`), so a caller never mistakes pyarrow's
+  ``ArrowInvalid`` (a ``ValueError``) for :class:`InvalidCandles`: the batch is not stored, retry it.
 
 One process writes a root at a time (an advisory lock on ``ROOT/_lock``); any number may read it with
 :func:`load`. A :class:`Store` is not thread-safe: call it from one thread at a time (for example
@@ -30,7 +33,7 @@ import dataclasses
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Final, NamedTuple
@@ -90,6 +93,20 @@ logger = logging.getLogger("trio_klines.store")
 
 # How often a merge is retried when the files under it keep changing (another process quarantining).
 _MERGE_ATTEMPTS: Final = 5
+
+
+@contextlib.contextmanager
+def _arrow_errors(what: str) -> Iterator[None]:
+    """pyarrow's errors as :class:`StoreError` (chained): the store's one mapping of them on its write side.
+
+    Candles that cannot be converted are refused before (:class:`InvalidCandles`, from
+    :mod:`~trio_klines.store.batches`); what is left is not the batch's fault, so it may be retried.
+    Reading maps its own (:class:`CorruptFile`).
+    """
+    try:
+        yield
+    except pa.lib.ArrowException as exc:
+        raise StoreError(f"could not {what}: {type(exc).__name__}: {exc}") from exc
 
 
 class _Merge(NamedTuple):
@@ -323,30 +340,34 @@ class Store:
 
         Of a repeated open time within the batch the last candle wins; against stored candles the batch
         wins. Returns the rows written. Raises :class:`InvalidCandles` (nothing written) for a bad series
-        name or an open time off the interval's grid, :class:`StoreWriteError` when the disk fails: with
-        ``committed=False`` nothing of the batch is visible, so keep it and retry.
+        name, an open time off the interval's grid or a value that does not fit its column (drop the
+        batch: it would fail again), :class:`StoreWriteError` when the disk fails: with
+        ``committed=False`` nothing of the batch is visible, so keep it and retry; :class:`StoreError`
+        when pyarrow fails to build the batch's files (nothing written: keep it and retry).
 
         With ``compact=False`` the merges this append pays for (see :class:`CompactionPolicy`) wait for
         :meth:`compact_due`, so that the caller can report the batch durable first (the recorder's
         writer does, and pays them off in small steps between its flushes).
         """
         self._check_open()
-        parts = split_batch(candles)
-        if not parts:
-            return 0
-        seqs: dict[Series, int] = {}
-        for part in parts:
-            if part.series not in seqs:
-                state = self._state(part.series)
-                seqs[part.series] = state.next_seq
-                state.next_seq += 1  # spent even if the write fails: a number is never given out twice
-        infos = [
-            FileInfo(FileName(p.period, seqs[p.series], seqs[p.series]), len(p.table), p.first, p.last) for p in parts
-        ]
-        files = [
-            NewFile(self._state(p.series).path(info.name), serialize(p.table, p.series, fast=True))
-            for p, info in zip(parts, infos, strict=True)
-        ]
+        with _arrow_errors("build the files of a batch"):
+            parts = split_batch(candles)
+            if not parts:
+                return 0
+            seqs: dict[Series, int] = {}
+            for part in parts:
+                if part.series not in seqs:
+                    state = self._state(part.series)
+                    seqs[part.series] = state.next_seq
+                    state.next_seq += 1  # spent even if the write fails: a number is never given out twice
+            infos = [
+                FileInfo(FileName(p.period, seqs[p.series], seqs[p.series]), len(p.table), p.first, p.last)
+                for p in parts
+            ]
+            files = [
+                NewFile(self._state(p.series).path(info.name), serialize(p.table, p.series, fast=True))
+                for p, info in zip(parts, infos, strict=True)
+            ]
         try:
             self._journal_unfinished = not commit(self.root, self._ops, files)
         except StoreWriteError as exc:
@@ -487,8 +508,9 @@ class Store:
                 return None
             except OSError as exc:
                 raise StoreError(f"cannot read {state.path(info.name)}: {exc}") from exc
-        merged = merge_tables(tables)
-        times = open_times(merged)
+        with _arrow_errors(f"merge {key} {period}"):
+            merged = merge_tables(tables)
+            times = open_times(merged)
         name = FileName(period, min(f.name.lo for f in inputs), max(f.name.hi for f in inputs))
         out = FileInfo(name, merged.num_rows, int(times[0]), int(times[-1]))
         return _Merge(key, state, period, plan, list(inputs), merged, out)
@@ -500,7 +522,8 @@ class Store:
         """
         if not merges:
             return merges
-        files = [NewFile(m.state.path(m.out.name), serialize(m.table, m.key)) for m in merges]
+        with _arrow_errors("build the files of a merge"):
+            files = [NewFile(m.state.path(m.out.name), serialize(m.table, m.key)) for m in merges]
         try:
             finished = commit(self.root, self._ops, files)
         except StoreWriteError as exc:
