@@ -76,7 +76,7 @@ def run() -> NoReturn:
     raise SystemExit(main(prog="trio-klines"))
 
 
-def installed_version() -> str:
+def _installed_version() -> str:
     """The installed version of trio-klines (``unknown`` when run from a tree that is not installed)."""
     from importlib.metadata import PackageNotFoundError, version  # ~10 ms: only for --version
 
@@ -93,7 +93,7 @@ class _VersionAction(argparse.Action):
         super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, help=help)
 
     def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
-        print(f"{DISTRIBUTION} {installed_version()}")
+        print(f"{DISTRIBUTION} {_installed_version()}")
         parser.exit()
 
 
