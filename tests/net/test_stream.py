@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -14,10 +15,10 @@ from trio_klines.config import StreamSettings
 from trio_klines.core.markets import MARKETS, stream_name
 from trio_klines.core.parse import Candle
 from trio_klines.errors import ConfigError
-from trio_klines.net.stream import StreamConnection
+from trio_klines.net.stream import ConnectionState, StreamConnection
 from trio_klines.net.transport import Connection
 
-from fakes import FakeTransport, kline_frame
+from fakes import FakeConnection, FakeTransport, kline_frame
 
 pytestmark = pytest.mark.timeout(10)
 UM = MARKETS["usdt_futures"]
@@ -355,3 +356,100 @@ async def test_a_read_that_meets_a_full_channel_as_its_deadline_passes_loses_not
         nursery.cancel_scope.cancel()
     assert got == [1, 2, 3]
     assert conn.stats.reconnects == 0
+
+
+async def test_the_states_a_connection_goes_through(autojump_clock: trio.testing.MockClock) -> None:
+    transport = FakeTransport()
+    settings = StreamSettings(receive_timeout=5, rotate_after=60, silence_min=1000, backoff_initial=1)
+    conn, _ = make(transport, settings)
+    assert conn.stats.state is ConnectionState.IDLE
+    seen: list[str] = [conn.stats.state]
+
+    async def watch() -> None:
+        while True:
+            if seen[-1] != conn.stats.state:
+                seen.append(conn.stats.state)
+            await trio.sleep(0.01)
+
+    async def feed(ws: FakeConnection) -> None:
+        while not ws.closed:
+            await ws.push(kline_frame("BTCUSDT", "1m", 60_000, closed=False))
+            await trio.sleep(1)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        nursery.start_soon(conn.run)
+        first = await transport.next_connection(1)
+        await first.push(kline_frame("BTCUSDT", "1m", 60_000, closed=False))
+        await trio.sleep(0.1)
+        first.cut()
+        second = await transport.next_connection(2)
+        await trio.sleep(0.1)  # connecting until its first frame
+        nursery.start_soon(feed, second)
+        third = await transport.next_connection(3)  # the rotation, a minute later
+        await trio.sleep(0.1)
+        await third.push(kline_frame("BTCUSDT", "1m", 60_000, closed=False))
+        await trio.sleep(0.1)
+        nursery.cancel_scope.cancel()
+    assert seen == ["idle", "connecting", "live", "backoff", "connecting", "live", "rotating", "live"]
+    assert conn.stats.state == "stopped" and isinstance(conn.stats.state, str)
+
+
+async def test_bad_frames_are_logged_once_per_period_with_a_count_of_the_rest(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    transport = FakeTransport()
+    settings = StreamSettings(receive_timeout=50, silence_min=1000, log_every=10)
+    conn, _ = make(transport, settings)
+    caplog.set_level(logging.WARNING, logger="trio_klines.stream")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        ws = await transport.next_connection(1)
+        for _ in range(12):  # one a second for 12 s: reports at 0 and 10 s
+            await ws.push("garbage{")
+            await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    reports = [r.getMessage() for r in caplog.records if "frame skipped" in r.getMessage()]
+    assert len(reports) == 2
+    assert reports[0].startswith("um-0: malformed frame skipped: ") and "more since" not in reports[0]
+    assert reports[1].endswith("(9 more since the last report)")
+    assert conn.stats.malformed == 12
+
+
+async def test_an_unsubscribed_stream_never_raises_a_silence_alarm(autojump_clock: trio.testing.MockClock) -> None:
+    transport = FakeTransport()
+    settings = StreamSettings(receive_timeout=5, silence_periods=4, silence_min=10)
+    conn, _ = make(transport, settings)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        ws = await transport.next_connection(1)
+        await ws.push(kline_frame("BTCUSDT", "1m", 60_000, closed=False))
+        await trio.sleep(0.1)
+        await conn.unsubscribe(["ethusdt@kline_1m"])
+        for minute in range(1, 60):  # BTC flows; ETH says nothing, and a last ETH frame comes late
+            await ws.push(kline_frame("BTCUSDT", "1m", minute * 60_000, closed=False))
+            if minute == 3:
+                await ws.push(kline_frame("ETHUSDT", "1m", 60_000, closed=False))
+            await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    assert conn.stats.silent_alarms == 0 and conn.stats.reconnects == 0
+    assert ws.sent == [{"method": "UNSUBSCRIBE", "params": ["ethusdt@kline_1m"], "id": 1}]
+
+
+async def test_a_silence_alarm_is_logged_as_an_error(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    transport = FakeTransport()
+    settings = StreamSettings(receive_timeout=5, silence_periods=4, silence_min=10)
+    conn, _ = make(transport, settings)
+    caplog.set_level(logging.ERROR, logger="trio_klines.stream")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        ws = await transport.next_connection(1)
+        for minute in range(1, 13):
+            await ws.push(kline_frame("BTCUSDT", "1m", minute * 60_000, closed=False))
+            await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    assert [r.getMessage() for r in caplog.records] == [
+        "um-0: 1 stream(s) silent for over 10s (ethusdt@kline_1m); resubscribing"
+    ]
