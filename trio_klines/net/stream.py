@@ -13,10 +13,11 @@ A stream that stays silent for many of its update periods raises an alarm (an er
 pure :class:`~trio_klines.core.silence.SilenceMonitor` decides when, and whether to resubscribe the
 stream or reconnect. The states a connection goes through are :class:`ConnectionState`::
 
-    idle ─► connecting ─► live ─► rotating ─► live …       (the old session closes once the new one is live)
-               ▲   │        │        │
-               │   ▼        ▼        ▼ (the old session ended meanwhile and the new one failed)
-               └─ backoff ◄─┴────────┘                     and stopped, from any state, when cancelled
+    idle → connecting → live → rotating → live …          the new session took over from the old one
+           connecting, live, rotating → backoff → connecting   no live session is left
+           any state → stopped                             cancelled
+
+A rotation that fails while the old session lives on stays ``rotating`` until its next attempt.
 """
 
 from __future__ import annotations
@@ -50,13 +51,15 @@ class ConnectionState(StrEnum):
     IDLE = "idle"  # not run yet
     CONNECTING = "connecting"  # no live session: opening one, waiting for its first frame
     LIVE = "live"  # a session delivers frames
-    ROTATING = "rotating"  # a session delivers frames while its replacement comes up (or failed to)
+    ROTATING = "rotating"  # a session delivers frames while its replacement comes up (or failed to, and waits)
     BACKOFF = "backoff"  # waiting before the next attempt
     STOPPED = "stopped"  # run() has returned
 
 
 @dataclass(slots=True)
 class ConnectionStats:
+    """What one connection has done since it was made; the recorder's statistics list one per connection."""
+
     name: str
     market: str
     streams: int = 0
@@ -187,15 +190,16 @@ class StreamConnection:
         live: _Live | None = None
         while True:
             self.stats.state = ConnectionState.CONNECTING if live is None else ConnectionState.ROTATING
-            session, went_live = await self._start_session(nursery)
-            if went_live:
+            session = _Session()
+            failure = await self._start_session(nursery, session)
+            if failure is None:
                 live = self._go_live(session, replacing=live)
             elif live is not None and not live.session.ended.is_set():
-                log.warning("%s: rotation failed (%s); keeping the old connection", self.name, session.error)
+                log.warning("%s: rotation failed (%s); keeping the old connection", self.name, failure)
                 live.rotate_at = trio.current_time() + self._backoff.next_delay()
             else:
                 live = None
-                await self._pause_after(session, session.error or ConnectionLost("connection ended"))
+                await self._pause_after(session, failure)
                 continue
             with trio.move_on_at(live.rotate_at):
                 await live.session.ended.wait()
@@ -203,22 +207,19 @@ class StreamConnection:
                 await self._pause_after(live.session, live.session.error or ConnectionLost("connection ended"))
                 live = None
 
-    async def _start_session(self, nursery: trio.Nursery) -> tuple[_Session, bool]:
-        """Opens a session and waits for its first frame: the session, and whether it went live.
+    async def _start_session(self, nursery: trio.Nursery, session: _Session) -> BaseException | None:
+        """Runs ``session`` in ``nursery`` until its first frame: None once it is live, else why it failed.
 
-        One that fails, or delivers nothing within the receive timeout, is closed before this returns.
+        A session that fails, or delivers nothing within the receive timeout, has ended when this returns.
         """
-        session = _Session()
         nursery.start_soon(self._run_session, session)
         with trio.move_on_after(self.settings.receive_timeout):
             await session.settled.wait()
         if session.live_at is not None:
-            return session, True
+            return None
         session.scope.cancel()
         await session.ended.wait()
-        if session.error is None:
-            session.error = ReceiveTimeout(f"no frame within {self.settings.receive_timeout:g}s")
-        return session, False
+        return session.error or ReceiveTimeout(f"no frame within {self.settings.receive_timeout:g}s")
 
     def _go_live(self, session: _Session, *, replacing: _Live | None) -> _Live:
         assert session.live_at is not None
