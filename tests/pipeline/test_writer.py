@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import random
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 import trio
 import trio.testing
@@ -15,8 +19,11 @@ from trio_klines.config import WriterSettings
 from trio_klines.core.gaps import ContinuityTracker, Gap
 from trio_klines.core.markets import Series
 from trio_klines.core.parse import Candle
+from trio_klines.errors import InvalidCandles
 from trio_klines.pipeline.threads import run_in_thread
 from trio_klines.pipeline.writer import WriterStats, call_inline, run_writer
+from trio_klines.store import batches
+from trio_klines.store.dataset import Store, load
 
 from fakes import MemorySink
 
@@ -105,19 +112,29 @@ async def test_a_seeded_tracker_reports_the_hole_since_the_stored_record(
     assert gaps == [Gap(BTC, 11 * 60_000, 14 * 60_000)]
 
 
+class CeilingJitter(random.Random):
+    """Full jitter that always draws its ceiling: the writer's retry delays are 1, 2, 2… s, deterministic."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
 async def test_a_failing_disk_keeps_the_batch_and_retries(autojump_clock: trio.testing.MockClock) -> None:
+    # Fails at 0.1 s (the flush), then retries at 1.1 and 3.1 (both fail), and writes at 5.1. With the
+    # jitter drawn from an unseeded generator, the three failures could all pass before the check at 1 s.
     sink, stats = MemorySink(), WriterStats()
     sink.fail = 3
     send, receive = trio.open_memory_channel[Sequence[Candle]](10)
     settings = WriterSettings(flush_seconds=0.1, retry_initial=1, retry_max=2)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(lambda: write(receive, sink, settings=settings, stats=stats))
+        nursery.start_soon(lambda: write(receive, sink, settings=settings, stats=stats, rng=CeilingJitter()))
         await send.send([candle(1)])
         await trio.sleep(0.5)
         await send.send([candle(2)])  # still received while the disk is failing
         await trio.sleep(0.5)
         assert sink.batches == []
         assert stats.write_errors >= 1
+        assert stats.write_errors == 1
         assert "No space left" in (stats.last_error or "")
         await trio.sleep(10)
         await send.aclose()
@@ -351,3 +368,125 @@ async def test_the_default_runner_cancelled_mid_call_still_returns_its_result() 
         scope.cancel()
         await run_in_thread(got.append, "cancelled before: not run")
     assert got == [7]
+
+
+async def test_caught_up_is_reported_each_time_the_channel_is_left_empty(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # What the recorder waits on to know that the writer has taken everything sent so far, without polling.
+    sink, stats, taken = MemorySink(), WriterStats(), list[int]()
+    send, receive = trio.open_memory_channel[Sequence[Candle]](10)
+    for minute in (1, 2, 3):
+        send.send_nowait([candle(minute)])  # three batches queued before the writer starts
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: write(receive, sink, stats=stats, on_caught_up=lambda: taken.append(stats.received)))
+        await trio.sleep(0.1)
+        assert taken == [3]  # once, after the third batch: not while the channel still held some
+        await send.send([candle(4), candle(5)])
+        await trio.sleep(0.1)
+        assert taken == [3, 5]
+        await send.aclose()
+    assert taken == [3, 5, 5]  # and once more as the channel ends
+    assert sink.candles == [candle(m) for m in range(1, 6)]
+
+
+class RefusingSink(MemorySink):
+    """Refuses its next ``refuse`` batches as the store refuses bad candles."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refuse = 0
+
+    def append(self, candles: Sequence[Candle]) -> None:
+        if self.refuse:
+            self.refuse -= 1
+            raise InvalidCandles("refusing the batch: 1 candle(s) of spot BTCUSDT 1m open off the grid")
+        super().append(candles)
+
+
+async def test_a_refused_batch_is_dropped_counted_and_logged(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink, stats = RefusingSink(), WriterStats()
+    sink.refuse = 1
+    send, receive = trio.open_memory_channel[Sequence[Candle]](10)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: write(receive, sink, settings=WriterSettings(flush_seconds=1), stats=stats))
+        with caplog.at_level(logging.ERROR, logger="trio_klines.writer"):
+            await send.send([candle(1), candle(2)])
+            await trio.sleep(2)
+        await send.send([candle(3)])
+        await send.aclose()
+    assert sink.candles == [candle(3)]  # retrying a refused batch cannot help
+    assert (stats.rejected, stats.write_errors, stats.written) == (2, 0, 1)
+    assert "InvalidCandles" in (stats.last_error or "")
+    assert "the store refused 2 candles and they are dropped" in caplog.text
+
+
+class BuggySink(MemorySink):
+    """Raises ``error`` at its first append only."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error: Exception | None = error
+
+    def append(self, candles: Sequence[Candle]) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        super().append(candles)
+
+
+@pytest.mark.parametrize(
+    "error", [ValueError("a bug"), pa.lib.ArrowInvalid("pyarrow, unmapped")], ids=["ValueError", "ArrowInvalid"]
+)
+async def test_a_value_error_that_is_not_a_refusal_is_a_bug_not_a_dropped_batch(
+    autojump_clock: trio.testing.MockClock, error: Exception
+) -> None:
+    # Only InvalidCandles drops a batch. Any other ValueError (a raw pyarrow ArrowInvalid is one: a sink
+    # must map its library's errors to ours) ends the writer, and its batch is still written at the exit.
+    sink, stats = BuggySink(error), WriterStats()
+    send, receive = trio.open_memory_channel[Sequence[Candle]](10)
+    async with send:
+        await send.send([candle(1), candle(2)])
+    with pytest.RaisesGroup(type(error)):
+        await write(receive, sink, stats=stats)
+    assert stats.rejected == 0
+    assert sink.candles == [candle(1), candle(2)]  # the final flush wrote what the bug left pending
+
+
+async def test_a_pyarrow_failure_in_the_store_is_retried_and_loses_no_candle(
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The store's table building raises pyarrow's ArrowInvalid (a ValueError) once. It used to reach the
+    # writer as it was, taken for a refused batch: the whole batch was dropped. The store now maps it to
+    # a StoreError, which the writer retries like any failed write.
+    real, calls = batches.candles_to_table, list[int]()
+
+    def fails_once(candles: Sequence[Candle], **kwargs: bool) -> pa.Table:
+        calls.append(len(candles))
+        if len(calls) == 1:
+            raise pa.lib.ArrowInvalid("simulated pyarrow failure")
+        return real(candles, **kwargs)
+
+    monkeypatch.setattr(batches, "candles_to_table", fails_once)
+    stats = WriterStats()
+    send, receive = trio.open_memory_channel[Sequence[Candle]](10)
+    settings = WriterSettings(flush_seconds=0.1, retry_initial=1, retry_max=1)
+    with Store(tmp_path / "data") as store, caplog.at_level(logging.ERROR, logger="trio_klines.writer"):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: run_writer(receive, store, settings=settings, stats=stats, run_sink=call_inline))
+            await send.send([candle(1), candle(2)])
+            await trio.sleep(0.5)
+            assert stats.write_errors == 1  # counted, and the writer runs on
+            await send.send([candle(3)])
+            await trio.sleep(5)
+            await send.aclose()
+    frame = load(tmp_path / "data", "spot", "BTCUSDT", "1m")
+    assert frame["close"].tolist() == [2.0, 2.0, 2.0]  # every candle, in the store
+    assert (stats.written, stats.rejected, stats.write_errors) == (3, 0, 1)
+    assert "StoreError" in (stats.last_error or "")
+    assert "writing 2 candles failed" in caplog.text and "simulated pyarrow failure" in caplog.text
