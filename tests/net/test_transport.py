@@ -30,7 +30,15 @@ from trio_klines.core.markets import stream_name
 from trio_klines.core.parse import Candle, frame_parser
 from trio_klines.errors import ConnectionLost
 from trio_klines.net.stream import StreamConnection
-from trio_klines.net.transport import BatchConnection, Connection, Transport, trio_websocket_transport
+from trio_klines.net.transport import (
+    STREAM_ERRORS,
+    BatchConnection,
+    Connection,
+    Transport,
+    describe,
+    map_errors,
+    trio_websocket_transport,
+)
 from trio_klines.net.websockets_transport import websockets_transport
 from trio_klines.testing import FakeExchange, open_exchange
 
@@ -623,3 +631,53 @@ async def test_tls_refuses_a_certificate_it_cannot_verify(
             async with make_transport(ssl_context=client, connect_timeout=1)(url):
                 pass
     assert "certificate verify failed" in str(caught.value)
+
+
+# --- the shared error mapping -------------------------------------------------------------------
+
+
+def lost(exc: BaseException) -> ConnectionLost:
+    return ConnectionLost(f"lost: {describe(exc)}")
+
+
+def test_map_errors_raises_ours_chained_and_lets_the_rest_through() -> None:
+    reset = ConnectionResetError(104, "Connection reset by peer")
+    with pytest.raises(ConnectionLost, match="Connection reset by peer") as caught, map_errors({OSError: lost}):
+        raise reset
+    assert caught.value.__cause__ is reset
+    with pytest.raises(KeyError), map_errors({OSError: lost}):
+        raise KeyError("a bug stays a bug")
+    mine = ConnectionLost("ours already")
+    with pytest.raises(ConnectionLost) as caught, map_errors({OSError: lost}):
+        raise mine
+    assert caught.value is mine
+
+
+def test_map_errors_unwraps_a_nursery_group_of_one_error() -> None:
+    tls = trio.BrokenResourceError()
+    tls.__cause__ = ssl.SSLError(1, "certificate verify failed")
+    with pytest.raises(ConnectionLost, match="certificate verify failed"), map_errors({STREAM_ERRORS: lost}):
+        raise BaseExceptionGroup("nursery", [tls])
+    bug = ValueError("a bug")
+    with pytest.raises(ValueError, match="a bug") as caught, map_errors({STREAM_ERRORS: lost}):
+        raise ExceptionGroup("nursery", [bug])
+    assert caught.value is bug  # unwrapped, not mapped
+    with pytest.raises(ExceptionGroup), map_errors({STREAM_ERRORS: lost}):
+        raise ExceptionGroup("nursery", [bug, KeyError("another")])  # several real errors: kept whole
+
+
+async def test_map_errors_passes_a_cancellation_through() -> None:
+    with trio.CancelScope() as scope, map_errors({STREAM_ERRORS: lost}):
+        scope.cancel()
+        await trio.sleep_forever()
+    assert scope.cancelled_caught
+
+
+def test_the_trio_websocket_transport_keeps_its_old_import_path() -> None:
+    from trio_klines.net import transport
+    from trio_klines.net import trio_websocket_transport as module
+
+    assert transport.trio_websocket_transport is module.trio_websocket_transport is trio_websocket_transport
+    assert transport.MESSAGE_QUEUE_SIZE == module.MESSAGE_QUEUE_SIZE
+    with pytest.raises(AttributeError):
+        transport.no_such_name  # noqa: B018

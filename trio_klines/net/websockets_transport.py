@@ -15,10 +15,17 @@ Cancellation safety rests on two facts:
 * Writes (pongs, requests, the close frame) are shielded from outside cancellation and bounded by
   ``disconnect_timeout`` instead: a frame cut in half by a cancel would corrupt the stream, and a write
   that cannot finish in that time means the peer stopped reading, so the connection is lost anyway.
+
+Errors: once open, only the stream raises (the protocol reports a failure in its state instead), so a
+connection maps :data:`~trio_klines.net.transport.STREAM_ERRORS` to
+:class:`~trio_klines.errors.ConnectionLost` on its reads and writes; opening maps those, the library's
+own (:data:`_HANDSHAKE_ERRORS`), the timeout and a bad URL (:class:`~trio_klines.errors.ConfigError`) in
+one table. Both go through :func:`~trio_klines.net.transport.map_errors`.
 """
 
 from __future__ import annotations
 
+import functools
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -33,7 +40,7 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from ..errors import ConfigError, ConnectionLost
-from .transport import MAX_MESSAGE_SIZE, Connection, Transport
+from .transport import MAX_MESSAGE_SIZE, STREAM_ERRORS, Connection, ErrorMap, Transport, describe, map_errors
 
 __all__ = ["websockets_transport"]
 
@@ -42,21 +49,25 @@ READ_SIZE: Final = 1 << 16
 
 _TEXT, _BINARY, _CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
 _OPEN, _CLOSED = State.OPEN, State.CLOSED
-# What a trio stream raises when the network fails or the stream was closed under us.
-_STREAM_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
-
-
-def _reason(exc: BaseException) -> str:
-    """A readable reason: trio wraps TLS and socket errors in an empty ``BrokenResourceError``."""
-    if isinstance(exc, trio.BrokenResourceError) and exc.__cause__ is not None:
-        exc = exc.__cause__
-    return str(exc) or type(exc).__name__
+#: What opening a connection may raise besides the stream's errors: the library's (a refused upgrade, a bad
+#: answer) and a server that hangs up during the handshake.
+_HANDSHAKE_ERRORS: Final = (WebSocketException, EOFError)
 
 
 class _WebsocketsConnection:
     """One open WebSocket. A single task receives; any task may send."""
 
-    __slots__ = ("_fragments", "_lost", "_messages", "_protocol", "_send_lock", "_stream", "_write_timeout")
+    __slots__ = (
+        "_fragments",
+        "_lost",
+        "_messages",
+        "_protocol",
+        "_read_errors",
+        "_send_lock",
+        "_stream",
+        "_write_errors",
+        "_write_timeout",
+    )
 
     def __init__(self, stream: trio.abc.Stream, protocol: ClientProtocol, write_timeout: float) -> None:
         self._stream = stream
@@ -69,6 +80,11 @@ class _WebsocketsConnection:
         self._lost: str | None = None
         # Held by whoever writes; it also writes whatever others queued meanwhile (see _write_queued).
         self._send_lock = trio.Lock()
+        # The stream is all that raises once the connection is open (the protocol reports, never raises).
+        self._read_errors: ErrorMap = {STREAM_ERRORS: functools.partial(self._stream_failed, "connection lost")}
+        self._write_errors: ErrorMap = {
+            STREAM_ERRORS: functools.partial(self._stream_failed, "connection lost while sending")
+        }
 
     # --- receiving ----------------------------------------------------------------------------
 
@@ -108,11 +124,8 @@ class _WebsocketsConnection:
         while not messages:
             if self._lost is not None:
                 raise ConnectionLost(self._lost)
-            try:
+            with map_errors(self._read_errors):
                 data = await self._stream.receive_some(READ_SIZE)
-            except _STREAM_ERRORS as exc:
-                self._lose(f"connection lost: {_reason(exc)}", dead=True)
-                raise ConnectionLost(self._lost) from exc
             # From here to the return nothing can be cancelled: the bytes are the protocol's now.
             if data:
                 protocol.receive_data(data)
@@ -170,6 +183,11 @@ class _WebsocketsConnection:
             return f"connection failed: {protocol.parser_exc}"
         return "connection closed"
 
+    def _stream_failed(self, what: str, exc: BaseException) -> ConnectionLost:
+        """Ours for an error of the stream (one of ``STREAM_ERRORS``): the connection is over, and says why."""
+        self._lose(f"{what}: {describe(exc)}", dead=True)
+        return ConnectionLost(self._lost or "connection lost")
+
     def _lose(self, reason: str, *, dead: bool = False) -> None:
         """The connection is over: remember why (the first reason wins).
 
@@ -220,13 +238,13 @@ class _WebsocketsConnection:
             deadline = trio.current_time() + self._write_timeout
         with trio.CancelScope(shield=True, deadline=deadline) as scope:
             try:
-                while writes := protocol.data_to_send():
-                    for data in writes:
-                        if data:  # b"" asks for a half-close; the socket is closed on exit anyway
-                            await stream.send_all(data)
-            except _STREAM_ERRORS as exc:
-                self._lose(f"connection lost while sending: {_reason(exc)}", dead=True)
-                return False
+                with map_errors(self._write_errors):
+                    while writes := protocol.data_to_send():
+                        for data in writes:
+                            if data:  # b"" asks for a half-close; the socket is closed on exit anyway
+                                await stream.send_all(data)
+            except ConnectionLost:
+                return False  # _stream_failed has noted why, for the caller and every later call
         if scope.cancelled_caught:
             # Part of a frame may be out: nothing more can be written or trusted on this stream.
             self._lose("connection lost: a write did not finish in time", dead=True)
@@ -257,13 +275,13 @@ class _WebsocketsConnection:
                             break
                         protocol.receive_data(data)
                         protocol.events_received()  # late messages: nobody is reading any more
-        except _STREAM_ERRORS:
-            pass
+        except STREAM_ERRORS:
+            pass  # closing: the stream is gone already, which is what we wanted
         finally:
             self._lose(self._lost or "connection closed by this side", dead=True)
             # A graceful close lets TLS say close_notify (strict peers call a bare TCP close a truncation);
             # trio's aclose closes the socket even when cancelled, past the deadline or broken.
-            with trio.move_on_at(deadline), suppress(*_STREAM_ERRORS):
+            with trio.move_on_at(deadline), suppress(*STREAM_ERRORS):
                 await self._stream.aclose()
 
 
@@ -328,15 +346,17 @@ def websockets_transport(
     @asynccontextmanager
     async def open_connection(url: str) -> AsyncIterator[Connection]:
         where = url.split("?")[0]
-        try:
-            with trio.fail_after(connect_timeout):
-                conn = await _connect(url, tls_context, write_timeout=disconnect_timeout)
-        except InvalidURI as exc:
-            raise ConfigError(f"not a WebSocket URL: {where}: {exc}") from exc
-        except trio.TooSlowError as exc:
-            raise ConnectionLost(f"cannot connect to {where}: no answer within {connect_timeout:g}s") from exc
-        except (*_STREAM_ERRORS, WebSocketException, EOFError) as exc:  # refused, TLS, HTTP status…
-            raise ConnectionLost(f"cannot connect to {where}: {_reason(exc)}") from exc
+        connect_errors: ErrorMap = {
+            InvalidURI: lambda exc: ConfigError(f"not a WebSocket URL: {where}: {exc}"),
+            trio.TooSlowError: lambda _: ConnectionLost(
+                f"cannot connect to {where}: no answer within {connect_timeout:g}s"
+            ),
+            (*STREAM_ERRORS, *_HANDSHAKE_ERRORS): lambda exc: ConnectionLost(
+                f"cannot connect to {where}: {describe(exc)}"
+            ),
+        }
+        with map_errors(connect_errors), trio.fail_after(connect_timeout):
+            conn = await _connect(url, tls_context, write_timeout=disconnect_timeout)
         try:
             yield conn
         finally:
