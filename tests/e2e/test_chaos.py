@@ -27,7 +27,7 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,6 +47,8 @@ from e2e_support import (
     run_status,
     start_exchange,
     stop,
+    wait_for,
+    wait_ready,
 )
 
 pytestmark = pytest.mark.timeout(420)
@@ -123,14 +125,6 @@ def summaries(log: Path) -> list[tuple[int, int, int]]:
     return [tuple(map(int, m.groups())) for m in SUMMARY.finditer(log.read_text())]  # type: ignore[misc]
 
 
-def wait_for(what: str, condition: Callable[[], bool], proc: subprocess.Popen[str], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while not condition():
-        assert proc.poll() is None, f"the recorder exited while waiting for {what}:\n{log.read_text()}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{log.read_text()[-5000:]}"
-        time.sleep(0.1)
-
-
 def disk_full_for_a_while(disk: Path, proc: subprocess.Popen[str], log: Path) -> None:
     """Fill the disk under a running recorder until its writes fail, then free it and see it recover."""
     wait_for("a first write", lambda: any(w > 0 for w, _, _ in summaries(log)), proc, log)
@@ -178,8 +172,10 @@ def test_chaos_record_equals_the_exchange(tmp_path: Path, small_disk: Path, pyte
     began = time.monotonic()
     try:
         # 1. SIGTERM in the middle of the first backfill: a clean exit, the backfill left unfinished.
+        # Signalled once it can take the signal (a summary is logged from inside the signal receiver)
+        # and has written: a SIGTERM before the handler is installed would kill it, not stop it.
         first, log = launch("sigterm-mid-backfill")
-        time.sleep(2.5)
+        wait_for("a first write", lambda: any(w > 0 for w, _, _ in summaries(log)), first, log)
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=30) == 0, log.read_text()
         assert not backfill_done(data), "the backfill finished before SIGTERM: make it longer"
@@ -210,7 +206,8 @@ def test_chaos_record_equals_the_exchange(tmp_path: Path, small_disk: Path, pyte
             assert last.poll() is None, log.read_text()
             assert time.monotonic() < deadline, f"backfill not finished: {run_status(data)[1]}"
             time.sleep(2)
-        time.sleep(1.0)
+        wait_ready(last, log)  # the backfill may have been done by the killed runs already
+        time.sleep(1.0)  # a second of live recording after the backfill
         last.send_signal(signal.SIGINT)
         assert last.wait(timeout=60) == 0, log.read_text()
         text = log.read_text()

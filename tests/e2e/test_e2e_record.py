@@ -1,7 +1,8 @@
 """End to end, as a user runs it: ``python -m trio_klines exchange`` and ``record`` as processes.
 
-The recorder is stopped with SIGINT and the Parquet files are read back with pandas and compared,
-candle by candle, with the exchange's ground truth.
+The recorder is stopped with SIGINT once ready and once the store holds what the test needs (never
+after a fixed time), and the Parquet files are read back with pandas and compared, candle by candle,
+with the exchange's ground truth.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from e2e_support import SEED, START, check_against_truth, python, record, stop
+from e2e_support import SEED, START, check_against_truth, counts, holds, python, record, spans, stop
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -39,7 +40,7 @@ def exchange(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
 
 def test_clean_run_records_exactly_the_exchange(exchange: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
-    code, stop_s, err = record(exchange, data, 5)
+    code, stop_s, err = record(exchange, data, until=lambda d, _: spans(d, 30), what="30 minutes of every series")
     assert code == 0, err
     assert stop_s < 5, f"stopping took {stop_s:.1f}s"
     assert check_against_truth(data) > 100
@@ -57,9 +58,15 @@ def test_clean_run_records_exactly_the_exchange(exchange: Path, tmp_path: Path) 
 )
 def test_every_websocket_fault_at_once(exchange: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
-    # From --since, and until every series has enough candles: under these faults a connection can be
-    # down for seconds, and a series' first live candle come late.
-    code, stop_s, err = record(exchange, data, 8, "--since", str(START), min_rows=20)
+
+    # From --since, until every series has enough candles and the faults have shown in the counters:
+    # under these faults a connection can be down for seconds, and a series' first live candle come late.
+    def survived(d: Path, log: str) -> bool:
+        seen = counts(log)
+        return holds(d, 31) and all(seen.get(k, 0) > 0 for k in ("reconnects", "gaps", "malformed"))
+
+    code, stop_s, err = record(exchange, data, "--since", str(START), until=survived,
+                               what="31 candles of every series, reconnects, gaps and malformed frames")  # fmt: skip
     assert code == 0, err
     assert stop_s < 5, f"stopping took {stop_s:.1f}s"
     assert "Traceback" not in err
