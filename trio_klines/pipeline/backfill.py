@@ -103,7 +103,7 @@ class Backfiller:
     async def wait_idle(self) -> None:
         """Return once every request made so far has been fetched (or has failed). Raises nothing.
 
-        Cancelled, it returns nothing and changes nothing.
+        Cancelled, it stops waiting and changes nothing.
         """
         await self._idle.wait()
 
@@ -112,7 +112,7 @@ class Backfiller:
 
         Raises nothing of its own: a failed range (any :class:`~trio_klines.errors.KlinesError`) is
         counted in ``stats.failures``, logged and requested again after ``retry_delay``; an exception of
-        another kind is a bug and ends the run.
+        another kind is a bug and ends the run (inside the ``ExceptionGroup`` of its worker nursery).
 
         Cancelled, it stops at once: pages fetched and not yet sent are dropped (a later gap or start-up
         catch-up fetches them again); a ledger write under way in its thread is waited for.
