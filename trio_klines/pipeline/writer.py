@@ -371,10 +371,12 @@ async def run_writer(
 
     Raises:
       trio.Cancelled: when cancelled, after the final flush.
-      ExceptionGroup: around a bug: a sink error that is neither
+      ExceptionGroup: around a bug: an error raised by a callback, or a sink error that is neither
         :class:`~trio_klines.errors.InvalidCandles` (the batch is dropped and counted in ``rejected``)
         nor an :class:`OSError` or :class:`~trio_klines.errors.KlinesError` (the batch is kept, the
-        write retried and counted in ``write_errors``), or an error raised by a callback.
+        write retried and counted in ``write_errors``). The batch a bug interrupted is still pending,
+        so the final flush tries it once more; if the sink fails the same way again, that error
+        propagates instead, bare, chained to the group.
     """
     settings = settings or WriterSettings()
     stats = stats if stats is not None else WriterStats()
