@@ -18,6 +18,7 @@ def example(name: str) -> str:
     return match.group(1)
 
 
+@pytest.mark.slow  # a process that records from the fake exchange for seconds
 @pytest.mark.timeout(60)
 def test_the_embedding_example_runs(tmp_path: Path) -> None:
     script = tmp_path / "embed.py"

@@ -272,7 +272,8 @@ StoreMachine.TestCase.settings = settings(
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-test_store_matches_its_model = StoreMachine.TestCase
+# Seconds of stateful examples, each on real files: slow (`-m "not slow"` skips it).
+test_store_matches_its_model = pytest.mark.slow(StoreMachine.TestCase)
 
 
 # --- every crash point of a fixed story ---------------------------------------------------------
@@ -320,6 +321,7 @@ def run_story(root: Path, ops: CrashingOps, crash_at: int | None) -> tuple[int, 
     return (ops.count if crashed_in is None else -1), model
 
 
+@pytest.mark.slow  # seconds: a run crashed at each of its file operations in turn
 def test_a_crash_at_any_file_operation_loses_nothing(tmp_path: Path) -> None:
     total, model = run_story(tmp_path / "clean", CrashingOps(), None)
     assert load_all(tmp_path / "clean") == model

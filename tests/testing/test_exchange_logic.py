@@ -26,7 +26,8 @@ SPOT, UM, CM = MARKETS["spot"], MARKETS["usdt_futures"], MARKETS["coin_futures"]
 def test_parse_faults_reads_every_key() -> None:
     text = (
         "drop=0.1, close=0.2,stall=0.3,stall_s=0.5,garbage=0.4,error=0.5,dup=0.6,reorder=0.7,cutoff=86400,"
-        "outage=10-20,outage=1-5,rest429=0.1,rest418=0.01,rest5xx=0.2,rest_slow=0.25,retry_after=0"
+        "outage=10-20,outage=1-5,rest429=0.1,rest418=0.01,rest5xx=0.2,rest_slow=0.25,retry_after=0,"
+        "rest_bad_gzip=0.05"
     )
     faults = parse_faults(text)
     assert faults == Faults(
@@ -45,6 +46,7 @@ def test_parse_faults_reads_every_key() -> None:
         rest5xx=0.2,
         rest_slow=0.25,
         retry_after=0,
+        rest_bad_gzip=0.05,
     )
     assert parse_faults(str(faults)) == faults
     assert set(FAULT_KEYS) == {f for f in text.replace(" ", "").split(",") for f in [f.split("=")[0]]}
@@ -222,13 +224,20 @@ def test_public_names_are_pinned() -> None:
     assert sorted(testing.__all__) == sorted(
         [
             "FAULT_KEYS",
+            "Close",
             "ExchangeConfig",
             "FakeExchange",
             "Faults",
             "History",
+            "MemorySink",
             "Outage",
+            "Pause",
+            "ScriptedBatchConnection",
+            "ScriptedConnection",
+            "ScriptedTransport",
             "SymbolSpec",
             "Universe",
+            "WireKline",
             "ground_truth",
             "open_exchange",
             "parse_faults",
@@ -246,7 +255,7 @@ def test_the_fault_syntax_and_history_load_without_the_server() -> None:
 
     code = (
         "import sys, trio_klines.cli, trio_klines.testing; trio_klines.cli.build_parser(); "
-        "print('hypercorn' in sys.modules)"
+        "print('hypercorn' in sys.modules, 'trio_klines.testing.scripted' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "False False"

@@ -256,6 +256,7 @@ async def test_one_stray_call_inside_retry_after_is_answered_429_not_banned() ->
         assert ex.stats["rest_418"] == 0
 
 
+@pytest.mark.slow  # waits out each Retry-After on the real clock (a server on loopback)
 async def test_a_client_that_waits_retry_after_is_never_banned() -> None:
     async with exchange_and_client(faults="rest429=0.5,retry_after=1", speed=60) as (ex, client):
         statuses = []
