@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import httpx
 import pytest
 import trio
@@ -113,6 +115,47 @@ async def test_streams_added_and_removed_at_run_time(autojump_clock: trio.testin
         await trio.sleep(0.1)
         assert cm.closed
         assert {s.symbol for s in rec.config.streams} == {"ETHUSDT"}
+
+
+async def test_nursery_start_returns_once_the_recorder_runs(autojump_clock: trio.testing.MockClock) -> None:
+    transport, sink = FakeTransport(), MemorySink()
+    rec = Recorder(config("spot:1m:BTCUSDT"), sink=sink, transport=transport, run_sink=call_inline)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(rec.run)
+        await rec.add_streams([Series("spot", "ETHUSDT", "1m")])  # refused unless it runs
+        ws = await transport.next_connection(1)
+        await ws.push(kline_frame("BTCUSDT", "1m", 60_000))
+        await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    assert [c.open_time for c in sink.candles] == [60_000]
+
+
+class BuggySink(MemorySink):
+    def append(self, candles: Sequence[Candle]) -> None:
+        raise ZeroDivisionError("a bug in the sink")
+
+
+async def record_one_candle(sink: MemorySink) -> None:
+    transport = FakeTransport()
+    async with Recorder(config("spot:1m:BTCUSDT"), sink=sink, transport=transport, run_sink=call_inline):
+        ws = await transport.next_connection(1)
+        await ws.push(kline_frame("BTCUSDT", "1m", 60_000))
+        await trio.sleep(5)
+
+
+async def test_a_bug_in_a_task_comes_out_unwrapped(autojump_clock: trio.testing.MockClock) -> None:
+    with pytest.raises(ZeroDivisionError, match="a bug in the sink"):  # not an ExceptionGroup, three deep
+        await record_one_candle(BuggySink())
+
+
+async def test_a_bug_in_a_task_ends_run_unwrapped(autojump_clock: trio.testing.MockClock) -> None:
+    transport = FakeTransport()
+    rec = Recorder(config("spot:1m:BTCUSDT"), sink=BuggySink(), transport=transport, run_sink=call_inline)
+    with pytest.RaisesGroup(ZeroDivisionError):  # the test's own nursery groups it once; the recorder did not
+        async with trio.open_nursery() as nursery:
+            await nursery.start(rec.run)
+            ws = await transport.next_connection(1)
+            await ws.push(kline_frame("BTCUSDT", "1m", 60_000))
 
 
 async def test_misuse_is_reported() -> None:

@@ -43,6 +43,7 @@ from .net.rest import new_http_client, rest_clients
 from .net.stream import ConnectionStats, StreamConnection
 from .net.transport import Transport, trio_websocket_transport
 from .pipeline.backfill import Backfiller
+from .pipeline.supervision import single_error
 from .pipeline.threads import run_in_thread
 from .pipeline.writer import CandleSink, SinkRunner, WriterStats, run_writer
 from .store.ledger import ExchangeGapLedger
@@ -99,6 +100,20 @@ class Recorder:
     ``sink`` replaces the Parquet store (anything with ``append(candles)``); ``transport`` replaces the
     WebSocket transport; ``run_sink`` how the sink is called (a worker thread by default). They exist
     for tests and unusual embeddings.
+
+    Entering (``async with``) opens the store, plans the start-up catch-up and starts the connections, the
+    writer and the backfiller; leaving stops the connections, flushes everything received and compacts.
+    The blocking parts of both (opening the store and replaying its journal, reading the store's coverage,
+    reading and saving the exchange-gap ledger, the final compaction) run in worker threads, never on the
+    event loop.
+
+    Raises:
+      ConfigError: a setting the recorder cannot use.
+      StoreLocked: another process records into ``config.data_dir``.
+      StoreError: the data directory cannot be opened or written.
+      Exception: a bug in one of the recorder's tasks, as it was raised. Whatever happens inside, the
+        recorder raises a single exception, never an exception group: connections that fail reconnect,
+        disk errors are retried, and a failing REST call is retried later.
     """
 
     def __init__(
@@ -128,19 +143,22 @@ class Recorder:
         self._owns_http = http is None
         self.backfiller: Backfiller | None = None
         self.gaps: list[Gap] = []
+        # Set by the writer each time it has emptied the channel: a stop waits for it, not by polling.
+        self._caught_up = trio.Event()
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
         if self._stack is not None:
             raise RuntimeError("this Recorder is already running")
-        sink = self._sink or self._open_store()
-        self._sink = sink
-        last = getattr(sink, "last_open_times", None)
-        stored: dict[Series, int] = dict(await trio.to_thread.run_sync(last)) if callable(last) else {}
-        plan: list[tuple[Series, int, int | None]] = []
-        if self.config.backfill:
-            plan = await trio.to_thread.run_sync(self._catch_up_plan, stored)
+        if self._sink is None:
+            self._sink = await trio.to_thread.run_sync(self._open_store)
+        sink = self._sink
+        try:
+            stored, plan, ledger = await trio.to_thread.run_sync(self._prepare, sink)
+        except BaseException:
+            await self._close_owned_store()
+            raise
         for series, open_time in stored.items():
             self._tracker.seed(series, open_time)
         stack = AsyncExitStack()
@@ -150,14 +168,17 @@ class Recorder:
             self._send = send
             outer.start_soon(self._run_writer, receive, sink)
             self._conn_nursery = await outer.start(self._run_connections)
-            if self.config.backfill:
-                self._start_backfill(plan)
+            if ledger is not None:
+                self._start_backfill(plan, ledger)
             for market in sorted({s.market for s in self.config.streams}):
                 streams = [stream_name(s.symbol, s.interval) for s in self.config.streams if s.market == market]
                 for group in plan_connections(self.config.market(market), streams):
                     self._start_connection(market, group)
-        except BaseException:
-            await stack.__aexit__(None, None, None)
+        except BaseException as exc:
+            try:
+                await _exit_unwrapped(stack, exc)
+            finally:
+                await self._after_stop()
             raise
         self._stack = stack
         for line in self._describe():
@@ -171,12 +192,19 @@ class Recorder:
         try:
             await self._stop()
         finally:
-            await stack.__aexit__(None, None, None)
-            await self._after_stop()
+            try:
+                await _exit_unwrapped(stack, None)
+            finally:
+                await self._after_stop()
 
-    async def run(self) -> None:
-        """Record until cancelled; on cancellation everything received is flushed first."""
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Record until cancelled; on cancellation everything received is flushed first.
+
+        ``await nursery.start(recorder.run)`` returns once the recorder is running (store open,
+        connections and writer started). Raises what entering the recorder raises (see the class).
+        """
         async with self:
+            task_status.started()
             await trio.sleep_forever()
 
     async def _stop(self) -> None:
@@ -190,8 +218,9 @@ class Recorder:
                 # sent first, so the holes in that are filled too.
                 with trio.move_on_after(self.config.stop_grace):
                     assert self._send is not None
-                    while self._send.statistics().current_buffer_used:  # noqa: ASYNC110 (no event for this)
-                        await trio.sleep(0.01)
+                    if self._send.statistics().current_buffer_used:
+                        self._caught_up = trio.Event()
+                        await self._caught_up.wait()
                     await self.backfiller.wait_idle()
         finally:
             if self._conn_nursery is not None:
@@ -208,18 +237,22 @@ class Recorder:
         if self.backfiller is not None:
             with trio.CancelScope(shield=True):  # exchange gaps a full disk kept from being written
                 await trio.to_thread.run_sync(self.backfiller.ledger.save)
+        await self._close_owned_store()
+
+    async def _close_owned_store(self) -> None:
         if self._owns_sink and self._sink is not None:
+            sink, self._sink = self._sink, None
             # Shielded: a cancelled recorder still leaves the store compacted and unlocked.
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self._close_store)
+                await trio.to_thread.run_sync(self._close_store, sink)
 
     def _open_store(self) -> CandleSink:
         from .store.dataset import Store  # imported here: the store pulls pyarrow's dataset machinery in
 
         return Store(self.config.data_dir)
 
-    def _close_store(self) -> None:
-        sink: Any = self._sink
+    @staticmethod
+    def _close_store(sink: Any) -> None:
         try:
             summary = sink.compact()
             log.info("compacted: %s", summary)
@@ -231,6 +264,16 @@ class Recorder:
             sink.close()
 
     # --- tasks --------------------------------------------------------------------------------
+
+    def _prepare(
+        self, sink: CandleSink
+    ) -> tuple[dict[Series, int], list[tuple[Series, int, int | None]], ExchangeGapLedger | None]:
+        """Where each series stands in ``sink``, the catch-up plan and the exchange-gap ledger (blocking)."""
+        last = getattr(sink, "last_open_times", None)
+        stored: dict[Series, int] = dict(last()) if callable(last) else {}
+        if not self.config.backfill:
+            return stored, [], None
+        return stored, self._catch_up_plan(stored), ExchangeGapLedger(self.config.data_dir)
 
     def _catch_up_plan(self, stored: dict[Series, int]) -> list[tuple[Series, int, int | None]]:
         """What the start-up catch-up fetches: from ``since`` (or the first stored candle) to now, less what
@@ -252,7 +295,7 @@ class Recorder:
             plan += [(s, lo, hi) for lo, hi in catch_up_plan(s.interval, first, last, holes, start)]
         return plan
 
-    def _start_backfill(self, plan: Sequence[tuple[Series, int, int | None]]) -> None:
+    def _start_backfill(self, plan: Sequence[tuple[Series, int, int | None]], ledger: ExchangeGapLedger) -> None:
         """REST clients (one weight budget per pool), the backfiller, and the start-up catch-up (exchange gaps
         are skipped by the backfiller)."""
         assert self._conn_nursery is not None and self._send is not None
@@ -260,7 +303,7 @@ class Recorder:
             self._http = new_http_client()
         markets = sorted({s.market for s in self.config.streams})
         clients = rest_clients([self.config.market(m) for m in markets], self._http)
-        self.backfiller = Backfiller(clients, self._send.clone(), ExchangeGapLedger(self.config.data_dir))
+        self.backfiller = Backfiller(clients, self._send.clone(), ledger)
         self._conn_nursery.start_soon(self.backfiller.run, name="backfill")
         for s, start, end in plan:
             self.backfiller.request(s, start, end)
@@ -284,8 +327,12 @@ class Recorder:
             stats=self._writer_stats,
             on_gap=self._on_gap,
             on_written=self._written,
+            on_caught_up=self._note_caught_up,
             run_sink=self._run_sink,
         )
+
+    def _note_caught_up(self) -> None:
+        self._caught_up.set()
 
     async def _written(self, batch: list[Candle]) -> None:
         if record_log.isEnabledFor(logging.INFO):
@@ -414,6 +461,13 @@ class Recorder:
             f"{name}: {len(c.streams)} streams, {c.url.split('?')[0]}" for name, (c, _) in self._connections.items()
         ]
         return lines
+
+
+async def _exit_unwrapped(stack: AsyncExitStack, exc: BaseException | None) -> None:
+    """Leave ``stack`` (the recorder's nurseries), raising a single exception rather than a group."""
+    info = (type(exc), exc, exc.__traceback__) if exc is not None else (None, None, None)
+    with single_error():
+        await stack.__aexit__(*info)
 
 
 def _with_streams(config: RecorderConfig, streams: Sequence[Series]) -> RecorderConfig:

@@ -22,6 +22,7 @@ from ..store.coverage import SeriesCoverage, coverage
 from ..store.dataset import Store
 from ..store.ledger import ExchangeGapLedger
 from .backfill import Backfiller, BackfillStats
+from .supervision import single_error
 from .writer import run_writer
 
 __all__ = ["HistoryProgress", "download", "download_plan"]
@@ -84,8 +85,11 @@ async def download(
     to store what it holds (see :func:`~trio_klines.pipeline.writer.run_writer`); what is stored
     is whole, and the next run fetches the rest.
     """
-    with Store(config.data_dir) as store:
+    # Opening the store replays its journal, and the ledger is a file: blocking work, in worker threads.
+    store = await trio.to_thread.run_sync(Store, config.data_dir)
+    with store, single_error():
         held = await trio.to_thread.run_sync(coverage, config.data_dir, list(config.streams))
+        ledger = await trio.to_thread.run_sync(ExchangeGapLedger, config.data_dir)
         plan = download_plan(held, config.streams, since, until)
         total = sum(pages_needed(s.interval, lo, hi) for s, ranges in plan.items() for lo, hi in ranges if hi)
         send, receive = trio.open_memory_channel[Sequence[Candle]](config.channel_size)
@@ -93,7 +97,7 @@ async def download(
             nursery.start_soon(lambda: run_writer(receive, store, settings=WriterSettings(flush_seconds=FLUSH_SECONDS)))
             markets = sorted({s.market for s in config.streams})
             clients = rest_clients([config.market(m) for m in markets], http)
-            backfiller = Backfiller(clients, send.clone(), ExchangeGapLedger(config.data_dir), workers=WORKERS)
+            backfiller = Backfiller(clients, send.clone(), ledger, workers=WORKERS)
             async with send, trio.open_nursery() as fetchers:
                 fetchers.start_soon(backfiller.run)
                 for s, ranges in plan.items():
