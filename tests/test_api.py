@@ -24,6 +24,7 @@ def test_public_names_are_pinned() -> None:
             "InvalidCandles",
             "KlinesError",
             "MalformedMessage",
+            "RestError",
             "Market",
             "Recorder",
             "RecorderConfig",

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from .errors import InvalidCandles as InvalidCandles
     from .errors import KlinesError as KlinesError
     from .errors import MalformedMessage as MalformedMessage
+    from .errors import RestError as RestError
     from .errors import ServerShutdown as ServerShutdown
     from .errors import StoreError as StoreError
     from .errors import StoreLocked as StoreLocked
@@ -75,6 +76,7 @@ __all__ = [
     "Recorder",
     "RecorderConfig",
     "RecorderStats",
+    "RestError",
     "Series",
     "SeriesCoverage",
     "ServerShutdown",
@@ -106,6 +108,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "InvalidCandles",
         "KlinesError",
         "MalformedMessage",
+        "RestError",
         "ServerShutdown",
         "StoreError",
         "StoreLocked",

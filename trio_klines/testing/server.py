@@ -104,7 +104,12 @@ class FakeExchange:
         self.dice = Dice(config.seed)
         self.stats: collections.Counter[str] = collections.Counter()
         self.rest = RestApi(
-            self.history, self.clock.now, faults=self.faults, dice=self.dice, wall_seconds=self.clock.wall_seconds
+            self.history,
+            self.clock.now,
+            faults=self.faults,
+            dice=self.dice,
+            wall_seconds=self.clock.wall_seconds,
+            stats=self.stats,  # the REST faults' counters belong in the exchange's own figures
         )
         self.endpoints: dict[str, dict[str, str]] = {}
         self._connections: set[WsConnection] = set()
