@@ -19,10 +19,10 @@ import numpy as np
 from ..core.gaps import Gap
 from ..core.markets import INTERVALS, Series, next_open_time
 from ..errors import StoreError
-from .compaction import open_times, redundant_files
+from .compaction import open_times
 from .fileops import FileOps
 from .layout import series_dir
-from .periodfiles import iter_series_dirs, list_series_dir, read_file, with_quarantine
+from .periodfiles import iter_series_dirs, live_files, read_file, with_quarantine
 from .reading import retrying
 
 __all__ = ["SeriesCoverage", "coverage", "gaps_between"]
@@ -75,13 +75,9 @@ def _series_coverage(root: Path, key: Series) -> SeriesCoverage:
 
 
 def _stored_times(root: Path, directory: Path, key: Series) -> np.ndarray:
-    names = list_series_dir(directory)
-    redundant = set(redundant_files(names))
     ops = FileOps()
     arrays = []
-    for name in names:
-        if name in redundant:
-            continue
+    for name in live_files(directory):
         read = functools.partial(read_file, directory / str(name), key, name, _TIME_COLUMN)
         table = with_quarantine(root, ops, read)
         if table is not None:

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from ..core.markets import INTERVALS, Series, floor_open_time, is_open_time
 from ..errors import CorruptFile
-from .compaction import FileInfo, open_times
+from .compaction import FileInfo, open_times, redundant_files
 from .fileops import FileOps
 from .layout import (
     MAX_ROWS_PER_FILE,
@@ -39,6 +39,7 @@ from .tables import SCHEMA
 __all__ = [
     "iter_series_dirs",
     "list_series_dir",
+    "live_files",
     "quarantine",
     "quarantined_names",
     "read_file",
@@ -107,6 +108,14 @@ def list_series_dir(directory: Path) -> list[FileName]:
             _warn_once(directory / entry, "not a file the store writes")
     names.sort(key=lambda n: (n.period, n.hi))
     return names
+
+
+def live_files(directory: Path) -> list[FileName]:
+    """The files in ``directory`` that hold the series' rows, oldest append first: every period file but the
+    inputs of an interrupted merge (their rows are in its output)."""
+    names = list_series_dir(directory)
+    redundant = set(redundant_files(names))
+    return [name for name in names if name not in redundant]
 
 
 def _check_schema(schema: pa.Schema, series: Series, path: Path, columns: list[str] | None = None) -> None:

@@ -19,10 +19,10 @@ import pyarrow as pa
 
 from ..core.markets import Series, series
 from ..errors import ConfigError, StoreError
-from .compaction import merge_tables, open_times, redundant_files
+from .compaction import merge_tables, open_times
 from .fileops import FileOps
 from .layout import FileName, period_bounds, series_dir
-from .periodfiles import list_series_dir, read_file, read_footer, with_quarantine
+from .periodfiles import live_files, read_file, read_footer, with_quarantine
 from .tables import SCHEMA, table_to_dataframe
 
 __all__ = ["TimeLike", "last_open_time", "load", "read_series", "retrying", "to_ms"]
@@ -68,12 +68,9 @@ def read_series(
 
 
 def _read_once(root: Path, directory: Path, key: Series, start: int | None, end: int | None) -> pa.Table:
-    names = list_series_dir(directory)
-    redundant = set(redundant_files(names))  # inputs of an interrupted merge: their rows are in its output
     by_period: dict[str, list[FileName]] = {}
-    for name in names:
-        if name not in redundant:
-            by_period.setdefault(name.period, []).append(name)
+    for name in live_files(directory):
+        by_period.setdefault(name.period, []).append(name)
     ops = FileOps()
     parts = []
     for period, group in sorted(by_period.items()):
@@ -107,14 +104,13 @@ def last_open_time(root: str | os.PathLike[str], market: str, symbol: str, inter
 
 
 def _newest(root: Path, directory: Path, key: Series) -> int | None:
-    names = list_series_dir(directory)
-    redundant = set(redundant_files(names))
+    names = live_files(directory)
     ops = FileOps()
     # Newest period first; an older one only matters if every file of the newer one is corrupt.
     for period in sorted({name.period for name in names}, reverse=True):
         lasts = []
         for name in names:
-            if name.period == period and name not in redundant:
+            if name.period == period:
                 info = with_quarantine(root, ops, functools.partial(read_footer, directory / str(name), key, name))
                 if info is not None:
                     lasts.append(info.last)
