@@ -15,7 +15,7 @@ from trio_klines.config import StreamSettings
 from trio_klines.core.markets import MARKETS, stream_name
 from trio_klines.core.parse import Candle
 from trio_klines.errors import ConfigError
-from trio_klines.net.stream import ConnectionState, StreamConnection
+from trio_klines.net.stream import ConnectionState, ConnectionStats, StreamConnection
 from trio_klines.net.transport import Connection
 
 from fakes import FakeConnection, FakeTransport, kline_frame
@@ -363,13 +363,15 @@ async def test_the_states_a_connection_goes_through(autojump_clock: trio.testing
     settings = StreamSettings(receive_timeout=5, rotate_after=60, silence_min=1000, backoff_initial=1)
     conn, _ = make(transport, settings)
     assert conn.stats.state is ConnectionState.IDLE
-    seen: list[str] = [conn.stats.state]
+    seen: list[str] = []
 
-    async def watch() -> None:
-        while True:
-            if seen[-1] != conn.stats.state:
-                seen.append(conn.stats.state)
-            await trio.sleep(0.01)
+    class StateLog(ConnectionStats):
+        def __setattr__(self, name: str, value: object) -> None:
+            if name == "state" and (not seen or seen[-1] != value):
+                seen.append(value)  # type: ignore[arg-type]
+            super().__setattr__(name, value)
+
+    conn.stats = StateLog(name=conn.name, market=conn.market.name, streams=len(conn.streams))
 
     async def feed(ws: FakeConnection) -> None:
         while not ws.closed:
@@ -377,22 +379,18 @@ async def test_the_states_a_connection_goes_through(autojump_clock: trio.testing
             await trio.sleep(1)
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(watch)
         nursery.start_soon(conn.run)
         first = await transport.next_connection(1)
         await first.push(kline_frame("BTCUSDT", "1m", 60_000, closed=False))
         await trio.sleep(0.1)
         first.cut()
-        second = await transport.next_connection(2)
-        await trio.sleep(0.1)  # connecting until its first frame
-        nursery.start_soon(feed, second)
+        nursery.start_soon(feed, await transport.next_connection(2))
         third = await transport.next_connection(3)  # the rotation, a minute later
-        await trio.sleep(0.1)
         await third.push(kline_frame("BTCUSDT", "1m", 60_000, closed=False))
         await trio.sleep(0.1)
         nursery.cancel_scope.cancel()
-    assert seen == ["idle", "connecting", "live", "backoff", "connecting", "live", "rotating", "live"]
-    assert conn.stats.state == "stopped" and isinstance(conn.stats.state, str)
+    assert seen == ["idle", "connecting", "live", "backoff", "connecting", "live", "rotating", "live", "stopped"]
+    assert all(isinstance(state, ConnectionState) for state in seen)
 
 
 async def test_bad_frames_are_logged_once_per_period_with_a_count_of_the_rest(
