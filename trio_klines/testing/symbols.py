@@ -121,7 +121,11 @@ _GENERATED_LISTING: Final = _ms("2021-01-01T00:00")
 
 
 def _defaults() -> dict[str, dict[str, SymbolSpec]]:
-    spot = {
+    return {"spot": _spot_specs(), "usdt_futures": _usdm_specs(), "coin_futures": _coinm_specs()}
+
+
+def _spot_specs() -> dict[str, SymbolSpec]:
+    return {
         row[0]: SymbolSpec(
             market="spot",
             symbol=row[0],
@@ -140,7 +144,10 @@ def _defaults() -> dict[str, dict[str, SymbolSpec]]:
         )
         for row in _SPOT_ROWS
     }
-    usdm = {
+
+
+def _usdm_specs() -> dict[str, SymbolSpec]:
+    return {
         row[0]: SymbolSpec(
             market="usdt_futures",
             symbol=row[0],
@@ -160,7 +167,10 @@ def _defaults() -> dict[str, dict[str, SymbolSpec]]:
         )
         for row in _USDM_ROWS
     }
-    coinm = {
+
+
+def _coinm_specs() -> dict[str, SymbolSpec]:
+    return {
         row[0]: SymbolSpec(
             market="coin_futures",
             symbol=row[0],
@@ -180,7 +190,6 @@ def _defaults() -> dict[str, dict[str, SymbolSpec]]:
         )
         for row in _COINM_ROWS
     }
-    return {"spot": spot, "usdt_futures": usdm, "coin_futures": coinm}
 
 
 def generated_symbol(market: str, index: int) -> str:
