@@ -397,7 +397,7 @@ class Recorder:
                     streams = [s for s in streams if s not in take]
             for group in plan_connections(m, streams):
                 self._start_connection(market, group)
-        self.config = _with_streams(self.config, [*self.config.streams, *wanted])
+        self.config = _with_series(self.config, [*self.config.streams, *wanted])
 
     async def remove_streams(self, series: Iterable[Series]) -> None:
         """Stop recording these series: ``UNSUBSCRIBE``, or stop a connection left with none."""
@@ -414,7 +414,7 @@ class Recorder:
                 await conn.unsubscribe(mine)
         remaining = [s for s in self.config.streams if s not in gone]
         if remaining:
-            self.config = _with_streams(self.config, remaining)
+            self.config = _with_series(self.config, remaining)
 
     def candles(self, buffer: int = 100) -> trio.MemoryReceiveChannel[list[Candle]]:
         """A channel of every batch of candles once it is durable on disk, deduplicated, in write order.
@@ -470,5 +470,5 @@ async def _exit_unwrapped(stack: AsyncExitStack, exc: BaseException | None) -> N
         await stack.__aexit__(*info)
 
 
-def _with_streams(config: RecorderConfig, streams: Sequence[Series]) -> RecorderConfig:
+def _with_series(config: RecorderConfig, streams: Sequence[Series]) -> RecorderConfig:
     return replace(config, streams=tuple(streams))
