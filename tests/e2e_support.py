@@ -38,8 +38,8 @@ SERIES = [("usdt_futures", "BTCUSDT", "1m"), ("usdt_futures", "ETHUSDT", "1m"), 
 MIN = 60_000
 #: Seconds between the recorder's summary lines (``record --quiet``): the first one is its readiness line.
 SUMMARY_EVERY = 0.25
-#: A line the recorder logs only once its SIGINT/SIGTERM handlers are in place: a summary (they are
-#: logged from inside the signal receiver), or a ``ready:`` line should the CLI log one.
+#: A line the recorder logs only once its SIGINT/SIGTERM handlers are in place: its ``ready:`` line, or a
+#: summary (logged from inside the signal receiver).
 READY = re.compile(r" trio_klines\.(?:summary|cli): (?:ready:|\d+ candles written)")
 _COUNTS = re.compile(r"(\d+) (candles written|messages|reconnects|gaps|malformed|write errors|pending)")
 #: How long a test waits for a process to be ready or for the store to fill, on a loaded machine too.

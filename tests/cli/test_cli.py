@@ -19,6 +19,7 @@ def run(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
     return proc.returncode, out, err
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_demo_records_the_articles_set_and_shows_it(tmp_path: Path) -> None:
     code, out, err = run("demo", "--seconds", "2", "--data", str(tmp_path / "demo"))

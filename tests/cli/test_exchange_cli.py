@@ -56,6 +56,7 @@ async def exchange_process(*args: str) -> AsyncIterator[tuple[trio.Process, byte
                 await pipe.aclose()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
 async def test_exchange_command_prints_endpoints_serves_and_stops_on_signal(stop: signal.Signals) -> None:
     args = ("--seed", "5", "--speed", "6000", "--start", "2024-01-01", "--symbols", "2", "--port", "0")
@@ -99,6 +100,7 @@ async def test_exchange_command_prints_endpoints_serves_and_stops_on_signal(stop
         assert rest.count(b"\n") == 1 and stats["rest_requests"] == 2 and stats["ws_connections"] == 1, stats
 
 
+@pytest.mark.slow
 async def test_exchange_command_applies_faults() -> None:
     async with exchange_process("--faults", "rest418=1,retry_after=3") as (process, line):
         spot = apply_endpoints(json.loads(line))["spot"]

@@ -6,8 +6,6 @@ import errno
 import json
 import logging
 import os
-import subprocess
-import sys
 import types
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -611,23 +609,6 @@ def test_store_errors_share_the_root() -> None:
     for error in (StoreError, StoreLocked, StoreWriteError, CorruptFile, InvalidCandles):
         assert issubclass(error, KlinesError)
     assert issubclass(StoreWriteError, OSError) and issubclass(InvalidCandles, ValueError)
-
-
-# --- benchmark ----------------------------------------------------------------------------------
-
-
-def test_the_write_benchmark_runs() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.write", "--json", "--quick"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=100,
-        check=True,
-    )
-    report = json.loads(result.stdout)
-    keys = ("rows_per_s_batch_1", "rows_per_s_batch_10000", "append_cost_ratio_1m_vs_1k", "ratio_vs_rewrite_at_100k")
-    assert all(report[key] > 0 for key in keys)
 
 
 # --- pyarrow's errors, mapped where the store builds its files ----------------------------------

@@ -110,6 +110,9 @@ async def record_until_signalled(config: RecorderConfig, quiet: bool, summary_ev
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             async with Recorder(config) as rec:
+                # Said once the signal handlers are installed and the connections started: what a supervisor
+                # (or a test) waits for before it may stop the recorder cleanly.
+                log.info("ready: recording %d series; SIGINT or SIGTERM stops", len(config.streams))
                 if quiet:
                     nursery.start_soon(_summaries, rec, summary_every)
                 async for signum in signals:
