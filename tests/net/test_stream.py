@@ -17,6 +17,8 @@ from trio_klines.core.parse import Candle
 from trio_klines.errors import ConfigError
 from trio_klines.net.stream import ConnectionState, ConnectionStats, StreamConnection
 from trio_klines.net.transport import Connection
+from trio_klines.testing.scripted import ScriptedTransport
+from trio_klines.testing.wire import server_shutdown_frame
 
 from fakes import FakeConnection, FakeTransport, kline_frame
 
@@ -100,7 +102,7 @@ async def test_server_shutdown_reconnects_at_once(autojump_clock: trio.testing.M
     async with trio.open_nursery() as nursery:
         nursery.start_soon(conn.run)
         ws = await transport.next_connection(1)
-        await ws.push('{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1}}')
+        await ws.push(server_shutdown_frame(1, combined=True))
         await transport.next_connection(2)
         nursery.cancel_scope.cancel()
     assert transport.attempts[1] - transport.attempts[0] < 0.01
@@ -239,44 +241,17 @@ def test_bad_settings_and_stream_counts_are_refused() -> None:
         StreamConnection("x", UM, [], send)
 
 
-class _OneBurst:
-    """A connection with ``receive_batch`` whose first read brings a whole burst, then nothing."""
-
-    def __init__(self, frames: list[str]) -> None:
-        self.frames = frames
-        self.reads = 0
-
-    async def receive(self) -> str | bytes:
-        raise AssertionError("a connection with receive_batch is read in batches")
-
-    async def receive_batch(self) -> list[str | bytes]:
-        self.reads += 1
-        if self.reads > 1:
-            await trio.sleep_forever()
-        return list(self.frames)
-
-    async def send(self, message: str) -> None:
-        pass
-
-
 async def test_a_burst_is_one_channel_send_and_a_shutdown_inside_it_loses_no_candle(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    burst = _OneBurst([
+    transport = ScriptedTransport([[
         kline_frame("BTCUSDT", "1m", 60_000),
         kline_frame("BTCUSDT", "1m", 120_000, closed=False),
         "garbage{",
         kline_frame("ETHUSDT", "1m", 60_000),
-        '{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1}}',
+        server_shutdown_frame(1, combined=True),
         kline_frame("BTCUSDT", "1m", 120_000),
-    ])  # fmt: skip
-    opened = trio.Event()
-
-    @asynccontextmanager
-    async def transport(url: str) -> AsyncIterator[Connection]:
-        opened.set()
-        yield burst
-
+    ]], batch=True)  # fmt: skip
     send, receive = trio.open_memory_channel[Sequence[Candle]](100)
     conn = StreamConnection("um-0", UM, STREAMS, send, settings=SETTINGS, transport=transport, rng=random.Random(1))
     async with trio.open_nursery() as nursery:
