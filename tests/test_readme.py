@@ -1,4 +1,4 @@
-"""The README's embedding example runs as written."""
+"""The README's examples run as written."""
 
 from __future__ import annotations
 
@@ -29,3 +29,12 @@ def test_the_embedding_example_runs(tmp_path: Path) -> None:
     assert sum(line.startswith(("BTCUSDT ", "ETHUSDT ")) for line in lines) >= 10
     assert "candles written" in lines[-1]
     assert (tmp_path / "example-data" / "market=usdt_futures").is_dir()
+
+
+@pytest.mark.timeout(60)
+def test_the_seams_example_runs(tmp_path: Path) -> None:
+    script = tmp_path / "seams.py"
+    script.write_text(example("seams"), encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=50)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[60000, 120000, 180000]"
