@@ -14,6 +14,8 @@ Each maps its library's errors with :func:`map_errors` and one table of what the
 
 from __future__ import annotations
 
+import functools
+import ssl
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, contextmanager
 from typing import TYPE_CHECKING, Final, NoReturn, Protocol, runtime_checkable
@@ -34,6 +36,7 @@ __all__ = [
     "Transport",
     "describe",
     "map_errors",
+    "tls_contexts",
     "trio_websocket_transport",
 ]
 
@@ -150,3 +153,11 @@ def __getattr__(name: str) -> object:
 
         return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def tls_contexts(ssl_context: ssl.SSLContext | None) -> Callable[[], ssl.SSLContext]:
+    """What a transport calls for the TLS context of each ``wss://`` connection: ``ssl_context``, or the
+    system's default, made on first use and kept (loading the trust store costs milliseconds a time)."""
+    if ssl_context is not None:
+        return lambda: ssl_context
+    return functools.cache(ssl.create_default_context)

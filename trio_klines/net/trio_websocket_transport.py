@@ -22,7 +22,16 @@ import trio_websocket
 import wsproto.utilities
 
 from ..errors import ConfigError, ConnectionLost
-from .transport import MAX_MESSAGE_SIZE, STREAM_ERRORS, Connection, ErrorMap, Transport, describe, map_errors
+from .transport import (
+    MAX_MESSAGE_SIZE,
+    STREAM_ERRORS,
+    Connection,
+    ErrorMap,
+    Transport,
+    describe,
+    map_errors,
+    tls_contexts,
+)
 
 __all__ = ["trio_websocket_transport"]
 
@@ -225,13 +234,7 @@ def trio_websocket_transport(
     every send, so a dead peer cannot hold a reconnect up. TLS verifies certificates with
     ``ssl_context`` (default: the system's trust store) and reports a failure as such.
     """
-    contexts: list[ssl.SSLContext] = [ssl_context] if ssl_context is not None else []
-
-    def tls_context() -> ssl.SSLContext:
-        # Made on first use and kept: loading the trust store costs milliseconds per connection.
-        if not contexts:
-            contexts.append(ssl.create_default_context())
-        return contexts[0]
+    tls_context = tls_contexts(ssl_context)
 
     @asynccontextmanager
     async def open_connection(url: str) -> AsyncIterator[Connection]:

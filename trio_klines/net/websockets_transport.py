@@ -40,7 +40,16 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from ..errors import ConfigError, ConnectionLost
-from .transport import MAX_MESSAGE_SIZE, STREAM_ERRORS, Connection, ErrorMap, Transport, describe, map_errors
+from .transport import (
+    MAX_MESSAGE_SIZE,
+    STREAM_ERRORS,
+    Connection,
+    ErrorMap,
+    Transport,
+    describe,
+    map_errors,
+    tls_contexts,
+)
 
 __all__ = ["websockets_transport"]
 
@@ -335,13 +344,7 @@ def websockets_transport(
     be opened (:class:`ConfigError` for a URL that is not ``ws://`` or ``wss://``).
     """
 
-    contexts: list[ssl.SSLContext] = [ssl_context] if ssl_context is not None else []
-
-    def tls_context() -> ssl.SSLContext:
-        # Made on first use and kept: loading the trust store costs milliseconds per connection.
-        if not contexts:
-            contexts.append(ssl.create_default_context())
-        return contexts[0]
+    tls_context = tls_contexts(ssl_context)
 
     @asynccontextmanager
     async def open_connection(url: str) -> AsyncIterator[Connection]:
