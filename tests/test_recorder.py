@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 
 import httpx
 import pytest
 import trio
 import trio.testing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from trio_klines.config import RecorderConfig
-from trio_klines.core.markets import Series
+from trio_klines.core.markets import Series, stream_name
 from trio_klines.core.parse import Candle
 from trio_klines.errors import ConfigError
+from trio_klines.net.stream import StreamConnection
 from trio_klines.pipeline.writer import call_inline
 from trio_klines.recorder import Recorder
+from trio_klines.testing import ScriptedTransport
 
 from fakes import FakeBinance, FakeTransport, MemorySink, kline_frame
 
@@ -266,3 +271,64 @@ async def test_stop_fills_the_holes_in_what_was_received_before_it(autojump_cloc
         assert rec.stats().gaps == 0  # not seen yet
         nursery.start_soon(release_later)
     assert sorted(c.open_time // 60_000 for c in sink.candles) == [2, 3, 4, 5, 6, 7]
+
+
+# --- add_streams / remove_streams against a model ------------------------------------------------
+
+POOL = [Series(m, sym, i) for m, sym in (("spot", "BTCUSDT"), ("usdt_futures", "BTCUSDT"), ("spot", "ETHUSDT"),
+                                         ("coin_futures", "BTCUSD_PERP")) for i in ("1m", "1h")]  # fmt: skip
+
+
+async def churn(operations: list[tuple[bool, list[int]]]) -> None:
+    """Apply the operations to a recorder and to a model (a set), checking after each that every live
+    connection subscribes exactly the model's streams, and that ended connections are not kept."""
+    transport = ScriptedTransport()
+    rec = Recorder(config("spot:1m:BTCUSDT"), sink=MemorySink(), transport=transport, run_sink=call_inline)
+    model = {Series("spot", "BTCUSDT", "1m")}
+    async with rec:
+        for add, picks in operations:
+            chosen = [POOL[i] for i in picks]
+            if add:
+                await rec.add_streams(chosen)
+                model |= set(chosen)
+            else:
+                await rec.remove_streams(chosen)
+                model -= set(chosen)
+            await trio.sleep(1)  # cancelled connections end, new ones connect
+            subscribed = [(c.market.name, s) for c, _ in rec._connections.values() for s in c.streams]
+            assert sorted(subscribed) == sorted({(s.market, stream_name(s.symbol, s.interval)) for s in model})
+            assert set(rec.series) == model
+            assert not hasattr(rec, "_retired")
+            # Each market's streams fit on one connection here: never more than one live connection each.
+            assert len(rec._connections) == len({s.market for s in model})
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.booleans(), st.lists(st.integers(0, len(POOL) - 1), max_size=4)), max_size=12))
+def test_add_and_remove_do_exactly_what_they_say(operations: list[tuple[bool, list[int]]]) -> None:
+    trio.run(churn, operations, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_remove_everything_then_add_one_back_records_it() -> None:
+    trio.run(churn, [(False, [0]), (True, [1])], clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_the_same_stream_on_two_markets_is_removed_on_both() -> None:
+    trio.run(churn, [(True, [1]), (False, [0, 1])], clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_churn_keeps_no_ended_connection() -> None:
+    async def main() -> None:
+        rec = Recorder(config("spot:1m:BTCUSDT"), sink=MemorySink(), transport=ScriptedTransport(),
+                       run_sink=call_inline)  # fmt: skip
+        eth = Series("coin_futures", "BTCUSD_PERP", "1m")
+        async with rec:
+            for _ in range(50):
+                await rec.add_streams([eth])
+                await trio.sleep(0.5)
+                await rec.remove_streams([eth])
+                await trio.sleep(0.5)
+            assert len(rec._connections) == 1
+            assert gc.collect() >= 0 and sum(isinstance(o, StreamConnection) for o in gc.get_objects()) <= 2
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Any, Final, Self
 
 import httpx
 import trio
@@ -31,6 +31,7 @@ from .config import RecorderConfig
 from .core.gaps import ContinuityTracker, Gap
 from .core.markets import (
     DEFAULT_MAX_URL_LENGTH,
+    Market,
     Series,
     combined_stream_url,
     plan_connections,
@@ -131,7 +132,10 @@ class Recorder:
         self._owns_sink = sink is None
         self._transport = transport or _configured_transport(config)
         self._connections: dict[str, tuple[StreamConnection, trio.CancelScope]] = {}
-        self._retired: list[StreamConnection] = []
+        # What ended connections counted: kept as sums, not as the connections, so churn costs no memory.
+        self._retired_counts = dict.fromkeys(_CONNECTION_COUNTS, 0)
+        # The series being recorded, the truth for add/remove (config.streams cannot be empty).
+        self._series: dict[Series, None] = dict.fromkeys(config.streams)
         self._writer_stats = WriterStats()
         self._tracker = ContinuityTracker()
         self._subscribers: list[trio.MemorySendChannel[list[Candle]]] = []
@@ -365,7 +369,8 @@ class Recorder:
                     await conn.run()
             finally:
                 self._connections.pop(name, None)
-                self._retired.append(conn)
+                for key in _CONNECTION_COUNTS:
+                    self._retired_counts[key] += getattr(conn.stats, key)
 
         self._connections[name] = (conn, scope)
         self._conn_nursery.start_soon(run, name=name)
@@ -373,48 +378,72 @@ class Recorder:
 
     # --- run-time changes ---------------------------------------------------------------------
 
+    @property
+    def series(self) -> tuple[Series, ...]:
+        """The series being recorded now, after every :meth:`add_streams` and :meth:`remove_streams`."""
+        return tuple(self._series)
+
     async def add_streams(self, series: Iterable[Series]) -> None:
-        """Start recording more series: ``SUBSCRIBE`` on a connection with room, or a new connection."""
+        """Start recording more series: ``SUBSCRIBE`` on a connection with room, or a new connection.
+
+        Series already recorded are ignored. Raises :class:`ConfigError` for a market the config lacks.
+        """
         self._check_running()
-        wanted = [s for s in dict.fromkeys(series) if s not in self._recording()]
+        wanted = [s for s in dict.fromkeys(series) if s not in self._series]
         for s in wanted:
             if s.market not in self.config.markets:
                 raise ConfigError(f"unknown market {s.market!r}")
+        self._series.update(dict.fromkeys(wanted))  # before any await: a concurrent call sees them
+        self._sync_config()
         for market in sorted({s.market for s in wanted}):
-            m = self.config.market(market)
             streams = [stream_name(s.symbol, s.interval) for s in wanted if s.market == market]
-            for conn, _scope in list(self._connections.values()):
-                if conn.market.name != market or not streams:
-                    continue
-                room = m.max_streams_per_connection - len(conn.streams)
-                take = []
-                for stream in streams:
-                    url = combined_stream_url(m, (*conn.streams, *take, stream))
-                    if len(take) < room and len(url) <= DEFAULT_MAX_URL_LENGTH:
-                        take.append(stream)
-                if take:
-                    await conn.subscribe(take)
-                    streams = [s for s in streams if s not in take]
-            for group in plan_connections(m, streams):
-                self._start_connection(market, group)
-        self.config = _with_series(self.config, [*self.config.streams, *wanted])
+            await self._subscribe(self.config.market(market), streams)
+
+    async def _subscribe(self, market: Market, streams: list[str]) -> None:
+        """``streams`` of ``market`` onto the connections with room, then onto new ones."""
+        for conn, _scope in list(self._connections.values()):
+            if conn.market.name != market.name or not streams:
+                continue
+            room = market.max_streams_per_connection - len(conn.streams)
+            take: list[str] = []
+            for stream in streams:
+                url = combined_stream_url(market, (*conn.streams, *take, stream))
+                if len(take) < room and len(url) <= DEFAULT_MAX_URL_LENGTH:
+                    take.append(stream)
+            if take:
+                await conn.subscribe(take)
+                streams = [s for s in streams if s not in take]
+        for group in plan_connections(market, streams):
+            self._start_connection(market.name, group)
 
     async def remove_streams(self, series: Iterable[Series]) -> None:
-        """Stop recording these series: ``UNSUBSCRIBE``, or stop a connection left with none."""
+        """Stop recording these series: ``UNSUBSCRIBE``, or stop a connection left with none.
+
+        Series not recorded are ignored. Removing every series leaves the recorder running with none,
+        ready for :meth:`add_streams`.
+        """
         self._check_running()
-        gone = set(series)
-        names = {stream_name(s.symbol, s.interval): s.market for s in gone}
-        for conn, scope in list(self._connections.values()):
-            mine = [st for st in conn.streams if names.get(st) == conn.market.name]
+        gone = [s for s in dict.fromkeys(series) if s in self._series]
+        # (market, stream) pairs: the same symbol and interval on two markets are two streams.
+        pairs = {(s.market, stream_name(s.symbol, s.interval)) for s in gone}
+        for s in gone:
+            del self._series[s]
+        self._sync_config()
+        for name, (conn, scope) in list(self._connections.items()):
+            mine = [st for st in conn.streams if (conn.market.name, st) in pairs]
             if not mine:
                 continue
             if len(mine) == len(conn.streams):
+                # Forgotten at once, so that an add_streams right after never subscribes on a dying socket.
+                del self._connections[name]
                 scope.cancel()
             else:
                 await conn.unsubscribe(mine)
-        remaining = [s for s in self.config.streams if s not in gone]
-        if remaining:
-            self.config = _with_series(self.config, remaining)
+
+    def _sync_config(self) -> None:
+        # A config holds at least one series: with none left, it keeps the last ones (``series`` is current).
+        if self._series:
+            self.config = _with_series(self.config, list(self._series))
 
     def candles(self, buffer: int = 100) -> trio.MemoryReceiveChannel[list[Candle]]:
         """A channel of every batch of candles once it is durable on disk, deduplicated, in write order.
@@ -430,15 +459,10 @@ class Recorder:
 
     def stats(self) -> RecorderStats:
         conns = tuple(ConnectionStats(**asdict(c.stats)) for c, _ in self._connections.values())
-        everything = [*conns, *(c.stats for c in self._retired)]  # the counts outlive the connections
+        counts = {key: total + sum(getattr(c, key) for c in conns) for key, total in self._retired_counts.items()}
         w = self._writer_stats
         return RecorderStats(
-            messages=sum(c.messages for c in everything),
-            candles=sum(c.candles for c in everything),
-            reconnects=sum(c.reconnects for c in everything),
-            malformed=sum(c.malformed for c in everything),
-            binance_errors=sum(c.binance_errors for c in everything),
-            silent_alarms=sum(c.silent_alarms for c in everything),
+            **counts,
             written=w.written,
             duplicates=w.duplicates,
             gaps=w.gaps,
@@ -447,9 +471,6 @@ class Recorder:
             pending=w.pending,
             connections=conns,
         )
-
-    def _recording(self) -> set[Series]:
-        return set(self.config.streams)
 
     def _check_running(self) -> None:
         if self._stack is None:
@@ -468,6 +489,10 @@ async def _exit_unwrapped(stack: AsyncExitStack, exc: BaseException | None) -> N
     info = (type(exc), exc, exc.__traceback__) if exc is not None else (None, None, None)
     with single_error():
         await stack.__aexit__(*info)
+
+
+#: The counters of a connection that a recorder's stats add up, ended connections included.
+_CONNECTION_COUNTS: Final = ("messages", "candles", "reconnects", "malformed", "binance_errors", "silent_alarms")
 
 
 def _with_series(config: RecorderConfig, streams: Sequence[Series]) -> RecorderConfig:
