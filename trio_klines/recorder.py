@@ -233,15 +233,30 @@ class Recorder:
                 self._send.close()
 
     async def _after_stop(self) -> None:
+        """The cleanup, on every exit path (a cancellation too): each step shielded, and run whatever the
+        steps before it did; the first error is raised once all have run."""
         for channel in self._subscribers:
             channel.close()
+        error: Exception | None = None
+        for step in (self._close_http, self._save_ledger, self._close_owned_store):
+            try:
+                await step()
+            except Exception as exc:
+                log.error("cleanup: %s failed: %r", step.__name__.strip("_").replace("_", " "), exc)
+                error = error or exc
+        if error is not None:
+            raise error
+
+    async def _close_http(self) -> None:
         if self._owns_http and self._http is not None:
-            with trio.CancelScope(shield=True):
+            # Bounded: closing waits for nothing that matters, and a stuck socket must not hold the stop up.
+            with trio.CancelScope(shield=True), trio.move_on_after(HTTP_CLOSE_GRACE):
                 await self._http.aclose()
+
+    async def _save_ledger(self) -> None:
         if self.backfiller is not None:
             with trio.CancelScope(shield=True):  # exchange gaps a full disk kept from being written
                 await trio.to_thread.run_sync(self.backfiller.ledger.save)
-        await self._close_owned_store()
 
     async def _close_owned_store(self) -> None:
         if self._owns_sink and self._sink is not None:
@@ -251,7 +266,7 @@ class Recorder:
                 await trio.to_thread.run_sync(self._close_store, sink)
 
     def _open_store(self) -> CandleSink:
-        from .store.dataset import Store  # imported here: the store pulls pyarrow's dataset machinery in
+        from .store.dataset import Store  # imported here: a recorder given its own sink never loads pyarrow
 
         return Store(self.config.data_dir)
 
@@ -491,6 +506,8 @@ async def _exit_unwrapped(stack: AsyncExitStack, exc: BaseException | None) -> N
         await stack.__aexit__(*info)
 
 
+#: How long closing the recorder's own HTTP client may take when it stops.
+HTTP_CLOSE_GRACE: Final = 5.0
 #: The counters of a connection that a recorder's stats add up, ended connections included.
 _CONNECTION_COUNTS: Final = ("messages", "candles", "reconnects", "malformed", "binance_errors", "silent_alarms")
 
