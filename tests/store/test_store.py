@@ -560,6 +560,21 @@ def test_a_second_writer_is_refused(root: Path) -> None:
         pass
 
 
+def test_a_second_writer_is_refused_after_the_lock_file_is_removed(root: Path) -> None:
+    # Issue 13, item 7: the lock must not depend on a path that can be unlinked.
+    with Store(root) as first:
+        (root / "_lock").unlink()
+        with pytest.raises(StoreLocked, match="being written by another process"):
+            Store(root)
+        (root / "_lock").unlink(missing_ok=True)
+        (root / "_lock").write_text("not a pid\n")
+        with pytest.raises(StoreLocked):
+            compact(root)
+        assert first.append(minutes(JAN_2024, 2)) == 2  # the holder goes on writing
+    with Store(root) as again:  # released on close
+        assert again.last_open_time(*BTC_1M) == JAN_2024 + MINUTE
+
+
 def test_leftovers_of_a_crash_are_cleaned_at_open(root: Path) -> None:
     with Store(root) as store:
         store.append(minutes(JAN_2024, 3))

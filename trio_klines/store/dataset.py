@@ -178,6 +178,8 @@ class Store:
         self._cache = TableCache()  # what merges of the small files just written need, without reading back
         self._journal_unfinished = False
         self._lock_fd: int | None = None
+        self._root_fd: int | None = None
+        self._closed = False
         if not self.root.is_dir():
             if not create:
                 raise StoreError(f"no store at {self.root}")
@@ -192,9 +194,11 @@ class Store:
 
     def close(self) -> None:
         """Release the lock. Nothing needs flushing: every append was durable when it returned."""
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self._closed = True
+        for fd in (self._lock_fd, self._root_fd):
+            if fd is not None:
+                os.close(fd)
+        self._lock_fd = self._root_fd = None
 
     def __enter__(self) -> Store:
         return self
@@ -203,26 +207,61 @@ class Store:
         self.close()
 
     def _lock(self) -> None:
-        # The lock file is not data, so it bypasses FileOps; closing the descriptor releases the lock.
-        path = self.root / LOCK_NAME
+        """Take the root's lock: an ``flock`` on the root directory itself, which cannot be unlinked while held
+        (it stays non-empty), so deleting ``ROOT/_lock`` cannot let a second writer in; ``_lock`` is locked
+        too (as earlier versions did) and carries the holder's pid for the message.
+
+        The lock is not data, so it bypasses FileOps; closing the descriptors releases it.
+        """
+        if fcntl is None:  # pragma: no cover - Windows: directories cannot be opened, no advisory lock
+            self._lock_fd = self._lock_file()
+            return
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            root_fd = os.open(self.root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError as exc:
+            raise StoreWriteError(f"could not open {self.root}: {exc.strerror}", exc, committed=False) from exc
+        self._root_fd = root_fd
+        try:
+            self._lock_fd = self._lock_file()
+            fcntl.flock(root_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = self._holder()
+            self.close()
+            raise StoreLocked(f"{self.root} is being written by another process (pid {holder})") from exc
+        except BaseException:
+            self.close()
+            raise
+        with contextlib.suppress(OSError):  # the pid is only for the message above
+            os.ftruncate(self._lock_fd, 0)
+            os.write(self._lock_fd, f"{os.getpid()}\n".encode())
+
+    def _lock_file(self) -> int:
+        """``ROOT/_lock``, opened and locked; :class:`OSError` from ``flock`` if another process holds it."""
+        path = self.root / LOCK_NAME
+        if path.is_symlink():
+            raise StoreError(f"{path} is a symbolic link: refused, the store follows none")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
         except OSError as exc:
             raise StoreWriteError(f"could not open the lock {path}: {exc.strerror}", exc, committed=False) from exc
-        if fcntl is not None:
-            try:
+        try:
+            if fcntl is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-                os.close(fd)
-                raise StoreLocked(f"{self.root} is being written by another process (pid {holder})") from exc
-        with contextlib.suppress(OSError):  # the pid is only for the message above
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-        self._lock_fd = fd
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _holder(self) -> str:
+        """The pid the lock's holder wrote in ``ROOT/_lock``, or ``?`` (the file was removed, say)."""
+        try:
+            with open(self.root / LOCK_NAME, "rb") as file:
+                return file.read(32).decode(errors="replace").strip() or "?"
+        except OSError:
+            return "?"
 
     def _check_open(self) -> None:
-        if self._lock_fd is None:
+        if self._closed:
             raise StoreError(f"the store at {self.root} is closed")
         if self._journal_unfinished:
             self._finish_journal()
