@@ -14,7 +14,7 @@ import logging
 import math
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -57,6 +57,8 @@ class ExchangeConfig:
     faults: Faults = dataclasses.field(default_factory=Faults)
     #: Generated symbols added to each market's defaults.
     symbols: int = 0
+    #: Listed symbols that do not trade: ``{"spot:ETHBTC": "BREAK"}`` (see :class:`Universe`).
+    statuses: Mapping[str, str] = dataclasses.field(default_factory=dict)
     host: str = "127.0.0.1"
     port: int = 0
     #: Seconds between server pings; ``None`` for spot's 20 s divided by the speed (0.05 s at least).
@@ -81,7 +83,7 @@ class ExchangeConfig:
             raise ConfigError("min_update_gap and shutdown_notice must be >= 0")
         if not isinstance(self.faults, Faults):
             object.__setattr__(self, "faults", parse_faults(self.faults))
-        Universe(self.symbols)  # validates the count
+        Universe(self.symbols, statuses=self.statuses)  # validates the count and the statuses
 
 
 class FakeExchange:
@@ -100,7 +102,8 @@ class FakeExchange:
         self.shutdown_notice_ms = math.ceil(config.shutdown_notice * 1000)
         start = config.start if config.start is not None else int(time.time() * 1000)
         self.clock = ExchangeClock(start, self.speed)
-        self.history = History(config.seed, universe=Universe(config.symbols), outages=config.faults.outages)
+        universe = Universe(config.symbols, statuses=config.statuses)
+        self.history = History(config.seed, universe=universe, outages=config.faults.outages)
         self.dice = Dice(config.seed)
         self.stats: collections.Counter[str] = collections.Counter()
         self.rest = RestApi(

@@ -12,12 +12,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Final
 
-from ..core.markets import MARKET_NAMES, get_market
+from ..core.markets import MARKET_NAMES, get_market, normalize_symbol
 from ..errors import ConfigError
 
 __all__ = ["GENERATED_PREFIX", "SymbolSpec", "Universe", "generated_symbol"]
@@ -25,6 +26,7 @@ __all__ = ["GENERATED_PREFIX", "SymbolSpec", "Universe", "generated_symbol"]
 #: Generated symbols are ``SYM0001USDT`` (spot, USDⓈ-M) and ``SYM0001USD_PERP`` (COIN-M).
 GENERATED_PREFIX: Final = "SYM"
 _MAX_GENERATED: Final = 9999
+_STATUS_RE: Final = re.compile(r"[A-Z_]{1,32}")
 _SPOT_DECIMALS: Final = 8
 
 
@@ -59,6 +61,13 @@ class SymbolSpec:
     contract_size: int = 0
     #: Chance that a one-minute candle has no trade at all (longer candles: this to the power of minutes).
     zero_trade_chance: float = 0.0
+    #: Its trading status in ``exchangeInfo``. A symbol that is not ``TRADING`` (spot ``BREAK``, futures
+    #: ``SETTLING``…) is listed there and nowhere else: its streams stay silent, its klines are refused.
+    status: str = "TRADING"
+
+    @property
+    def trading(self) -> bool:
+        return self.status == "TRADING"
 
     @property
     def tick_size(self) -> str:
@@ -258,10 +267,16 @@ def _generated(market: str, index: int) -> SymbolSpec:
 class Universe:
     """Every symbol each market lists: the defaults plus ``extra`` generated ones per market.
 
-    Raises :class:`ConfigError` when ``extra`` is negative or above 9999.
+    ``statuses`` maps ``"market:SYMBOL"`` to a status other than ``TRADING`` (``{"spot:ETHBTC": "BREAK"}``):
+    such a symbol is listed in :meth:`symbols` (so ``exchangeInfo`` shows it with that status) but is not
+    found by :meth:`get` and :meth:`spec`, so its streams stay silent and its klines are refused, as for
+    a symbol under a trading break.
+
+    Raises :class:`ConfigError` when ``extra`` is negative or above 9999, or for a status given to a
+    market or symbol that is not listed, or that is not an upper-case word.
     """
 
-    def __init__(self, extra: int = 0) -> None:
+    def __init__(self, extra: int = 0, *, statuses: Mapping[str, str] | None = None) -> None:
         if not isinstance(extra, int) or not 0 <= extra <= _MAX_GENERATED:
             raise ConfigError(f"the number of generated symbols must be 0 to {_MAX_GENERATED}, not {extra!r}")
         self.extra = extra
@@ -270,18 +285,40 @@ class Universe:
             for i in range(1, extra + 1):
                 spec = _generated(market, i)
                 self._specs[market][spec.symbol] = spec
+        for key, status in (statuses or {}).items():
+            market, symbol = self._status_key(key)
+            if not isinstance(status, str) or not _STATUS_RE.fullmatch(status):
+                raise ConfigError(f"a symbol status is an upper-case word such as BREAK, not {status!r}")
+            self._specs[market][symbol] = dataclasses.replace(self._specs[market][symbol], status=status)
+
+    def _status_key(self, key: object) -> tuple[str, str]:
+        market, sep, symbol = key.partition(":") if isinstance(key, str) else ("", "", "")
+        if not sep:
+            raise ConfigError(f"a symbol status is keyed 'market:SYMBOL', not {key!r}")
+        name, symbol = get_market(market).name, normalize_symbol(symbol)
+        if symbol not in self._specs[name]:
+            raise ConfigError(f"the fake exchange lists no {name} symbol {symbol!r}")
+        return name, symbol
 
     def symbols(self, market: str) -> Mapping[str, SymbolSpec]:
-        """Symbol → spec for ``market``, in listing order. Raises :class:`ConfigError` for a bad market."""
+        """Symbol → spec of every symbol ``market`` lists, trading or not, in listing order.
+
+        Raises :class:`ConfigError` for a bad market.
+        """
         return self._specs[get_market(market).name]
 
     def get(self, market: str, symbol: str) -> SymbolSpec | None:
-        """The spec of ``symbol`` on ``market``, or ``None`` when the market does not list it."""
-        return self._specs[get_market(market).name].get(symbol)
+        """The spec of ``symbol`` on ``market``, or ``None`` when the market does not list it or it does not
+        trade."""
+        spec = self._specs[get_market(market).name].get(symbol)
+        return spec if spec is not None and spec.trading else None
 
     def spec(self, market: str, symbol: str) -> SymbolSpec:
-        """The spec of ``symbol`` on ``market``; :class:`ConfigError` when it is not listed."""
+        """The spec of ``symbol`` on ``market``; :class:`ConfigError` when it is not listed or does not trade."""
         spec = self.get(market, symbol)
         if spec is None:
+            listed = self._specs[get_market(market).name].get(symbol)
+            if listed is not None:
+                raise ConfigError(f"the fake exchange's {market} symbol {symbol!r} does not trade ({listed.status})")
             raise ConfigError(f"the fake exchange lists no {market} symbol {symbol!r}")
         return spec

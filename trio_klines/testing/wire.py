@@ -236,7 +236,7 @@ def _filters(spec: SymbolSpec) -> list[dict[str, object]]:
 def _spot_symbol(spec: SymbolSpec) -> dict[str, object]:
     return {
         "symbol": spec.symbol,
-        "status": "TRADING",
+        "status": spec.status,
         "baseAsset": spec.base_asset,
         "baseAssetPrecision": 8,
         "quoteAsset": spec.quote_asset,
@@ -260,9 +260,9 @@ def _futures_symbol(spec: SymbolSpec) -> dict[str, object]:
         "onboardDate": spec.listed_at,
     }
     if spec.market == "coin_futures":
-        common |= {"contractStatus": "TRADING", "contractSize": spec.contract_size, "marginAsset": spec.base_asset}
+        common |= {"contractStatus": spec.status, "contractSize": spec.contract_size, "marginAsset": spec.base_asset}
     else:
-        common |= {"status": "TRADING", "marginAsset": spec.quote_asset}
+        common |= {"status": spec.status, "marginAsset": spec.quote_asset}
     return common | {
         "baseAsset": spec.base_asset,
         "quoteAsset": spec.quote_asset,
@@ -278,7 +278,8 @@ def _futures_symbol(spec: SymbolSpec) -> dict[str, object]:
 def exchange_info(market: str, specs: Iterable[SymbolSpec], server_time: int) -> bytes:
     """The ``exchangeInfo`` body of ``market`` listing ``specs``: rate limits and per-symbol formats.
 
-    Spot symbols carry ``status``; USDⓈ-M ``status`` and COIN-M ``contractStatus``, as on Binance.
+    Spot symbols carry ``status``; USDⓈ-M ``status`` and COIN-M ``contractStatus``, as on Binance: each
+    spec's :attr:`~trio_klines.testing.symbols.SymbolSpec.status`.
     """
     name = get_market(market).name
     body: dict[str, object] = {"timezone": "UTC", "serverTime": server_time, "rateLimits": _rate_limits(name)}

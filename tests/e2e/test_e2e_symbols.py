@@ -1,0 +1,67 @@
+"""The start-up symbol check against the fake exchange's exchangeInfo: unknown, not trading, fine."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import trio
+
+from trio_klines.core.markets import series
+from trio_klines.core.symbols import describe_unknown
+from trio_klines.net.exchange_info import check_series, fetch_symbol_statuses
+from trio_klines.net.rest import new_http_client, rest_clients
+from trio_klines.testing import open_exchange
+
+pytestmark = pytest.mark.timeout(30)
+
+START = 1_767_225_600_000  # 2026-01-01, exchange time
+STATUSES = {"spot:ETHBTC": "BREAK", "usdt_futures:XRPUSDT": "SETTLING", "coin_futures:SOLUSD_PERP": "DELIVERED"}
+
+
+async def test_misspelt_symbols_are_unknown_with_the_real_names_and_halted_ones_not_trading() -> None:
+    misspelt = series("spot", "BTCUSTD", "1m")
+    halted = [series("spot", "ETHBTC", "1m"), series("usdt_futures", "XRPUSDT", "5m"),
+              series("coin_futures", "SOLUSD_PERP", "1h")]  # fmt: skip
+    good = [series("spot", "BTCUSDT", "1m"), series("usdt_futures", "ETHUSDT", "1m"),
+            series("coin_futures", "BTCUSD_PERP", "1m")]  # fmt: skip
+    wanted = [good[0], misspelt, *halted, *good[1:], series("usdt_futures", "ETHUSTD", "1m")]
+    async with open_exchange(seed=1, start=START, statuses=STATUSES) as ex, new_http_client() as http:
+        clients = rest_clients(ex.markets.values(), http)
+        check = await check_series(wanted, clients)
+        assert set(check.unknown) == {misspelt, series("usdt_futures", "ETHUSTD", "1m")}
+        assert check.unknown[misspelt][0] == "BTCUSDT"
+        assert "ETHUSDT" in check.unknown[series("usdt_futures", "ETHUSTD", "1m")]
+        assert check.not_trading == {halted[0]: "BREAK", halted[1]: "SETTLING", halted[2]: "DELIVERED"}
+        assert check.ok == (good[0], *good[1:]) and check.unchecked == ()
+        assert "spot:1m:BTCUSTD: spot lists no symbol BTCUSTD (closest: BTCUSDT" in describe_unknown(check.unknown)
+        # One exchangeInfo call per market, at its weight (20 on spot, 1 on each futures market).
+        assert clients["spot"].budget.used == 20 and clients["usdt_futures"].budget.used == 2
+        assert ex.stats["rest_requests"] == 3
+
+
+async def test_a_symbol_that_does_not_trade_sends_no_klines() -> None:
+    async with open_exchange(seed=1, start=START, statuses=STATUSES) as ex, new_http_client() as http:
+        spot = rest_clients([ex.markets["spot"]], http)["spot"]
+        statuses = await fetch_symbol_statuses(spot)
+        assert statuses["ETHBTC"] == "BREAK" and statuses["BTCUSDT"] == "TRADING"
+        assert ex.history.universe.get("spot", "ETHBTC") is None  # neither streamed nor served over REST
+
+
+async def test_an_exchange_that_cannot_be_reached_leaves_the_series_unchecked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="trio_klines.symbols")
+    async with open_exchange(seed=1, start=START) as ex:
+        markets = ex.markets
+    # The exchange is gone: every request is refused. A few quick retries, then a warning, never a hang.
+    async with new_http_client() as http:
+        clients = rest_clients(markets.values(), http)
+        for client in clients.values():
+            client.max_retries = 1
+        wanted = [series("spot", "BTCUSTD", "1m"), series("usdt_futures", "BTCUSDT", "1m")]
+        with trio.fail_after(20):
+            check = await check_series(wanted, clients)
+    assert check.unchecked == tuple(wanted) and check.recordable == tuple(wanted)
+    assert not check.unknown and not check.ok
+    assert sum("exchangeInfo not available" in r.getMessage() for r in caplog.records) == 2

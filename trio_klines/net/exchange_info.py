@@ -1,0 +1,92 @@
+"""Each market's ``exchangeInfo``: which symbols it lists and whether they trade; the start-up series check.
+
+The verdict itself is pure (:func:`trio_klines.core.symbols.classify_series`); here the listings are
+fetched through the market's :class:`~trio_klines.net.rest.RestClient`, so the call shares its weight
+budget, its retries and its error mapping. ``exchangeInfo`` costs 20 on spot and 1 on the futures markets.
+
+A listing that cannot be fetched (the network is down, the retries are spent, an answer that does not
+parse, or ``give_up_after`` passes, e.g. during a long 418 ban) does not stop recording: a warning is logged and
+that market's series are ``unchecked``, recorded as if the check did not exist.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Final
+
+import trio
+
+from ..core.markets import Market, Series
+from ..core.symbols import SeriesCheck, classify_series, parse_symbol_statuses
+from ..errors import BinanceError, ConfigError, MalformedMessage, RestError
+from .rest import RestClient
+
+__all__ = ["DEFAULT_CHECK_TIMEOUT", "check_series", "exchange_info_weight", "fetch_symbol_statuses"]
+
+log = logging.getLogger("trio_klines.symbols")
+
+#: Seconds the start-up check may take before the markets not yet fetched are recorded unchecked.
+DEFAULT_CHECK_TIMEOUT: Final = 60.0
+
+
+def exchange_info_weight(market: Market) -> int:
+    """Request weight of a full ``exchangeInfo`` call: 20 on spot, 1 on USDⓈ-M and COIN-M."""
+    return 20 if market.weight_pool == "spot" else 1
+
+
+async def fetch_symbol_statuses(client: RestClient) -> dict[str, str]:
+    """Symbol → trading status of every symbol ``client``'s market lists (``TRADING``, ``BREAK``…).
+
+    Raises:
+      RestError, BinanceError, ConfigError: as the client's requests (its retries included).
+      MalformedMessage: the answer is not an ``exchangeInfo`` body.
+
+    Cancelled, it stops wherever it waits, leaving nothing running (see ``RestClient._get``).
+    """
+    market = client.market
+    # RestClient has no public exchangeInfo call; _get is its one request path (budget, retries, errors).
+    response = await client._get(market.exchange_info_path, {}, exchange_info_weight(market))
+    return parse_symbol_statuses(market, response.content)
+
+
+async def check_series(
+    series: Iterable[Series], clients: Mapping[str, RestClient], *, give_up_after: float = DEFAULT_CHECK_TIMEOUT
+) -> SeriesCheck:
+    """Checks every series against its market's listing; the markets are fetched at once, in parallel.
+
+    ``clients`` needs one client per market of ``series``. A market whose listing cannot be had within
+    ``give_up_after`` seconds (or at all) is logged as a warning and its series come back ``unchecked``.
+
+    Raises:
+      ConfigError: a market's REST URL cannot be built.
+      KeyError: ``clients`` lacks a market of ``series``.
+
+    Cancelled, it stops every fetch under way.
+    """
+    wanted = list(dict.fromkeys(series))
+    markets = sorted({s.market for s in wanted})
+    chosen = {m: clients[m] for m in markets}
+    listings: dict[str, dict[str, str]] = {}
+    bad_url: list[ConfigError] = []
+
+    async def fetch(name: str) -> None:
+        try:
+            listings[name] = await fetch_symbol_statuses(chosen[name])
+        except (RestError, BinanceError, MalformedMessage) as exc:
+            log.warning("%s: exchangeInfo not available (%s); its symbols are not checked", name, exc)
+        except ConfigError as exc:  # raised after the nursery: one exception, never a group
+            bad_url.append(exc)
+
+    with trio.move_on_after(give_up_after) as scope:
+        async with trio.open_nursery() as nursery:
+            for name in markets:
+                nursery.start_soon(fetch, name)
+    if bad_url:
+        raise bad_url[0]
+    if scope.cancelled_caught:
+        late = [m for m in markets if m not in listings]
+        log.warning(
+            "exchangeInfo of %s not fetched within %gs; their symbols are not checked", ", ".join(late), give_up_after
+        )
+    return classify_series(wanted, listings)
