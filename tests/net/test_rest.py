@@ -193,6 +193,43 @@ async def test_client_errors_raise_binance_error_at_once(autojump_clock: trio.te
     assert len(fake.calls) == 1
 
 
+@pytest.mark.parametrize("code", [-1000, -1001, -1007, -1008])
+async def test_binance_try_again_codes_in_a_400_are_retried_with_backoff(
+    code: int, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Binance answers "400 -1000 An unknown error occurred while processing the request." at times: a
+    # server fault, not a refusal of the request.
+    fake = FakeBinance("spot", 1_700_000_000_000)
+    fake.script += [(400, {}, {"code": code, "msg": "An unknown error occurred while processing the request."})] * 2
+    c = client(fake)
+    page = await c.klines("BTCUSDT", "1m", 1_699_999_000_000, 1_699_999_999_999)
+    assert len(page) == 17 and len(fake.calls) == 3
+    (t0, _), (t1, _), (t2, _) = fake.calls
+    assert 0 < t1 - t0 < t2 - t1  # backed off, longer the second time
+    assert c.stats.retries == 2 and c.stats.gave_up == 0
+
+
+async def test_a_400_minus_1000_that_persists_gives_up_as_a_rest_error(autojump_clock: trio.testing.MockClock) -> None:
+    fake = FakeBinance("spot", 1_700_000_000_000)
+    fake.script += [(400, {}, {"code": -1000, "msg": "An unknown error occurred while processing the request."})] * 5
+    with pytest.raises(RestError, match="-1000") as info:  # not a BinanceError: the caller retries later
+        await client(fake, retries=3).klines("BTCUSDT", "1m", 1_699_999_000_000, 1_699_999_999_999)
+    assert not isinstance(info.value, BinanceError) and info.value.status == 400
+    assert len(fake.calls) == 4
+
+
+@pytest.mark.parametrize(("code", "msg"), [(-1121, "Invalid symbol."), (-1120, "Invalid interval."),
+                                            (-1100, "Illegal characters found in a parameter.")])  # fmt: skip
+async def test_other_binance_4xx_errors_stay_refusals(
+    code: int, msg: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    fake = FakeBinance("spot", 1_700_000_000_000)
+    fake.script.append((400, {}, {"code": code, "msg": msg}))
+    with pytest.raises(BinanceError) as info:
+        await client(fake).klines("BTCUSDT", "1m", 1_699_999_000_000, 1_699_999_999_999)
+    assert info.value.code == code and len(fake.calls) == 1
+
+
 async def test_the_budget_paces_calls_to_the_minute(autojump_clock: trio.testing.MockClock) -> None:
     budget = WeightBudget(50, share=0.5)  # allowance 25: five calls of weight 5 a minute
     fake = FakeBinance("usdt_futures", 1_700_000_000_000)

@@ -14,8 +14,9 @@ Rules it keeps:
 - weight is reserved before each call and corrected from the ``X-MBX-USED-WEIGHT-1M`` header; past the
   budget's safety margin calls wait for the next minute;
 - ``429`` waits ``Retry-After`` (or a minute); ``418`` (IP banned) stops every call of the pool for the
-  ban and logs an error; ``5xx``, ``408``, timeouts, network errors and bodies that cannot be decoded
-  are retried with capped backoff, then raise :class:`~trio_klines.errors.RestError`;
+  ban and logs an error; ``5xx``, ``408``, a ``4xx`` carrying one of Binance's "try again" codes
+  (:data:`TRANSIENT_CODES`: ``-1000`` unknown error…), timeouts, network errors and bodies that cannot be
+  decoded are retried with capped backoff, then raise :class:`~trio_klines.errors.RestError`;
 - what the HTTP stack raises (httpx's errors, ``OSError``, ``ssl.SSLError``) becomes ours in one place,
   ``_mapped_errors`` around the request, so callers catch :class:`~trio_klines.errors.KlinesError` only;
 - the still-open last candle is dropped (server time comes from the ``time`` endpoint).
@@ -48,6 +49,7 @@ __all__ = [
     "RestClient",
     "RestError",
     "RestStats",
+    "TRANSIENT_CODES",
     "WeightBudget",
     "new_http_client",
     "rest_clients",
@@ -58,6 +60,14 @@ log = logging.getLogger("trio_klines.rest")
 #: Fraction of the per-minute budget we allow ourselves; the rest is headroom for other users of the IP.
 BUDGET_SHARE: Final = 0.8
 MINUTE_S: Final = 60.0
+#: Binance error codes that say "try again" whatever the HTTP status (a 400 ``-1000`` happens): a failed
+#: attempt, retried with back-off; every other code in a ``4xx`` (``-1121`` invalid symbol…) is a refusal.
+TRANSIENT_CODES: Final = frozenset({
+    -1000,  # UNKNOWN: an unknown error occurred while processing the request
+    -1001,  # DISCONNECTED: internal error; unable to process your request, please try again
+    -1007,  # TIMEOUT: timeout waiting for response from backend server
+    -1008,  # server is currently overloaded with other requests, please try again
+})
 
 
 # --- weight -----------------------------------------------------------------------------------
@@ -129,7 +139,8 @@ class RestStats:
 
     requests: int = 0
     candles: int = 0
-    #: Attempts that failed (network, timeout, 5xx, 408, an undecodable body), retried or not.
+    #: Attempts that failed (network, timeout, 5xx, 408, Binance's "try again" codes, an undecodable body),
+    #: retried or not.
     retries: int = 0
     rate_limited: int = 0
     banned: int = 0
@@ -175,8 +186,9 @@ class RestClient:
 
         Raises:
           RestError: ``max_retries`` attempts after the first failed (the network, a timeout, ``5xx``,
-            ``408``, a body that cannot be decoded; the last failure is chained), or a ``4xx`` whose body
-            is not a Binance error. ``429`` and ``418`` only wait, as the server says.
+            ``408``, a ``4xx`` with a code of :data:`TRANSIENT_CODES`, a body that cannot be decoded; the
+            last failure is chained), or a ``4xx`` whose body is not a Binance error. ``429`` and ``418``
+            only wait, as the server says.
           BinanceError: any other ``4xx`` with Binance's ``{"code": …, "msg": …}``.
           ConfigError: a URL httpx cannot build.
 
@@ -232,7 +244,10 @@ class RestClient:
             log.error("%s: IP banned by Binance (418); no REST call for %.0fs", self.market.name, wait)
             return None
         if status < 500 and status != 408:
-            raise _binance_error(response)
+            error = _binance_error(response)
+            if isinstance(error, BinanceError) and error.code in TRANSIENT_CODES:
+                return RestError(f"HTTP {status}: {error}", status)  # Binance's own "try again"
+            raise error
         return RestError(f"HTTP {status}", status)
 
     async def server_time(self) -> int:
