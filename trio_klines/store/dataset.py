@@ -60,10 +60,12 @@ from .layout import LOCK_NAME, FileName, is_temp_name, parse_series_dir, series_
 from .periodfiles import (
     iter_series_dirs,
     list_series_dir,
+    partition_links,
     quarantine,
     quarantined_names,
     read_file,
     read_footer,
+    refuse_links,
     serialize,
 )
 from .reading import last_open_time, load, read_series
@@ -153,7 +155,9 @@ class Store:
     operations (tests inject faults there).
 
     Raises :class:`StoreLocked` if another process writes the root, :class:`StoreWriteError` if the root
-    cannot be created or the last batch cannot be finished, :class:`StoreError` if there is no store.
+    cannot be created or the last batch cannot be finished, :class:`StoreError` if there is no store, or
+    if a partition directory or the quarantine is a symbolic link (never followed: it could lead outside
+    the root, or one series into another's files).
     """
 
     def __init__(
@@ -186,6 +190,8 @@ class Store:
             self._guard(f"create the store at {self.root}", lambda: self._ops.makedirs(self.root))
         self._lock()
         try:
+            if links := partition_links(self.root):  # writing through one would write outside the root
+                raise StoreError(f"{links[0]} is a symbolic link: refused, the store follows none ({len(links)} found)")
             replay(self.root, self._ops)
             self._discover()
         except BaseException:
@@ -304,6 +310,7 @@ class Store:
 
     def _load_state(self, key: Series) -> _SeriesState:
         directory = self.root.joinpath(*series_dir(key))
+        refuse_links(self.root, directory)  # writing through a link would write outside the root
         names = list_series_dir(directory)
         used = [*names, *quarantined_names(self.root, key)]  # numbers are never given out twice
         redundant = set(redundant_files(names))

@@ -10,6 +10,7 @@ a committed journal; without a journal the temporary files are garbage and are r
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 from collections.abc import Sequence
@@ -18,9 +19,10 @@ from typing import NamedTuple
 
 import pyarrow as pa
 
-from ..errors import StoreWriteError
+from ..errors import StoreError, StoreWriteError
 from .fileops import FileOps
 from .layout import JOURNAL_NAME, FileName, parse_series_dir, temp_name
+from .periodfiles import refuse_links
 
 __all__ = ["NewFile", "commit", "replay"]
 
@@ -99,7 +101,8 @@ def replay(root: Path, ops: FileOps) -> list[Path] | None:
 
     A journal that cannot be parsed is moved aside (``.corrupt`` suffix, error logged): it was written
     atomically, so that is damage on disk, and only its one batch is lost. Raises
-    :class:`StoreWriteError` (``committed=True``) if the renames cannot be done.
+    :class:`StoreWriteError` (``committed=True``) if the renames cannot be done, or would go through a
+    symbolic link (``ELOOP``: never followed).
     """
     journal = root / JOURNAL_NAME
     try:
@@ -117,6 +120,12 @@ def replay(root: Path, ops: FileOps) -> list[Path] | None:
         except OSError as err:
             raise StoreWriteError(f"cannot move {journal} aside: {err.strerror}", err, committed=True) from err
         return []
+    for _, target in renames:
+        try:
+            refuse_links(root, target.parent)
+        except StoreError as exc:
+            cause = OSError(errno.ELOOP, str(exc), str(target.parent))
+            raise StoreWriteError(f"cannot finish the batch in {journal}: {exc}", cause, committed=True) from exc
     try:
         for source, target in renames:
             if source.exists():  # otherwise renamed before the interruption

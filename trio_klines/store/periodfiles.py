@@ -15,14 +15,14 @@ import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Final, NamedTuple, TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..core.markets import INTERVALS, Series, floor_open_time, is_open_time
-from ..errors import CorruptFile
+from ..core.markets import INTERVALS, Series, floor_open_time, is_open_time, next_open_time
+from ..errors import CorruptFile, StoreError
 from .compaction import FileInfo, open_times, redundant_files
 from .fileops import FileOps
 from .layout import (
@@ -37,13 +37,17 @@ from .layout import (
 from .tables import SCHEMA
 
 __all__ = [
+    "QuarantinedFile",
     "iter_series_dirs",
     "list_series_dir",
     "live_files",
+    "partition_links",
     "quarantine",
+    "quarantined_files",
     "quarantined_names",
     "read_file",
     "read_footer",
+    "refuse_links",
     "serialize",
     "with_quarantine",
 ]
@@ -57,11 +61,27 @@ _T = TypeVar("_T")
 _warned: set[Path] = set()
 
 
-def _warn_once(path: Path, why: str) -> None:
+def _warn_once(path: Path, why: str, level: int = logging.WARNING) -> None:
     """Log a foreign entry once per process, not at every read."""
     if path not in _warned:
         _warned.add(path)
-        logger.warning("ignoring %s: %s", path, why)
+        logger.log(level, "ignoring %s: %s", path, why)
+
+
+_LINK_REFUSED: Final = "a symbolic link: refused, the store follows none (it could lead outside the data directory)"
+
+
+def refuse_links(root: Path, path: Path) -> None:
+    """Raise :class:`StoreError` if ``path`` (under ``root``) or a directory between them is a symbolic link.
+
+    The store reads and writes only inside its root: a link could make it quarantine, overwrite or read
+    another directory's files, or a series' files through another series' name.
+    """
+    current = root
+    for part in path.relative_to(root).parts:
+        current = current / part
+        if current.is_symlink():
+            raise StoreError(f"{current} is {_LINK_REFUSED}")
 
 
 def _series_tag(series: Series) -> bytes:
@@ -93,19 +113,24 @@ def serialize(table: pa.Table, series: Series, *, fast: bool = False) -> pa.Buff
 def list_series_dir(directory: Path) -> list[FileName]:
     """The period files in ``directory`` (none if it does not exist), oldest append first.
 
-    Temporary files and names that are not ours are skipped: the store never reads what it did not write.
+    Temporary files and names that are not ours are skipped: the store never reads what it did not write;
+    nor a symbolic link (error logged) or anything else that is not a regular file.
     """
     try:
-        entries = os.listdir(directory)
+        entries = list(os.scandir(directory))
     except FileNotFoundError:
         return []
     names = []
     for entry in entries:
-        name = FileName.parse(entry)
-        if name is not None:
+        name = FileName.parse(entry.name)
+        if name is not None and entry.is_symlink():
+            _warn_once(directory / entry.name, _LINK_REFUSED, logging.ERROR)
+        elif name is not None and not entry.is_file(follow_symlinks=False):
+            _warn_once(directory / entry.name, "not a regular file")
+        elif name is not None:
             names.append(name)
-        elif not is_temp_name(entry):
-            _warn_once(directory / entry, "not a file the store writes")
+        elif not is_temp_name(entry.name):
+            _warn_once(directory / entry.name, "not a file the store writes")
     names.sort(key=lambda n: (n.period, n.hi))
     return names
 
@@ -191,6 +216,11 @@ def quarantine(root: Path, path: Path, reason: str, ops: FileOps) -> bool:
     """
     relative = path.relative_to(root)
     target = root / QUARANTINE_DIR / relative.parent / (relative.name + _QUARANTINE_SUFFIX)
+    try:
+        refuse_links(root, target.parent)
+    except StoreError as exc:
+        logger.error("corrupt file %s (%s) could not be moved to quarantine (%s); skipping it", path, reason, exc)
+        return False
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     if target.exists():
         target = target.with_name(f"{relative.name}.{stamp}{_QUARANTINE_SUFFIX}")
@@ -218,27 +248,78 @@ def with_quarantine(root: Path, ops: FileOps, read: Callable[[], _T]) -> _T | No
         return None
 
 
-def quarantined_names(root: Path, series: Series) -> list[FileName]:
-    """Names of the files of ``series`` in quarantine, so sequence numbers are never reused."""
+class QuarantinedFile(NamedTuple):
+    """A file of a series in quarantine: ``path`` (under ``ROOT/_quarantine/``), the ``name`` it had, and the
+    open times of the ``first`` and ``last`` candles it held, read from its footer when that is intact
+    (``exact``), else the first and last open times of its period (it held candles there, at most all)."""
+
+    path: Path
+    name: FileName
+    first: int
+    last: int
+    exact: bool
+
+
+def _quarantine_entries(root: Path, series: Series) -> list[tuple[Path, FileName]]:
+    """The files of ``series`` in quarantine and the names they had; none if the quarantine is a link."""
     directory = root.joinpath(QUARANTINE_DIR, *series_dir(series))
     try:
+        refuse_links(root, directory)
         entries = os.listdir(directory)
     except FileNotFoundError:
         return []
+    except StoreError as exc:
+        _warn_once(root / QUARANTINE_DIR, str(exc), logging.ERROR)
+        return []
     found = []
-    for entry in entries:
+    for entry in sorted(entries):
         base = entry.removesuffix(_QUARANTINE_SUFFIX)
         name = FileName.parse(base.split(".")[0] + ".parquet") if base != entry else None
         if name is not None:
-            found.append(name)
+            found.append((directory / entry, name))
     return found
+
+
+def quarantined_names(root: Path, series: Series) -> list[FileName]:
+    """Names of the files of ``series`` in quarantine, so sequence numbers are never reused."""
+    return [name for _, name in _quarantine_entries(root, series)]
+
+
+def quarantined_files(root: Path, series: Series) -> list[QuarantinedFile]:
+    """The files of ``series`` in quarantine, with the range of open times each held (see
+    :class:`QuarantinedFile`), oldest period first. Never raises for what the files hold."""
+    found = []
+    for path, name in _quarantine_entries(root, series):
+        try:
+            info = None if path.is_symlink() else read_footer(path, series, name)
+        except (CorruptFile, OSError):  # truncated, garbled footer, a directory…: its period tells
+            info = None
+        if info is not None:
+            found.append(QuarantinedFile(path, name, info.first, info.last, exact=True))
+        elif (bounds := _period_open_times(series.interval, name.period)) is not None:
+            found.append(QuarantinedFile(path, name, *bounds, exact=False))
+    found.sort(key=lambda q: (q.first, q.name.hi))
+    return found
+
+
+def _period_open_times(interval: str, period: str) -> tuple[int, int] | None:
+    """The first and last open times of ``interval`` within ``period``, or ``None`` if it holds none."""
+    try:
+        start, end = period_bounds(interval, period)
+    except ValueError:  # a name of another unit (the file belongs elsewhere): its series cannot hold it
+        return None
+    first = floor_open_time(interval, start)
+    if first < start:
+        first = next_open_time(interval, first)
+    last = floor_open_time(interval, end - 1)
+    return (first, last) if first <= last else None
 
 
 def iter_series_dirs(root: Path) -> Iterator[tuple[Series, Path]]:
     """Every ``market=…/interval=…/symbol=…`` directory under ``root`` and its series, sorted.
 
-    Directories starting with ``_`` or ``.`` (quarantine) are not series; anything else that is not a
-    directory the store makes is logged and skipped.
+    Directories starting with ``_`` or ``.`` (quarantine) are not series; a symbolic link is refused (error
+    logged, never followed) and anything else that is not a directory the store makes is logged and skipped.
     """
     found = []
     for market_dir in _subdirs(root):
@@ -252,9 +333,42 @@ def iter_series_dirs(root: Path) -> Iterator[tuple[Series, Path]]:
     return iter(sorted(found))
 
 
+def partition_links(root: Path) -> list[Path]:
+    """The symbolic links among the partition directories under ``root`` and under its quarantine (and the
+    quarantine itself if it is one): what a writing store refuses to open with."""
+    quarantine_dir = root / QUARANTINE_DIR
+    if quarantine_dir.is_symlink():
+        return [quarantine_dir]
+    links = []
+    for base in (root, quarantine_dir):
+        level = [base]
+        for prefix in ("market=", "interval=", "symbol="):
+            below = []
+            for directory in level:
+                try:
+                    entries = list(os.scandir(directory))
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                for entry in entries:
+                    if entry.name.startswith(prefix) and entry.is_symlink():
+                        links.append(Path(entry.path))
+                    elif entry.name.startswith(prefix) and entry.is_dir(follow_symlinks=False):
+                        below.append(Path(entry.path))
+            level = below
+    return sorted(links)
+
+
 def _subdirs(directory: Path) -> list[Path]:
     try:
         entries = sorted(os.scandir(directory), key=lambda e: e.name)
     except FileNotFoundError:
         return []
-    return [Path(e.path) for e in entries if e.is_dir() and not e.name.startswith(("_", "."))]
+    found = []
+    for entry in entries:
+        if entry.name.startswith(("_", ".")):
+            continue
+        if entry.is_symlink():
+            _warn_once(Path(entry.path), _LINK_REFUSED, logging.ERROR)
+        elif entry.is_dir(follow_symlinks=False):
+            found.append(Path(entry.path))
+    return found

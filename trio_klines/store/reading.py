@@ -22,7 +22,7 @@ from ..errors import ConfigError, StoreError
 from .compaction import merge_tables, open_times
 from .fileops import FileOps
 from .layout import FileName, period_bounds, series_dir
-from .periodfiles import live_files, read_file, read_footer, with_quarantine
+from .periodfiles import live_files, read_file, read_footer, refuse_links, with_quarantine
 from .tables import SCHEMA, table_to_dataframe
 
 __all__ = ["TimeLike", "last_open_time", "load", "read_series", "retrying", "to_ms"]
@@ -49,7 +49,8 @@ def load(
     logged) and its rows are missing from the result, as :func:`~trio_klines.store.coverage.coverage` shows.
 
     Raises :class:`~trio_klines.errors.ConfigError` for a bad market, symbol, interval or time,
-    :class:`~trio_klines.store.dataset.StoreError` if ``root`` is not a directory or a file cannot be read (``EIO``).
+    :class:`~trio_klines.store.dataset.StoreError` if ``root`` is not a directory, a file cannot be read (``EIO``)
+    or the series' directory is a symbolic link (never followed).
     """
     key = series(market, symbol, interval)
     return table_to_dataframe(read_series(root, key, to_ms(start, "start"), to_ms(end, "end")), key.interval)
@@ -64,6 +65,7 @@ def read_series(
     """
     root = _existing(root)
     directory = root.joinpath(*series_dir(key))
+    refuse_links(root, directory)
     return retrying(key, directory, functools.partial(_read_once, root, directory, key, start, end))
 
 
@@ -100,6 +102,7 @@ def last_open_time(root: str | os.PathLike[str], market: str, symbol: str, inter
     key = series(market, symbol, interval)
     root = _existing(root)
     directory = root.joinpath(*series_dir(key))
+    refuse_links(root, directory)
     return retrying(key, directory, functools.partial(_newest, root, directory, key))
 
 

@@ -1,17 +1,27 @@
-"""Per series: what the store holds, what is missing, and what the exchange itself never had."""
+"""Per series: what the store holds, what is missing, and what the exchange itself never had.
+
+Candles a quarantined file held count as missing until they are stored again. Rows opening more than
+:data:`CLOCK_TOLERANCE_MS` after the clock (the local one unless ``now`` is given) cannot be real closed
+candles: they are counted apart (``beyond_clock``), and neither end the series nor open a gap before them.
+"""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from ..core.markets import Series, count_open_times
 from .coverage import coverage
 from .layout import series_dir
 from .ledger import ExchangeGapLedger
 
-__all__ = ["SeriesStatus", "store_status"]
+__all__ = ["CLOCK_TOLERANCE_MS", "SeriesStatus", "store_status"]
+
+#: How far past the clock a stored open time may be before it counts as beyond it: a day, so that a local
+#: clock that is somewhat wrong never hides real candles.
+CLOCK_TOLERANCE_MS: Final = 24 * 3600 * 1000
 
 
 @dataclass(frozen=True)
@@ -23,24 +33,37 @@ class SeriesStatus:
     missing: int  # candles absent between first and last that are not exchange gaps
     exchange_gaps: int  # candles the exchange has no data for, between first and last
     files: int
+    quarantined: tuple[str, ...] = ()  # its files in quarantine, relative to the root
+    beyond_clock: int = 0  # rows opening after the clock (plus tolerance): not real candles
+    beyond_clock_first: int | None = None  # the earliest of them
 
     def as_dict(self) -> dict[str, Any]:
         return {"market": self.series.market, "symbol": self.series.symbol, "interval": self.series.interval,
                 "first": self.first, "last": self.last, "rows": self.rows, "missing": self.missing,
-                "exchange_gaps": self.exchange_gaps, "files": self.files}  # fmt: skip
+                "exchange_gaps": self.exchange_gaps, "files": self.files, "quarantined": list(self.quarantined),
+                "beyond_clock": self.beyond_clock, "beyond_clock_first": self.beyond_clock_first}  # fmt: skip
 
 
-def store_status(root: Path) -> list[SeriesStatus]:
-    """Per series: what is stored, what is missing, and what the exchange itself never had."""
+def store_status(root: Path, *, now: int | None = None) -> list[SeriesStatus]:
+    """Per series: what is stored, what is missing, and what the exchange itself never had.
+
+    ``now`` (ms) is the clock that rows beyond are set aside from (default: the local clock). Raises
+    :class:`~trio_klines.errors.StoreError` if ``root`` is not a store or a file cannot be read (``EIO``);
+    whatever the files hold, it reports.
+    """
+    clock = int(time.time() * 1000) if now is None else now
     ledger = ExchangeGapLedger(root)
     out = []
-    for key, cov in coverage(root).items():
+    for key, cov in coverage(root, until=clock + CLOCK_TOLERANCE_MS).items():
         known = ledger.ranges(key)
         missing = exchange = 0
         for gap in cov.gaps:
             unexplained = sum(count_open_times(key.interval, lo, hi) for lo, hi in known.missing(gap.start, gap.end))
             missing += unexplained
             exchange += gap.candles - unexplained
-        files = sum(1 for p in root.joinpath(*series_dir(key)).glob("*.parquet") if not p.name.startswith("."))
-        out.append(SeriesStatus(key, cov.first, cov.last, cov.rows, missing, exchange, files))
+        directory = root.joinpath(*series_dir(key))
+        files = sum(1 for p in directory.glob("*.parquet") if not p.name.startswith(".")) if directory.is_dir() else 0
+        quarantined = tuple(q.path.relative_to(root).as_posix() for q in cov.quarantined)
+        out.append(SeriesStatus(key, cov.first, cov.last, cov.rows, missing, exchange, files, quarantined,
+                                cov.beyond, cov.beyond_first))  # fmt: skip
     return out
