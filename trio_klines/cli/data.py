@@ -107,13 +107,33 @@ def _run_status(args: argparse.Namespace) -> int:
         print(json.dumps({"data": str(args.data_dir), "series": [r.as_dict() for r in rows]}))
     else:
         print(_table(rows))
+        notes = _notes(rows)
+        if notes:
+            print(notes)
     return 1 if any(r.missing for r in rows) else 0
+
+
+def _notes(rows: Sequence[SeriesStatus]) -> str:
+    """What the table's counts do not say: the quarantined files, and rows that cannot be real candles."""
+    lines = []
+    if any(r.quarantined for r in rows):
+        lines.append("quarantined files (their candles count as missing until record or backfill fetches them):")
+        lines += [f"  {r.series}: {path}" for r in rows for path in r.quarantined]
+    if any(r.beyond_clock for r in rows):
+        lines.append("rows beyond the clock (not real closed candles; neither counted nor missing):")
+        lines += [f"  {r.series}: {r.beyond_clock} from {_when(r.beyond_clock_first)}" for r in rows if r.beyond_clock]
+    return "\n".join(lines)
 
 
 def _when(ms: int | None) -> str:
     from datetime import UTC, datetime
 
-    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+    if ms is None:
+        return "-"
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+    except (OverflowError, ValueError, OSError):  # beyond what a datetime holds: the number says it
+        return f"{ms} ms"
 
 
 def _table(rows: Sequence[SeriesStatus]) -> str:
