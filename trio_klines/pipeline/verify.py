@@ -1,8 +1,10 @@
 """Verifying a store: re-read the exchange over REST and compare it with every stored candle.
 
 The engine of ``python -m trio_klines verify``. For each stored series, from its first stored candle
-(or ``since``) to its last, it reports the candles the exchange has and the store lacks (*missing*),
-those the store has and the exchange does not (*extra*), and those both have with different values.
+(or ``since``; a quarantined file's candles count as stored-then-lost) to its last before the exchange's
+clock, it reports the candles the exchange has and the store lacks (*missing*), those the store has and
+the exchange does not (*extra*, including any row from after the exchange's clock), and those both have
+with different values.
 """
 
 from __future__ import annotations
@@ -11,15 +13,17 @@ import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
+import pyarrow as pa
 import trio
 
 from ..core.markets import Market, Series, next_open_time
 from ..core.parse import Candle
 from ..net.rest import RestClient, new_http_client, rest_clients
-from ..store.coverage import SeriesCoverage, coverage
-from ..store.dataset import load
+from ..store.compaction import open_times
+from ..store.coverage import coverage
+from ..store.reading import read_series
 from ..store.tables import COLUMNS
 
 __all__ = ["SeriesComparison", "verify"]
@@ -70,41 +74,43 @@ async def verify(
     results: list[SeriesComparison] = []
     async with new_http_client() as http:
         clients = rest_clients([markets[m] for m in sorted({s.market for s in stored})], http)
-        for cov in stored.values():
+        for key, cov in stored.items():
             if cov.first is None:
                 continue
-            result = await _compare(root, cov, clients[cov.series.market], since)
+            result = await _compare(root, key, clients[key.market], since)
             results.append(result)
             if on_series is not None:
                 on_series(result)
     return results
 
 
-async def _compare(root: Path, cov: SeriesCoverage, client: RestClient, since: int | None) -> SeriesComparison:
-    key = cov.series
-    assert cov.first is not None and cov.last is not None
-    start = max(cov.first, since or 0)
-    end = next_open_time(key.interval, cov.last)
-    frame = await trio.to_thread.run_sync(
-        functools.partial(load, root, key.market, key.symbol, key.interval, start=start)
-    )
-    mine = {
-        int(t.value // 10**6): row
-        for t, row in zip(frame["candle_begin_time"], frame.itertuples(index=False), strict=True)
-    }
+async def _compare(root: Path, key: Series, client: RestClient, since: int | None) -> SeriesComparison:
+    """One series against the exchange, from its first candle (or ``since``) to its last before the
+    exchange's clock: stored rows opening later (a candle from the future) are extra, and nothing is asked
+    of the exchange for them.
+
+    The stored rows are compared as Arrow columns, not as a DataFrame, so an open time outside pandas'
+    nanosecond range (after 2262) is reported, not an error."""
     now = await client.server_time()
+    cov = (await trio.to_thread.run_sync(functools.partial(coverage, root, [key], until=now)))[key]
+    first = cov.first if cov.first is not None else cov.beyond_first
+    start = max(first or 0, since or 0)
+    table = await trio.to_thread.run_sync(functools.partial(read_series, root, key, start))
+    mine = {int(t): i for i, t in enumerate(open_times(table).tolist())}
+    end = start if cov.last is None else next_open_time(key.interval, cov.last)
     theirs: dict[int, Candle] = {}
-    async for page in client.pages(key.symbol, key.interval, start, end, closed_before=now):
-        theirs.update((c.open_time, c) for c in page)
+    if start < end:
+        async for page in client.pages(key.symbol, key.interval, start, end, closed_before=now):
+            theirs.update((c.open_time, c) for c in page)
     return SeriesComparison(
         series=key,
         stored=len(mine),
         on_exchange=len(theirs),
         missing=tuple(sorted(theirs.keys() - mine.keys())),
         extra=tuple(sorted(mine.keys() - theirs.keys())),
-        different=tuple(sorted(t for t in mine.keys() & theirs.keys() if not _same(mine[t], theirs[t]))),
+        different=tuple(sorted(t for t in mine.keys() & theirs.keys() if not _same(table, mine[t], theirs[t]))),
     )
 
 
-def _same(row: Any, candle: Candle) -> bool:
-    return all(getattr(row, name) == getattr(candle, name) for name in VALUES)
+def _same(table: pa.Table, row: int, candle: Candle) -> bool:
+    return all(table.column(name)[row].as_py() == getattr(candle, name) for name in VALUES)
