@@ -1,8 +1,22 @@
 """Ranges the exchange itself has no candles for (maintenance windows, halts, not yet listed).
 
 The ledger is a small JSON file next to the data (``ROOT/_meta/exchange_gaps.json``; pyarrow, pandas and
-DuckDB skip ``_`` names), so that ``status`` reports these ranges as exchange gaps and the backfiller
-never requests them again in a loop.
+DuckDB skip ``_`` names). It keeps two kinds of range per series apart:
+
+- *suspected*: a page came back without these candles once. A transient fault does that too (an empty
+  or short page), so a suspected range is still *missing*: ``status`` counts it so, and the backfiller
+  asks for it again;
+- *confirmed*: asked again later, the exchange still had nothing there while it returned the candles on
+  both sides (see :mod:`trio_klines.pipeline.backfill`). Only these are exchange gaps: ``status``
+  subtracts them from missing (:meth:`ExchangeGapLedger.ranges`) and the backfiller never asks again.
+
+The file::
+
+    {"format": 2, "confirmed": {"usdt_futures/1m/BTCUSDT": [[start, end], ...]}, "suspected": {...}}
+
+A file of the first release (``{"usdt_futures/1m/BTCUSDT": [[start, end], ...]}``, no ``format``) was
+written without confirmation: its ranges are loaded as suspected, so that each is checked once, and the
+next write stores them in the current format (confirmed or cleared by then, or still suspected).
 """
 
 from __future__ import annotations
@@ -11,6 +25,7 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Final, NamedTuple
 
@@ -18,32 +33,36 @@ from ..core.gaps import RangeSet
 from ..core.markets import Series, series
 from ..errors import KlinesError
 
-__all__ = ["LEDGER_PATH", "ExchangeGapLedger", "LedgerSnapshot"]
+__all__ = ["LEDGER_FORMAT", "LEDGER_PATH", "ExchangeGapLedger", "LedgerSnapshot"]
 
 log = logging.getLogger("trio_klines.backfill")
 
 LEDGER_PATH: Final = Path("_meta") / "exchange_gaps.json"
+#: The version written in the file's ``format``; a file without one is the first release's.
+LEDGER_FORMAT: Final = 2
 
 
 class LedgerSnapshot(NamedTuple):
     """The ledger's content at one :meth:`ExchangeGapLedger.snapshot`, ready to write."""
 
     version: int
-    data: dict[str, list[tuple[int, int]]]
+    data: dict[str, object]
 
 
 class ExchangeGapLedger:
-    """Ranges the exchange has no candles for, per series, persisted atomically under the data root.
+    """Confirmed and suspected exchange gaps, per series, persisted atomically under the data root.
 
-    A plain synchronous class. Reading happens in the constructor; :meth:`add` only records, in
-    memory; :meth:`save` (or :meth:`snapshot` then :meth:`write`) is the blocking file work, which
-    trio code runs in a worker thread (``trio.to_thread.run_sync``), never on the event loop.
+    A plain synchronous class. Reading happens in the constructor; :meth:`confirm`, :meth:`suspect` and
+    :meth:`clear` only record, in memory; :meth:`save` (or :meth:`snapshot` then :meth:`write`) is the
+    blocking file work, which trio code runs in a worker thread (``trio.to_thread.run_sync``), never on
+    the event loop.
     """
 
     def __init__(self, root: Path | str) -> None:
         self.path = Path(root) / LEDGER_PATH
-        self._gaps: dict[Series, RangeSet] = {}
-        #: One more per :meth:`add`; the file holds every range up to ``_saved_version``.
+        self._confirmed: dict[Series, RangeSet] = {}
+        self._suspected: dict[Series, RangeSet] = {}
+        #: One more per change; the file holds every change up to ``_saved_version``.
         self._version = 0
         self._saved_version = 0
         self._load()
@@ -57,27 +76,86 @@ class ExchangeGapLedger:
             # Unreadable ledger: the worst outcome is re-asking the exchange for empty ranges once.
             log.error("cannot read %s (%s); exchange gaps will be re-learned", self.path, exc)
             return
-        for key, ranges in raw.items() if isinstance(raw, dict) else ():
+        if not isinstance(raw, dict):
+            log.error("ignoring %s: not a JSON object; exchange gaps will be re-learned", self.path)
+            return
+        if "format" not in raw:
+            # The first release trusted one empty answer: check each of its ranges once before trusting it.
+            self._read_ranges(raw, self._suspected)
+            if self._suspected:
+                log.warning("%s: %d series' exchange gaps were never confirmed; they are checked again",
+                            self.path, len(self._suspected))  # fmt: skip
+                self._version += 1  # rewritten in the current format at the next save
+            return
+        if raw["format"] != LEDGER_FORMAT:
+            log.error("ignoring %s: format %r, this version reads %d", self.path, raw["format"], LEDGER_FORMAT)
+            return
+        for name, into in (("confirmed", self._confirmed), ("suspected", self._suspected)):
+            part = raw.get(name, {})
+            self._read_ranges(part if isinstance(part, dict) else {}, into)
+
+    def _read_ranges(self, raw: Mapping[str, object], into: dict[Series, RangeSet]) -> None:
+        for key, ranges in raw.items():
             try:
                 market, interval, symbol = key.split("/")
-                self._gaps[series(market, symbol, interval)] = RangeSet((int(a), int(b)) for a, b in ranges)
+                into[series(market, symbol, interval)] = RangeSet((int(a), int(b)) for a, b in ranges)  # type: ignore[attr-defined]
             except (KlinesError, ValueError, TypeError):
                 log.error("ignoring a bad entry %r in %s", key, self.path)
 
+    # --- reading --------------------------------------------------------------------------------
+
     def ranges(self, s: Series) -> RangeSet:
-        return self._gaps.get(s, RangeSet())
+        """The confirmed exchange gaps of ``s``: what ``status`` subtracts from missing, never fetched again."""
+        return self._confirmed.get(s, RangeSet())
+
+    def suspected(self, s: Series) -> RangeSet:
+        """The ranges of ``s`` a page lacked that are not confirmed yet: still missing."""
+        return self._suspected.get(s, RangeSet())
 
     def all(self) -> dict[Series, RangeSet]:
-        return {s: RangeSet(r) for s, r in self._gaps.items()}
+        """Every confirmed exchange gap, per series (a copy)."""
+        return {s: RangeSet(r) for s, r in self._confirmed.items() if len(r)}
 
-    def add(self, s: Series, start: int, end: int) -> None:
-        """Record ``[start, end)`` as an exchange gap of ``s``, in memory only: :meth:`save` writes it."""
-        self._gaps.setdefault(s, RangeSet()).add(start, end)
+    def all_suspected(self) -> dict[Series, RangeSet]:
+        """Every suspected range, per series (a copy)."""
+        return {s: RangeSet(r) for s, r in self._suspected.items() if len(r)}
+
+    # --- changes (memory only) -------------------------------------------------------------------
+
+    def confirm(self, s: Series, start: int, end: int) -> None:
+        """Record ``[start, end)`` as a confirmed exchange gap of ``s`` (no longer suspected)."""
+        if start >= end:
+            return
+        self._confirmed.setdefault(s, RangeSet()).add(start, end)
+        self._suspected.get(s, RangeSet()).remove(start, end)
         self._version += 1
+
+    #: What the first release called recording an exchange gap.
+    add = confirm
+
+    def suspect(self, s: Series, start: int, end: int) -> None:
+        """Record that a page lacked ``[start, end)`` of ``s`` (the parts already confirmed stay so)."""
+        parts = self.ranges(s).missing(start, end)
+        if not parts:
+            return
+        held = self._suspected.setdefault(s, RangeSet())
+        for lo, hi in parts:
+            held.add(lo, hi)
+        self._version += 1
+
+    def clear(self, s: Series, start: int, end: int) -> None:
+        """Forget the suspicion over ``[start, end)`` of ``s``: the exchange returned candles there."""
+        held = self._suspected.get(s)
+        if held is None or held.missing(start, end) == [(start, end)]:  # nothing suspected there
+            return
+        held.remove(start, end)
+        self._version += 1
+
+    # --- the file --------------------------------------------------------------------------------
 
     @property
     def dirty(self) -> bool:
-        """Whether ranges were added since the file was last written."""
+        """Whether anything changed since the file was last written."""
         return self._version != self._saved_version
 
     def snapshot(self) -> LedgerSnapshot | None:
@@ -88,7 +166,11 @@ class ExchangeGapLedger:
         """
         if not self.dirty:
             return None
-        data = {f"{s.market}/{s.interval}/{s.symbol}": list(r) for s, r in sorted(self._gaps.items())}
+
+        def dump(gaps: dict[Series, RangeSet]) -> dict[str, list[tuple[int, int]]]:
+            return {f"{s.market}/{s.interval}/{s.symbol}": list(r) for s, r in sorted(gaps.items()) if len(r)}
+
+        data = {"format": LEDGER_FORMAT, "confirmed": dump(self._confirmed), "suspected": dump(self._suspected)}
         return LedgerSnapshot(self._version, data)
 
     def save(self) -> bool:
@@ -121,6 +203,6 @@ class ExchangeGapLedger:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             return False
-        # Ranges added while writing keep the ledger dirty: their version is newer than this snapshot's.
+        # Changes made while writing keep the ledger dirty: their version is newer than this snapshot's.
         self._saved_version = max(self._saved_version, snapshot.version)
         return True
