@@ -1,4 +1,5 @@
-"""Every WebSocket fault of the fake exchange, and the garbled REST answer, observed by plain clients.
+"""Every WebSocket fault of the fake exchange, and the garbled, empty and short REST answers, observed by
+plain clients.
 
 The REST faults that replace the answer (429, 418, 5xx, slow) are in test_exchange_rest.
 """
@@ -231,3 +232,43 @@ async def test_rest_bad_gzip_with_a_probability_is_seeded() -> None:
             runs.append([await klines_outcome(ex, c) for _ in range(40)])
     assert runs[0] == runs[1]  # the same seed garbles the same requests
     assert 8 < runs[0].count("garbled") < 32 and set(runs[0]) == {"garbled", 200}
+
+
+async def klines_times(ex: FakeExchange, client: httpx.AsyncClient, start: int, end: int) -> list[int]:
+    m = ex.markets["spot"]
+    params = {"symbol": "BTCUSDT", "interval": "1m", "startTime": start, "endTime": end, "limit": 1000}
+    response = await client.get(m.rest_url + m.klines_path, params=params)
+    assert response.status_code == 200
+    return [row[0] for row in response.json()]
+
+
+async def test_rest_empty_answers_a_page_that_has_candles_with_an_empty_list() -> None:
+    assert str(parse_faults("rest_empty=0.25,rest_short=0.5")) == "rest_empty=0.25,rest_short=0.5"
+    async with open_exchange(seed=1, start=T0 + 86_400_000, faults="rest_empty=1") as ex, httpx.AsyncClient() as c:
+        assert await klines_times(ex, c, T0, T0 + 9 * 60_000) == []
+        m = ex.markets["spot"]
+        assert (await c.get(m.rest_url + m.time_path)).status_code == 200  # klines only
+        assert ex.rest.stats["fault_rest_empty"] == 1
+
+
+async def test_rest_short_answers_a_page_lacking_its_first_rows() -> None:
+    async with open_exchange(seed=1, start=T0 + 86_400_000, faults="rest_short=1") as ex, httpx.AsyncClient() as c:
+        pages = [await klines_times(ex, c, T0, T0 + 9 * 60_000) for _ in range(20)]
+    every = [T0 + i * 60_000 for i in range(10)]
+    assert all(1 <= len(p) < 10 and p == every[-len(p) :] for p in pages)  # the tail survives, never empty
+    assert len({len(p) for p in pages}) > 3  # how many rows are lacking varies
+    assert ex.rest.stats["fault_rest_short"] == 20
+
+
+async def test_rest_empty_and_short_hit_a_window_and_repeat_of_it_whatever_the_order() -> None:
+    # Decided per (window, repeat), not per request serial: concurrent clients get the same pages faulted.
+    windows = [(T0 + i * 600_000, T0 + i * 600_000 + 540_000) for i in range(20)]
+    runs = []
+    for order in (windows, windows[::-1]):
+        async with open_exchange(seed=1, start=T0 + 86_400_000, faults="rest_empty=0.3,rest_short=0.3") as ex, \
+                httpx.AsyncClient() as c:  # fmt: skip
+            got = {w: [len(await klines_times(ex, c, *w)) for _ in range(2)] for w in order}
+            runs.append(got)
+    assert runs[0] == runs[1]
+    counts = [n for pair in runs[0].values() for n in pair]
+    assert 0 in counts and 10 in counts and any(0 < n < 10 for n in counts)

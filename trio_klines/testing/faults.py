@@ -16,7 +16,7 @@ from .history import Outage, key_of, mix64
 
 __all__ = ["FAULT_KEYS", "Dice", "Faults", "parse_faults"]
 
-#: Probabilities in [0, 1]: per WebSocket frame (drop … reorder) or per REST request (rest429 … rest_bad_gzip).
+#: Probabilities in [0, 1]: per WebSocket frame (drop … reorder) or per REST request (rest429 … rest_short).
 _PROBABILITIES: Final = (
     "drop",
     "close",
@@ -29,6 +29,8 @@ _PROBABILITIES: Final = (
     "rest418",
     "rest5xx",
     "rest_bad_gzip",
+    "rest_empty",
+    "rest_short",
 )
 #: Durations in wall-clock seconds.
 _SECONDS: Final = ("stall_s", "rest_slow")
@@ -47,6 +49,9 @@ _HELP: Final = {
     "rest418": "probability per REST request of HTTP 418 (IP ban) with Retry-After",
     "rest5xx": "probability per REST request of an HTTP 5xx",
     "rest_bad_gzip": "probability per REST klines answer of a 200 marked Content-Encoding: gzip whose body is not gzip",
+    "rest_empty": "probability per REST klines answer of a 200 [] where the exchange has candles (per window and "
+    "repeat of it)",
+    "rest_short": "probability per REST klines answer of a page lacking its first row(s) (per window and repeat of it)",
     "rest_slow": "delay of every REST response in wall-clock seconds",
     "retry_after": "Retry-After seconds sent with 429/418 (default: until the next weight window)",
 }
@@ -74,6 +79,10 @@ class Faults:
     rest5xx: float = 0.0
     #: A klines answer the client cannot decode (httpx: ``DecodingError``): the right rows, not gzipped.
     rest_bad_gzip: float = 0.0
+    #: A klines answer ``200 []`` although candles exist: a transient fault, not an exchange gap.
+    rest_empty: float = 0.0
+    #: A klines answer lacking its first rows (one to all but one): a transient fault too.
+    rest_short: float = 0.0
     rest_slow: float = 0.0
     retry_after: int | None = None
 
@@ -186,9 +195,8 @@ class Dice:
     __slots__ = ("_keys",)
 
     def __init__(self, seed: int) -> None:
-        self._keys = {
-            name: key_of("fault", seed, name) for name in (*_PROBABILITIES, "garbage_kind", "error_kind", "5xx_kind")
-        }
+        kinds = ("garbage_kind", "error_kind", "5xx_kind", "short_rows")
+        self._keys = {name: key_of("fault", seed, name) for name in (*_PROBABILITIES, *kinds)}
 
     def roll(self, fault: str, *keys: int) -> float:
         """A uniform draw for ``fault`` applied to the thing identified by ``keys`` (integers)."""

@@ -9,8 +9,12 @@ one shared by USDⓈ-M and COIN-M.
 
 The REST faults (:class:`~trio_klines.testing.faults.Faults`): ``rest418``, ``rest429`` and ``rest5xx`` replace
 the answer before the request is served; ``rest_bad_gzip`` serves the klines (weight charged) but marks the
-body ``Content-Encoding: gzip`` without compressing it, a garbled answer the client cannot decode. Those
-that fired are counted in :attr:`RestApi.stats` (``fault_rest_bad_gzip``, …).
+body ``Content-Encoding: gzip`` without compressing it, a garbled answer the client cannot decode;
+``rest_empty`` answers a klines page that has candles ``200 []`` and ``rest_short`` drops its first row(s),
+the transient faults a client must not take for an exchange gap. Those two are decided per window
+(symbol, interval, startTime, endTime) and per repeat of it, not per request serial: the same run hits the
+same pages whatever the order concurrent requests arrive in. Those that fired are counted in
+:attr:`RestApi.stats` (``fault_rest_bad_gzip``, ``fault_rest_empty``, …).
 
 Like Binance, a client that keeps calling after a ``429`` is banned: a request that reaches a pool
 inside a 429's ``Retry-After`` window (later than requests already in flight could) is a violation,
@@ -29,7 +33,7 @@ from urllib.parse import parse_qsl
 
 from ..core.markets import Market, next_open_time
 from .faults import Dice, Faults
-from .history import History
+from .history import History, key_of
 from .wire import binance_error, encode_json, exchange_info, rest_row
 
 __all__ = ["RestApi", "RestResponse", "WeightBudget"]
@@ -111,6 +115,8 @@ class RestApi:
         #: Per weight pool, the exchange-time window in which a call ignores the last 429.
         self._penalty: dict[str, tuple[int, int]] = {}
         self._violations: dict[str, int] = {}
+        #: Per klines window, how often it was asked (the rest_empty and rest_short dice roll per repeat).
+        self._asked: collections.Counter[int] = collections.Counter()
         #: The answer-altering faults that fired, by name (``fault_rest_bad_gzip``); pass the exchange's own
         #: counter to have them there.
         self.stats: collections.Counter[str] = collections.Counter() if stats is None else stats
@@ -221,6 +227,22 @@ class RestApi:
             )
         return None
 
+    def _transient_fault(self, market: Market, params: dict[str, str], times: list[int]) -> list[int]:
+        """``times`` as ``rest_empty`` or ``rest_short`` leave them for this window and this repeat of it."""
+        f = self._faults
+        if not (f.rest_empty or f.rest_short) or not times:
+            return times
+        window = key_of(market.name, *(params.get(k) for k in ("symbol", "interval", "startTime", "endTime")))
+        self._asked[window] += 1
+        keys = (window, self._asked[window])
+        if self._dice.hit("rest_empty", f.rest_empty, *keys):
+            self.stats["fault_rest_empty"] += 1
+            return []
+        if len(times) > 1 and self._dice.hit("rest_short", f.rest_short, *keys):
+            self.stats["fault_rest_short"] += 1
+            return times[1 + int(self._dice.roll("short_rows", *keys) * (len(times) - 1)) :]
+        return times
+
     # --- endpoints ----------------------------------------------------------------------------
 
     def _ping(self, market: Market, params: dict[str, str], now: int) -> tuple[int, Callable[[], bytes]]:
@@ -284,6 +306,8 @@ class RestApi:
             times = history.open_times(spec, interval, start, stop + 1, limit)
         else:
             times = history.open_times_before(spec, interval, min(end, now) if end is not None else now, limit, 0)
+
+        times = self._transient_fault(market, params, times)
 
         def body() -> bytes:
             rows = []
