@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from trio_klines.store.dataset import Store, load
@@ -46,6 +48,43 @@ def test_compact_merges_and_refuses_a_locked_store(tmp_path: Path) -> None:
     files = list(tmp_path.glob("market=spot/interval=1m/symbol=BTCUSDT/*.parquet"))
     assert len(files) == 1
     assert load(tmp_path, "spot", "BTCUSDT", "1m")["close"].tolist() == [c.close for c in truth]
+
+
+@pytest.mark.timeout(60)
+def test_status_lists_quarantined_files_and_rows_beyond_the_clock(tmp_path: Path) -> None:
+    from trio_klines.core.markets import series
+    from trio_klines.store.periodfiles import serialize
+    from trio_klines.store.tables import candles_to_table
+
+    truth = ground_truth("spot", "BTCUSDT", "1m", START, START + 20 * 60_000, seed=SEED)
+    with Store(tmp_path) as store:
+        store.append(truth[:10])
+        store.append(truth[10:])
+    first = min(tmp_path.glob("market=spot/interval=1m/symbol=BTCUSDT/*.parquet"))
+    raw = bytearray(first.read_bytes())
+    raw[4 : len(raw) // 2] = bytes(len(raw) // 2 - 4)  # garbled pages: quarantined when read
+    first.write_bytes(bytes(raw))
+    year_3000 = 32_503_680_000_000  # a row no parser lets in today, as an older version might have stored it
+    future = candles_to_table([msgspec.structs.replace(truth[0], open_time=year_3000)])
+    future_file = first.with_name("3000-01_000000000009-000000000009.parquet")
+    future_file.write_bytes(serialize(future, series("spot", "BTCUSDT", "1m")).to_pybytes())
+
+    code, out, err = run("status", "--data", str(tmp_path))
+    assert code == 1, err
+    quarantined = (
+        "_quarantine/market=spot/interval=1m/symbol=BTCUSDT/2026-01_000000000001-000000000001.parquet.quarantined"
+    )
+    assert "spot BTCUSDT-1m  2026-01-01 00:00  2026-01-01 00:19    10       10" in out
+    assert "quarantined files (their candles count as missing until record or backfill fetches them):" in out
+    assert f"\n  spot BTCUSDT-1m: {quarantined}\n" in out
+    assert "rows beyond the clock (not real closed candles; neither counted nor missing):" in out
+    assert "\n  spot BTCUSDT-1m: 1 from 3000-01-01 00:00" in out
+
+    code, out, err = run("status", "--data", str(tmp_path), "--json")
+    assert code == 1, err
+    [row] = json.loads(out)["series"]
+    assert (row["rows"], row["missing"], row["quarantined"]) == (10, 10, [quarantined])
+    assert (row["last"], row["beyond_clock"], row["beyond_clock_first"]) == (START + 19 * 60_000, 1, year_3000)
 
 
 @pytest.mark.timeout(60)
