@@ -17,30 +17,24 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from ..errors import BinanceError, ConfigError, MalformedMessage, ServerShutdown
-from .markets import (
-    INTERVALS,
-    Market,
-    get_market,
-    is_open_time,
-    next_open_time,
-    normalize_symbol,
-    validate_interval,
-)
+from .markets import INTERVALS, Market, get_market, next_open_time, normalize_symbol, validate_interval
+from .validity import CLOCK_TOLERANCE, MAX_COUNT, MAX_OPEN_TIME, MAX_VALUE, open_time_problem, order_problem
 
 __all__ = ["Candle", "FrameParser", "frame_parser", "parse_frame", "parse_rest_klines", "parse_rest_row"]
-
-# Far beyond any time in ms or µs; an interval "length" of twice this never matches a real candle.
-_TIME_LIMIT: Final = 1 << 60
-_CALENDAR: Final = 1 << 61
-
-# Finite and non-negative: ``le`` rejects ±inf, and NaN fails every comparison.
-_Value = Annotated[float, msgspec.Meta(ge=0.0, le=1e300)]
-_Count = Annotated[int, msgspec.Meta(ge=0)]
-_Time = Annotated[int, msgspec.Meta(ge=0, lt=_TIME_LIMIT)]
 
 # Binance sends µs instead of ms on request (spot ``timeUnit=MICROSECOND``, 2025+ archives).
 # 10**14 ms is the year 5138, so anything above is µs.
 _MICROS_THRESHOLD: Final = 10**14
+# Beyond any time in ms or µs; an interval "length" of this never matches a real candle.
+_CALENDAR: Final = 1 << 61
+
+# The bounds of core.validity, checked in the decoder. Values: finite and non-negative (``le`` rejects
+# ±inf, and NaN fails every comparison). Times: ms, or µs up to the store's last open time.
+_Value = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_VALUE)]
+_Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
+_Time = Annotated[int, msgspec.Meta(ge=0, lt=MAX_OPEN_TIME * 1000)]
+# A frame without an event time: no closed candle can be checked against the exchange's clock.
+_NO_CLOCK: Final = -1
 
 
 class Candle(msgspec.Struct, frozen=True, gc=False):
@@ -101,7 +95,7 @@ class _Kline(msgspec.Struct, gc=False):
 
 class _Event(msgspec.Struct, gc=False):
     e: str | UnsetType = UNSET
-    E: int | None = None
+    E: Annotated[int, msgspec.Meta(ge=0)] = _NO_CLOCK  # the exchange's clock when it sent the event
     s: str = ""
     k: _Kline | UnsetType = UNSET
 
@@ -151,35 +145,39 @@ def _symbol(raw: str, frame: object) -> str:
 
 
 def _check_times(interval: str, open_time: int, close_time: int, frame: object) -> int:
-    """Validate a candle's times; returns the open time in ms."""
+    """Validate a candle's times (ms or µs); returns the open time in ms."""
     if open_time >= _MICROS_THRESHOLD:
+        if open_time % 1000:
+            raise MalformedMessage(f"open time {open_time} µs is not a whole millisecond", frame)
         open_time //= 1000
         close_time //= 1000
-    length = INTERVALS[interval]
-    if length is not None and length <= 86_400_000:
-        aligned = open_time % length == 0
-        end = open_time + length
-    elif interval == "3d":  # alignment undocumented: take Binance's word for it
-        aligned = True
-        end = open_time + length  # type: ignore[operator]
-    else:
-        end = next_open_time(interval, open_time)
-        aligned = is_open_time(interval, open_time)
-    if not aligned:
-        raise MalformedMessage(f"open time {open_time} is not a {interval} boundary", frame)
+    problem = open_time_problem(interval, open_time)
+    if problem is not None:
+        raise MalformedMessage(problem, frame)
     # A candle may close early (trading halt) but never before it opens nor after its interval.
-    if not open_time <= close_time < end:
+    if not open_time <= close_time < next_open_time(interval, open_time):
         raise MalformedMessage(f"close time {close_time} outside the {interval} candle opening at {open_time}", frame)
     return open_time
+
+
+def _check_clock(close_time: int, clock: int, frame: object) -> None:
+    """A closed candle must have closed by the exchange's clock (both ms or µs, each on its own)."""
+    if clock == _NO_CLOCK:
+        raise MalformedMessage("closed kline without the event time 'E'", frame)
+    close_ms = close_time // 1000 if close_time >= _MICROS_THRESHOLD else close_time
+    clock_ms = clock // 1000 if clock >= _MICROS_THRESHOLD else clock
+    if close_ms > clock_ms + CLOCK_TOLERANCE:
+        raise MalformedMessage(
+            f"closed candle from the future: it closes at {close_ms}, after the exchange's clock {clock_ms}", frame
+        )
 
 
 def _check_values(
     o: float, h: float, lo: float, c: float, v: float, q: float, bv: float, bq: float, frame: object
 ) -> None:
-    if not (lo <= o <= h and lo <= c <= h):
-        raise MalformedMessage(f"prices out of order: open {o}, high {h}, low {lo}, close {c}", frame)
-    if bv > v or bq > q:
-        raise MalformedMessage(f"taker-buy volumes {bv}/{bq} exceed the volumes {v}/{q}", frame)
+    problem = order_problem(o, h, lo, c, v, q, bv, bq)
+    if problem is not None:
+        raise MalformedMessage(problem, frame)
 
 
 # --- WebSocket frames -------------------------------------------------------------------------
@@ -224,6 +222,7 @@ def frame_parser(market: Market | str) -> FrameParser:
     unset = UNSET
     known_symbols = _known_symbols
     candle = Candle
+    tolerance, micros = CLOCK_TOLERANCE, _MICROS_THRESHOLD
     open_b, open_s = b'"x":false', '"x":false'
 
     def parse(frame: str | bytes) -> Candle | None:
@@ -239,6 +238,8 @@ def frame_parser(market: Market | str) -> FrameParser:
             msg = decode(frame)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise MalformedMessage(str(exc), frame) from None
+        except RecursionError:  # JSON nested deeper than msgspec's decoder recurses (it raises, not us)
+            raise MalformedMessage("JSON nested too deeply", frame) from None
         except (TypeError, UnicodeDecodeError) as exc:  # not str/bytes, or bytes that are not UTF-8
             raise MalformedMessage(f"not a JSON text frame: {exc}", frame) from None
 
@@ -264,11 +265,13 @@ def frame_parser(market: Market | str) -> FrameParser:
         symbol = k.s or event.s
         if symbol not in known_symbols:
             symbol = _symbol(symbol, frame)
-        open_time = k.t
-        # A full candle in ms closes at open + length - 1; µs times, halts and calendar intervals
-        # take the slow path, which handles them or raises with the reason.
-        if k.T - open_time != length - 1 or open_time % length:
-            open_time = _check_times(interval, open_time, k.T, frame)
+        open_time, close_time = k.t, k.T
+        # A full candle in ms closes at open + length - 1, and by the exchange's clock (E, in ms); µs
+        # times, halts, calendar intervals, a missing E and a candle from the future take the slow path,
+        # which handles them or raises with the reason. The fast path's times are ms below 10**14: in range.
+        if close_time - open_time != length - 1 or open_time % length or not close_time <= event.E + tolerance < micros:
+            open_time = _check_times(interval, open_time, close_time, frame)
+            _check_clock(close_time, event.E, frame)
         o, h, lo, c, v, q, bv, bq = k.o, k.h, k.l, k.c, k.v, k.q, k.V, k.Q
         if not (lo <= o <= h >= c >= lo and bv <= v and bq <= q):
             _check_values(o, h, lo, c, v, q, bv, bq, frame)
@@ -293,7 +296,7 @@ def _unwrap(msg: _Frame, frame: object) -> _Event | None:
 
 def _other_event(msg: _Frame, event: _Event, frame: object) -> None:
     if event.e == "serverShutdown" or msg.stream == "!serverShutdown":
-        raise ServerShutdown(event.E)
+        raise ServerShutdown(None if event.E == _NO_CLOCK else event.E)
     if event.e is UNSET:
         raise MalformedMessage("event without 'e'", frame)
     return None
@@ -318,14 +321,22 @@ def parse_rest_row(row: Sequence[Any], market: Market | str, symbol: str, interv
 
 def _rest_candle(row: Any, market: str, symbol: str, interval: str) -> Candle:
     if not isinstance(row, list | tuple) or len(row) < 12:
-        raise MalformedMessage("a klines row is an array of 12 elements", row)
+        raise _row_error("a klines row is an array of 12 elements", row)
     try:
         t, o, h, lo, c, v, close, q, n, bv, bq = msgspec.convert(row[:11], _RestRow, strict=False)
     except msgspec.ValidationError as exc:
-        raise MalformedMessage(str(exc), row) from None
+        raise _row_error(str(exc), row) from None
     open_time = _check_times(interval, t, close, row)
     _check_values(o, h, lo, c, v, q, bv, bq, row)
     return Candle(market, symbol, interval, open_time, o, h, lo, c, v, q, n, bv, bq)
+
+
+def _row_error(reason: str, row: object) -> MalformedMessage:
+    """The error for a bad row, even one nested too deeply to show (``repr`` would recurse)."""
+    try:
+        return MalformedMessage(reason, row)
+    except RecursionError:
+        return MalformedMessage(f"{reason} (nested too deeply to show)")
 
 
 def parse_rest_klines(
@@ -339,8 +350,10 @@ def parse_rest_klines(
     """Decode a whole klines response body into candles, oldest first.
 
     With ``closed_before`` (the exchange's current time, ms), rows whose candle had not closed by then
-    are dropped: Binance includes the still-open candle as the last row. Raises :class:`BinanceError`
-    for an error body and :class:`MalformedMessage` for anything else that is not a klines array.
+    are dropped: Binance includes the still-open candle as the last row. A row that opens after that
+    time (plus :data:`~trio_klines.core.validity.CLOCK_TOLERANCE`) cannot be a candle the exchange had:
+    the body is malformed. Raises :class:`BinanceError` for an error body and :class:`MalformedMessage`
+    for anything else that is not a klines array.
     """
     m = market if isinstance(market, Market) else get_market(market)
     symbol = normalize_symbol(symbol)
@@ -349,11 +362,18 @@ def parse_rest_klines(
         rows = _rest_body_decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise MalformedMessage(str(exc), body) from None
+    except RecursionError:
+        raise MalformedMessage("JSON nested too deeply", body) from None
     except (TypeError, UnicodeDecodeError) as exc:
         raise MalformedMessage(f"not a JSON body: {exc}", body) from None
     if isinstance(rows, _RestError):
         raise BinanceError(rows.code, rows.msg)
     candles = [_rest_candle(list(row), m.name, symbol, interval) for row in rows]
     if closed_before is not None:
+        future = [c.open_time for c in candles if c.open_time > closed_before + CLOCK_TOLERANCE]
+        if future:
+            raise MalformedMessage(
+                f"candle from the future: it opens at {future[0]}, after the exchange's clock {closed_before}", body
+            )
         candles = [c for c in candles if c.end_time <= closed_before]
     return candles

@@ -1,0 +1,175 @@
+"""What a valid candle is, decided once: the parser refuses what the store could not hold, and the store
+refuses what the parser would never let through. Pure: no I/O.
+
+A candle is valid when
+
+* its series names a market, a normalized symbol (``[A-Z0-9_]{1,32}``) and an interval of that market;
+* its open time is an ``int`` on the interval's grid (:func:`~trio_klines.core.markets.floor_open_time`:
+  multiples of the length since the epoch, Mondays for ``1w``, the 1st for ``1M``, and for ``3d`` our
+  assumption, since Binance does not document it), from the epoch to the end of year 9999
+  (:data:`MAX_OPEN_TIME`, so that period names have four digits);
+* its trade count is an ``int`` in ``[0, MAX_COUNT]`` (an int64 column);
+* its eight values are finite numbers in ``[0, MAX_VALUE]`` (float64 columns: a ``float``, or an ``int``
+  in the int64 range, which converts exactly as pyarrow does it);
+* ``low <= open, close <= high`` and the taker-buy volumes are at most the volumes.
+
+The parser decodes with these bounds in msgspec's constraints and inlines the checks on its hot path;
+the store calls :func:`candle_problem` per candle. Tests hold both to this module. What only the wire
+can tell is the parser's alone: the close time within the interval, and a closed candle not closing
+after the exchange's clock plus :data:`CLOCK_TOLERANCE`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final, NamedTuple
+
+from ..errors import ConfigError
+from .markets import INTERVALS, floor_open_time, is_open_time, series
+
+__all__ = [
+    "CLOCK_TOLERANCE",
+    "MAX_COUNT",
+    "MAX_OPEN_TIME",
+    "MAX_VALUE",
+    "Refusal",
+    "candle_problem",
+    "open_time_problem",
+    "order_problem",
+    "partition",
+    "series_problem",
+]
+
+#: Open times from the epoch to the end of year 9999 (ms), the store's range.
+MAX_OPEN_TIME: Final = 253_402_300_800_000
+#: Largest trade count: an int64 column.
+MAX_COUNT: Final = 2**63 - 1
+#: Largest price or volume; finite float64 (NaN fails every comparison, so ``0 <= x <= MAX_VALUE`` is false).
+MAX_VALUE: Final = 1e300
+#: How far (ms) a closed candle's close time may lie past the exchange's clock: a frame's event time ``E``
+#: on the WebSocket, the ``/time`` answer on REST. ``E`` is stamped by the exchange itself after the close
+#: (real closed frames carry ``E`` 5 ms to 2.4 s after ``T``), so no clock skew between machines enters;
+#: one second covers Binance's own jitter between its kline engine and its stream stamps, and lets
+#: through at most one ``1s`` candle early: nothing that could move a series' newest open time by more.
+CLOCK_TOLERANCE: Final = 1_000
+
+_FIELDS: Final = (
+    "market", "symbol", "interval", "open_time", "open", "high", "low", "close", "volume", "quote_volume",
+    "trade_num", "taker_buy_base_asset_volume", "taker_buy_quote_asset_volume",
+)  # fmt: skip
+# Interval → (offset, length) of its grid; None for 1M, whose months the calendar decides.
+_GRIDS: Final = {
+    i: None if length is None else (floor_open_time(i, 0) % length, length) for i, length in INTERVALS.items()
+}
+# Series already validated → its grid, so that the store's per-candle check is a dict lookup (bounded).
+_known: dict[tuple[str, str, str], tuple[int, int] | None] = {}
+_KNOWN_LIMIT: Final = 100_000
+
+
+class Refusal(NamedTuple):
+    """A candle that is not valid, and why."""
+
+    candle: object
+    reason: str
+
+
+def series_problem(market: object, symbol: object, interval: object) -> str | None:
+    """Why ``(market, symbol, interval)`` is not a series of normalized names, or ``None``."""
+    try:
+        key = series(market, symbol, interval)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        return str(exc)
+    if key.symbol != symbol:
+        return f"symbol {symbol!r} is not upper-case"
+    if len(_known) < _KNOWN_LIMIT:
+        _known[key] = _GRIDS[key.interval]
+    return None
+
+
+def open_time_problem(interval: str, open_time: object) -> str | None:
+    """Why ``open_time`` (ms) cannot open a candle of ``interval`` (a valid interval), or ``None``."""
+    if type(open_time) is not int:
+        return f"open time {open_time!r} is not an integer"
+    if not 0 <= open_time < MAX_OPEN_TIME:
+        return f"open time {open_time} is outside 1970-9999"
+    grid = _GRIDS[interval]
+    aligned = is_open_time(interval, open_time) if grid is None else (open_time - grid[0]) % grid[1] == 0
+    return None if aligned else f"open time {open_time} is not a {interval} boundary"
+
+
+def _number_problem(name: str, x: object, limit: float) -> str | None:
+    if type(x) is int:
+        if not 0 <= x <= MAX_COUNT:
+            return f"{name} {x} does not fit an int64 column"
+    elif type(x) is not float:
+        return f"{name} {x!r} is not a number"
+    if not 0 <= x <= limit:  # type: ignore[operator]
+        return f"{name} {x!r} is not a finite number in [0, {limit}]"
+    return None
+
+
+def order_problem(
+    o: float, h: float, lo: float, c: float, v: float, q: float, bv: float, bq: float
+) -> str | None:
+    """Why these values, each a number in range, are not one candle's (prices or volumes out of order)."""
+    if not (lo <= o <= h and lo <= c <= h):
+        return f"prices out of order: open {o}, high {h}, low {lo}, close {c}"
+    if bv > v or bq > q:
+        return f"taker-buy volumes {bv}/{bq} exceed the volumes {v}/{q}"
+    return None
+
+
+def candle_problem(candle: object) -> str | None:
+    """Why ``candle`` is not a valid candle (see the module's docstring), or ``None``.
+
+    Never raises, whatever ``candle`` holds. About 0.4 µs for a valid candle of a known series.
+    """
+    try:
+        c = candle
+        o, h, lo, cl, v, q = c.open, c.high, c.low, c.close, c.volume, c.quote_volume  # type: ignore[attr-defined]
+        bv, bq = c.taker_buy_base_asset_volume, c.taker_buy_quote_asset_volume  # type: ignore[attr-defined]
+        t, n = c.open_time, c.trade_num  # type: ignore[attr-defined]
+        grid = _known[(c.market, c.symbol, c.interval)]  # type: ignore[attr-defined]
+        f = float
+        if (
+            grid is not None
+            and type(o) is f and type(h) is f and type(lo) is f and type(cl) is f
+            and type(v) is f and type(q) is f and type(bv) is f and type(bq) is f
+            and 0.0 <= lo <= o <= h <= MAX_VALUE and lo <= cl <= h
+            and 0.0 <= bv <= v <= MAX_VALUE and 0.0 <= bq <= q <= MAX_VALUE
+            and type(n) is int and 0 <= n <= MAX_COUNT
+            and type(t) is int and 0 <= t < MAX_OPEN_TIME and (t - grid[0]) % grid[1] == 0
+        ):  # fmt: skip
+            return None
+    except (AttributeError, KeyError, TypeError):
+        pass
+    return _explain(candle)
+
+
+def _explain(candle: object) -> str | None:
+    """:func:`candle_problem` field by field: the reason, or ``None`` for a valid candle off the fast path."""
+    try:
+        m, s, i, t, o, h, lo, c, v, q, n, bv, bq = (getattr(candle, name) for name in _FIELDS)
+    except AttributeError as exc:
+        return f"not a candle: {exc}"
+    problem = series_problem(m, s, i) or open_time_problem(i, t)
+    if problem is None and (type(n) is not int or not 0 <= n <= MAX_COUNT):
+        problem = f"trade count {n!r} is not an integer in [0, 2**63)"
+    values = {"open": o, "high": h, "low": lo, "close": c, "volume": v, "quote volume": q,
+              "taker-buy base volume": bv, "taker-buy quote volume": bq}  # fmt: skip
+    for name, x in values.items():
+        problem = problem or _number_problem(name, x, MAX_VALUE)
+    return problem or order_problem(o, h, lo, c, v, q, bv, bq)
+
+
+def partition(candles: Iterable[object]) -> tuple[list[object], list[Refusal]]:
+    """``candles`` split into the valid ones and the refused ones with their reasons, each in order."""
+    valid: list[object] = []
+    refused: list[Refusal] = []
+    for candle in candles:
+        problem = candle_problem(candle)
+        if problem is None:
+            valid.append(candle)
+        else:
+            refused.append(Refusal(candle, problem))
+    return valid, refused
