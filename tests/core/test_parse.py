@@ -397,7 +397,7 @@ def test_the_parser_accepts_exactly_the_valid_candles(c: Candle) -> None:
 @pytest.mark.parametrize("trades", [2**63, 2**64, 10**30])
 def test_a_trade_count_beyond_int64_is_malformed_on_both_paths(trades: int) -> None:
     kline = WireKline("BTCUSDT", "1m", 1_700_000_040_000, trades=trades)
-    with pytest.raises(MalformedMessage, match="<= 9223372036854775807|out of range"):
+    with pytest.raises(MalformedMessage, match=r"<= 9223372036854775807|out of range"):
         parse_frame(kline.frame(), "spot")
     with pytest.raises(MalformedMessage):
         parse_rest_klines(json.dumps([kline.rest_row()]), "spot", "BTCUSDT", "1m")

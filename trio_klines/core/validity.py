@@ -108,9 +108,7 @@ def _number_problem(name: str, x: object, limit: float) -> str | None:
     return None
 
 
-def order_problem(
-    o: float, h: float, lo: float, c: float, v: float, q: float, bv: float, bq: float
-) -> str | None:
+def order_problem(o: float, h: float, lo: float, c: float, v: float, q: float, bv: float, bq: float) -> str | None:
     """Why these values, each a number in range, are not one candle's (prices or volumes out of order)."""
     if not (lo <= o <= h and lo <= c <= h):
         return f"prices out of order: open {o}, high {h}, low {lo}, close {c}"
