@@ -16,12 +16,16 @@ guarantees:
 * **One row per open time, the later write winning**, whatever the compaction state.
 * **Bad files** are moved to ``ROOT/_quarantine/`` with an error logged (logger ``trio_klines.store.dataset``);
   leftover temporary files are removed when the store opens; a failed write raises
-  :class:`StoreWriteError` and leaves nothing visible.
+  :class:`StoreWriteError` and leaves nothing visible. A quarantined file's candles still count as
+  missing (:mod:`~trio_klines.store.coverage`) until they are stored again.
+* **Inside the root only.** A symbolic link among the partition directories or as the quarantine makes
+  the store refuse to open (:class:`StoreError`); a linked period file is ignored (error logged).
 * **Our errors only.** pyarrow's errors while building a batch's or a merge's files become
   :class:`StoreError` here, once (:func:`_arrow_errors`), so a caller never mistakes pyarrow's
   ``ArrowInvalid`` (a ``ValueError``) for :class:`InvalidCandles`: the batch is not stored, retry it.
 
-One process writes a root at a time (an advisory lock on ``ROOT/_lock``); any number may read it with
+One process writes a root at a time (an advisory lock on the root directory itself, which no one can
+unlink from under it; ``ROOT/_lock`` names the holder's pid); any number may read it with
 :func:`load`. A :class:`Store` is not thread-safe: call it from one thread at a time (for example
 through ``trio.to_thread.run_sync`` from the single writer task).
 """

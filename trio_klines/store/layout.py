@@ -10,7 +10,7 @@ A store root looks like this::
       market=spot/interval=1%4D/symbol=BTCUSDT/...   the month interval ``1M``, see below
       _quarantine/...                                  files found corrupt, moved aside, never deleted
       _journal.json                                    an append being committed (exists for an instant)
-      _lock                                            held by the one process writing
+      _lock                                            the pid of the one process writing (its lock is on ROOT)
 
 pyarrow and pandas skip names starting with ``.`` or ``_``; the glob
 ``ROOT/market=*/interval=*/symbol=*/*.parquet`` (DuckDB, polars) matches period files only.
