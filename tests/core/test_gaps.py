@@ -8,8 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_klines.core.gaps import ContinuityTracker, Gap, RangeSet, Verdict, find_gaps, missing_count
-from trio_klines.core.markets import INTERVALS, Series, floor_open_time, iter_open_times, next_open_time
+from trio_klines.core.gaps import VALUES_MEMORY, ContinuityTracker, Gap, RangeSet, Verdict, find_gaps, missing_count
+from trio_klines.core.markets import (
+    INTERVALS,
+    Series,
+    floor_open_time,
+    iter_open_times,
+    next_open_time,
+    open_time_index,
+)
 
 intervals = st.sampled_from(list(INTERVALS))
 
@@ -137,3 +144,42 @@ def test_range_set_matches_a_set_of_points(ops: list[tuple[str, int, int]], lo: 
     missing = [t for start, end in ranges.missing(lo, hi) for t in range(start, end)]
     assert missing == [t for t in range(lo, hi) if t not in points]
     assert ranges.covers(lo, hi) == (not missing)
+
+
+@settings(max_examples=300)
+@given(grids(), st.data())
+def test_a_repeat_is_dropped_only_with_its_last_values(grid: tuple[Series, list[int]], data: st.DataObject) -> None:
+    """Issue 13: the same open time closed twice with other values is written again (the later write wins);
+    a true repeat of one of the last candles is still dropped."""
+    series, times = grid
+    arrivals = data.draw(st.lists(st.tuples(st.sampled_from(times), st.integers(0, 2)), min_size=1, max_size=150))
+    tracker = ContinuityTracker(memory=1000)
+    written: dict[int, int] = {}  # open time → fingerprint of the candle last written
+    slot_owner: dict[int, int] = {}  # index % VALUES_MEMORY → open time last written there
+    for t, value in arrivals:
+        fingerprint = hash((t, value))  # as hash(candle): the open time is part of it
+        verdict, _ = tracker.observe(series, t, fingerprint)
+        slot = open_time_index(series.interval, t) % VALUES_MEMORY
+        if t not in written:
+            assert verdict in (Verdict.NEW, Verdict.LATE)
+        elif written[t] != fingerprint:
+            assert verdict is Verdict.REVISED
+        elif slot_owner[slot] == t:
+            assert verdict is Verdict.DUPLICATE
+        else:
+            assert verdict is Verdict.REVISED  # its values are no longer known: written again, harmless
+        if verdict is not Verdict.DUPLICATE:
+            written[t], slot_owner[slot] = fingerprint, t
+
+
+def test_revised_and_seeded_candles() -> None:
+    s = Series("spot", "BTCUSDT", "1m")
+    tracker = ContinuityTracker()
+    tracker.seed(s, 10 * 60_000)
+    assert tracker.observe(s, 10 * 60_000, 123)[0] is Verdict.DUPLICATE  # the stored one: values unknown
+    assert tracker.observe(s, 11 * 60_000, 1)[0] is Verdict.NEW
+    assert tracker.observe(s, 11 * 60_000, 1)[0] is Verdict.DUPLICATE
+    assert tracker.observe(s, 11 * 60_000, 2)[0] is Verdict.REVISED
+    assert tracker.observe(s, 11 * 60_000, 2)[0] is Verdict.DUPLICATE
+    assert tracker.observe(s, 11 * 60_000, 1)[0] is Verdict.REVISED  # back to the first: the later wins
+    assert tracker.observe(s, 11 * 60_000)[0] is Verdict.DUPLICATE  # no fingerprint: as before

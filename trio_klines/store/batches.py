@@ -1,30 +1,45 @@
 """A batch of candles cut into what the store writes: one sorted, unique table per series and period.
 
-Pure: no I/O. Everything is checked before anything is cut, so a refused batch writes nothing.
-pyarrow's errors pass through, except those that a candle's own values cause (refused, as
-:class:`~trio_klines.errors.InvalidCandles`); the store maps the rest to its own errors.
+Pure: no I/O. Every candle is checked first against the one definition of a valid candle
+(:func:`~trio_klines.core.validity.candle_problem`, the parser's too): if any is not valid, the batch
+is refused with each such candle named (:class:`RefusedCandles`) and nothing is cut, so the caller can
+append the rest (the writer does). A valid candle always converts, so pyarrow's errors that remain are
+not a candle's fault; they pass through, and the store maps them to its own errors.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import Final, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
 
-from ..core.markets import INTERVALS, Series, floor_open_time, is_open_time, series
+from ..core.markets import Series
 from ..core.parse import Candle
-from ..errors import ConfigError, InvalidCandles
+from ..core.validity import Refusal, candle_problem
+from ..errors import InvalidCandles
 from .compaction import open_times, sort_unique
-from .layout import MAX_OPEN_TIME, period_of, periods_of
+from .layout import period_of, periods_of
 from .tables import candles_to_table
 
-__all__ = ["Part", "split_batch"]
+__all__ = ["Part", "RefusedCandles", "split_batch"]
 
-# What pyarrow raises for a Python value that does not fit its column (a wrong type, an int beyond int64).
-_UNCONVERTIBLE: Final = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError)
+
+class RefusedCandles(InvalidCandles):
+    """Candles of a batch that are not valid, each with its reason (``refused``); nothing was written.
+
+    The batch without them is valid: append it on its own. A message names the first one.
+    """
+
+    def __init__(self, refused: Sequence[Refusal]) -> None:
+        self.refused: tuple[Refusal, ...] = tuple(refused)
+        first = self.refused[0]
+        super().__init__(
+            f"refusing {len(self.refused)} candle(s) the store cannot hold (a value that does not fit the store's "
+            f"columns, a bad name, an open time off the grid); the first: {first.reason}: {first.candle!r}"
+        )
 
 
 class Part(NamedTuple):
@@ -40,16 +55,20 @@ class Part(NamedTuple):
 def split_batch(candles: Sequence[Candle]) -> list[Part]:
     """``candles`` (any series, any order) as parts; of a repeated open time the last candle is kept.
 
-    Raises :class:`InvalidCandles` for an invalid or non-normalized series name, an open time off the
-    interval's grid or outside 1970–9999, or a value that does not fit its column.
+    Raises :class:`RefusedCandles` (an :class:`InvalidCandles`) naming every candle that is not valid
+    (:mod:`trio_klines.core.validity`): an invalid or non-normalized series name, an open time off the
+    interval's grid or outside 1970–9999, a value that does not fit its column, prices out of order.
     """
     if not candles:
         return []
+    refused = [Refusal(c, problem) for c in candles if (problem := candle_problem(c)) is not None]
+    if refused:
+        raise RefusedCandles(refused)
     # One table for the whole batch and one gather per series: per-series tables built candle by candle
     # cost a fixed overhead each, which dominated batches of many series.
     names = {(c.market, c.symbol, c.interval) for c in candles}
     codes = {name: code for code, name in enumerate(names)}
-    table = _table_of(candles)
+    table = candles_to_table(candles)
     times = open_times(table)
     if len(codes) == 1:  # the common case: no gathering
         rows_of: dict[int, np.ndarray | None] = {0: None}
@@ -60,10 +79,9 @@ def split_batch(candles: Sequence[Candle]) -> list[Part]:
         rows_of = {code: order[bounds[code] : bounds[code + 1]] for code in range(len(codes))}
     groups = []
     for name, code in sorted(codes.items()):
-        key = _checked_series(*name)
+        key = Series(*name)
         rows = rows_of[code]
         group_times = times if rows is None else times[rows]
-        _check_open_times(key, group_times)
         # take() copies: a part must not keep the whole batch's buffers alive (the store caches parts).
         groups.append((key, table if rows is None else table.take(rows), group_times))
     parts = []
@@ -80,78 +98,9 @@ def split_batch(candles: Sequence[Candle]) -> list[Part]:
     return parts
 
 
-def _table_of(candles: Sequence[Candle]) -> pa.Table:
-    """:func:`~trio_klines.store.tables.candles_to_table`, refusing a batch that holds a candle it cannot convert.
-
-    Raises :class:`InvalidCandles` if a candle fails on its own (the same batch would fail again, so it
-    must not be retried); a failure that no single candle causes is re-raised as it is.
-    """
-    try:
-        return _converted(candles)
-    except _UNCONVERTIBLE as exc:
-        bad = _unconvertible(candles)
-        if bad is None:
-            raise
-        raise InvalidCandles(f"refusing the batch: {bad} does not fit the store's columns ({exc})") from exc
-
-
-def _converted(candles: Sequence[Candle]) -> pa.Table:
-    table = candles_to_table(candles)
-    # pyarrow converts None to a null without a word; the file writer would refuse it much later.
-    if any(column.null_count for column in table.columns):
-        raise pa.ArrowInvalid("a value is missing (None)")
-    return table
-
-
-def _unconvertible(candles: Sequence[Candle]) -> Candle | None:
-    """A candle that fails to convert on its own, or ``None``: a bisection, about twice a batch's work."""
-
-    def fails(lo: int, hi: int) -> bool:
-        try:
-            _converted(candles[lo:hi])
-        except _UNCONVERTIBLE:
-            return True
-        return False
-
-    lo, hi = 0, len(candles)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if fails(lo, mid):
-            hi = mid
-        elif fails(mid, hi):
-            lo = mid
-        else:
-            return None
-    return candles[lo] if hi > lo and fails(lo, hi) else None
-
-
 def _sort_unique(table: pa.Table, times: np.ndarray) -> tuple[pa.Table, np.ndarray]:
     """:func:`~trio_klines.store.compaction.sort_unique` with the open times already at hand, and sorted ones back."""
     if times.size < 2 or bool(np.all(times[1:] > times[:-1])):
         return table, times
     unique = sort_unique(table)
     return unique, open_times(unique)
-
-
-def _checked_series(market: str, symbol: str, interval: str) -> Series:
-    try:
-        key = series(market, symbol, interval)
-    except ConfigError as exc:
-        raise InvalidCandles(f"refusing the batch: {exc}") from exc
-    if key.symbol != symbol:
-        raise InvalidCandles(f"refusing the batch: symbol {symbol!r} is not upper-case")
-    return key
-
-
-def _check_open_times(key: Series, times: np.ndarray) -> None:
-    bad = (times < 0) | (times >= MAX_OPEN_TIME)
-    length = INTERVALS[key.interval]
-    if length is None:  # 1M: calendar months, a few candles at most
-        aligned = [0 <= t < MAX_OPEN_TIME and is_open_time(key.interval, int(t)) for t in times]
-        bad |= ~np.array(aligned, dtype=bool)
-    else:
-        bad |= (times - floor_open_time(key.interval, 0)) % length != 0
-    if bool(bad.any()):
-        example = int(times[np.flatnonzero(bad)[0]])
-        count = int(bad.sum())
-        raise InvalidCandles(f"refusing the batch: {count} candle(s) of {key} open off the grid, e.g. at {example}")
