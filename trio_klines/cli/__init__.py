@@ -1,9 +1,12 @@
 """The command line: ``python -m trio_klines <command> [options]``, or ``trio-klines <command>``.
 
 A thin layer: each command parses its flags into the library's config objects and calls the library
-under ``trio.run``. Commands are listed in :data:`COMMANDS`, one module per concern. Bad arguments and
-bad configuration exit with status 2 and a message naming the problem (argparse's convention); a
-failure while running exits 1 with a message.
+under ``trio.run``. Commands are listed in :data:`COMMANDS`, one module per concern.
+
+Exit statuses, the same for every command: 0 done; 2 bad arguments or configuration (argparse's
+convention); 1 a failure while running; 130 stopped by SIGINT (Ctrl-C), 143 by SIGTERM (128 + the
+signal's number, as shells report it). Every error is one line on stderr,
+``python -m trio_klines COMMAND: error: …``, naming what to fix; only a bug shows a traceback.
 
 Importing this package and building the parser loads only the standard library and light modules of
 ours, so that ``--help`` answers at once: each command imports what it needs when it runs.
@@ -12,12 +15,14 @@ ours, so that ``--help`` answers at once: each command imports what it needs whe
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
-from ..errors import ConfigError, KlinesError
-from .common import Command, configure_logging
+from ..errors import ConfigError, KlinesError, StoreLocked
+from .common import EXIT_CONFIG, EXIT_FAILURE, Command, check_data_dir, configure_logging, signal_exit_status
 from .data import BACKFILL, COMPACT, STATUS, VERIFY
 from .exchange import EXCHANGE
 from .record import DEMO, RECORD
@@ -56,19 +61,51 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
-    """Run the command line; returns the exit status (2 for bad arguments, via argparse's exit)."""
+    """Run the command line; returns the exit status (see the module's docstring).
+
+    Bad arguments exit 2 through argparse (``SystemExit``), with the command's usage.
+    """
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     configure_logging(args.log_level or args.default_log_level)
+    args.command_prog = f"{prog} {args.command}"
     try:
+        if isinstance(data_dir := getattr(args, "data_dir", None), Path):
+            check_data_dir(data_dir, write=False)
         return int(args.run(args))
-    except ConfigError as exc:
-        parser.error(str(exc))
-    except KlinesError as exc:
-        print(f"{prog} {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    except BaseException as exc:  # mapped to a status, or raised again
+        return _exit_status(exc, args.command_prog)
+
+
+def _exit_status(exc: BaseException, where: str) -> int:
+    """The exit status for ``exc`` escaping a command, its one-line message printed; re-raises what is a bug.
+
+    A group (from a nursery) counts as its first exception that is not a cancellation.
+    """
+    error = _first_error(exc)
+    if isinstance(error, KeyboardInterrupt):  # SIGINT before the command's own handler was in place
+        print(f"{where}: interrupted (SIGINT)", file=sys.stderr)
+        return signal_exit_status(signal.SIGINT)
+    if isinstance(error, ConfigError):
+        print(f"{where}: error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    if isinstance(error, KlinesError | OSError):
+        print(f"{where}: error: {error}{_HINTS.get(type(error), '')}", file=sys.stderr)
+        return EXIT_FAILURE
+    raise exc
+
+
+#: What to do about an error whose message says only what happened.
+_HINTS: dict[type[BaseException], str] = {StoreLocked: "; stop that process, or give --data another directory"}
+
+
+def _first_error(exc: BaseException) -> BaseException:
+    """``exc``, or the first exception in it and its nested groups that is not a ``trio.Cancelled``."""
+    while isinstance(exc, BaseExceptionGroup):
+        # By name: importing trio here would slow down --help, and only trio raises a "Cancelled".
+        inner = [e for e in exc.exceptions if type(e).__name__ != "Cancelled"] or list(exc.exceptions)
+        exc = inner[0]
+    return exc
 
 
 def run() -> NoReturn:

@@ -1,4 +1,5 @@
-"""Shared pieces of the command line: the :class:`Command` record, argument types, logging set-up.
+"""Shared pieces of the command line: the :class:`Command` record, argument types, logging set-up, exit
+statuses and the stop signals.
 
 Each command lives in a module named for its concern (``exchange``, ``record``, ``data``) and is
 registered in :data:`trio_klines.cli.COMMANDS`. Building the parser must stay cheap (``--help`` builds
@@ -11,12 +12,40 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 
-__all__ = ["Command", "argument_type", "bounded_int", "configure_logging", "positive_float"]
+if TYPE_CHECKING:
+    import trio
+
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_FAILURE",
+    "STOP_SIGNALS",
+    "Command",
+    "SignalStop",
+    "argument_type",
+    "bounded_int",
+    "check_data_dir",
+    "configure_logging",
+    "positive_float",
+    "signal_exit_status",
+]
+
+log = logging.getLogger("trio_klines.cli")
+
+#: A failure while running (the same command may succeed later: a locked store, a full disk, the network).
+EXIT_FAILURE = 1
+#: Bad arguments or configuration (argparse's status): the command cannot succeed until they are changed.
+EXIT_CONFIG = 2
+#: The signals that stop a command cleanly; the first one received decides its exit status.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -75,3 +104,92 @@ def positive_float(text: str) -> float:
 def configure_logging(level: str) -> None:
     """Log to stderr at ``level`` with timestamps; the library itself never configures logging."""
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+# --- exit statuses and stop signals ------------------------------------------------------------
+
+
+def signal_exit_status(signum: int) -> int:
+    """128 + the signal's number, as a shell reports a command a signal ended: 130 for SIGINT, 143 for SIGTERM.
+
+    A command stopped by a signal exits so even when it stopped cleanly, so that ``cmd && next`` does not
+    go on as if ``cmd`` had finished its work.
+    """
+    return 128 + int(signum)
+
+
+class SignalStop:
+    """The stop signals a command has received while it runs, read by :meth:`watch`.
+
+    The first signal sets :attr:`requested` (the command winds down its own way); the ``cancel_after``-th
+    cancels :attr:`scope` (``1``: the first signal cancels the work at once; ``2``: a second signal
+    stops a graceful stop). Made inside ``trio.run``.
+    """
+
+    def __init__(self, *, cancel_after: int) -> None:
+        import trio
+
+        self.received: list[signal.Signals] = []
+        self.requested: trio.Event = trio.Event()
+        self.scope: trio.CancelScope = trio.CancelScope()
+        self._cancel_after = cancel_after
+
+    @property
+    def first(self) -> signal.Signals | None:
+        """The first signal received, or ``None``."""
+        return self.received[0] if self.received else None
+
+    @property
+    def forced(self) -> bool:
+        """Whether a later signal cut a graceful stop short."""
+        return self._cancel_after > 1 and len(self.received) >= self._cancel_after
+
+    async def watch(self, signals: AsyncIterator[int], stopping: str, forcing: str) -> None:
+        """Take signals from ``signals`` (a ``trio.open_signal_receiver``) until cancelled.
+
+        Logs ``stopping`` (INFO) on the first signal and ``forcing`` (WARNING) on each later one. Raises
+        nothing; cancellation ends the watch.
+        """
+        async for signum in signals:
+            sig = signal.Signals(signum)
+            self.received.append(sig)
+            count = len(self.received)
+            if count == 1:
+                log.info("%s: %s", sig.name, stopping)
+                self.requested.set()
+            else:
+                log.warning("%s: %s", sig.name, forcing)
+            if count >= self._cancel_after:
+                self.scope.cancel()
+
+
+def check_data_dir(path: Path, *, write: bool) -> None:
+    """Raise :class:`ConfigError` if ``path`` cannot be a data directory (it is created if missing).
+
+    It cannot when it, or the nearest of its parents that exists, is not a directory; with ``write``,
+    also when that directory is not writable (permissions, a read-only file system). The store checks
+    again when it opens: this is only for a message that names the mistake, before anything starts.
+    """
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    problem = None
+    if not existing.is_dir():
+        problem = "a file" if existing.is_file() else "not a directory"
+    elif write and not os.access(existing, os.W_OK | os.X_OK):
+        problem = "on a read-only file system" if _read_only_fs(existing) else "not writable (permission denied)"
+    if problem is None:
+        return
+    if existing == path:
+        want = "a directory" if problem in ("a file", "not a directory") else "a writable directory"
+        raise ConfigError(f"data directory {path} is {problem}: give --data {want}")
+    raise ConfigError(
+        f"data directory {path} cannot be created: {existing} is {problem}; give --data another directory"
+    )
+
+
+def _read_only_fs(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+        return False

@@ -5,22 +5,29 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import logging
+import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..config import DEFAULT_DATA_DIR, load_endpoints, parse_time
 from ..core.markets import MARKETS, apply_endpoints
 from ..errors import ConfigError
-from .common import Command, argument_type
+from .common import EXIT_FAILURE, STOP_SIGNALS, Command, SignalStop, argument_type, signal_exit_status
 from .record import add_recording_arguments, build_config
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from ..config import RecorderConfig
+    from ..pipeline.backfill import BackfillStats
     from ..pipeline.history import HistoryProgress
     from ..pipeline.verify import SeriesComparison
+    from ..pipeline.writer import WriterStats
     from ..store.status import SeriesStatus
+
+log = logging.getLogger("trio_klines.cli")
 
 
 def _data_argument(parser: argparse.ArgumentParser) -> None:
@@ -44,23 +51,70 @@ def _backfill_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_backfill(args: argparse.Namespace) -> int:
     import trio
 
-    from ..pipeline.history import download
-
     config = build_config(args, since=args.since)
     if args.until is not None and args.until <= args.since:
         raise ConfigError(f"--until ({args.until}) must come after --since ({args.since})")
     bar = _ProgressBar() if not args.no_progress and sys.stderr.isatty() else None
     try:
-        stats = trio.run(functools.partial(download, config, args.since, args.until, on_progress=bar))
+        done = trio.run(_backfill_until_signalled, config, args.since, args.until, bar)
     finally:
         if bar is not None:
             bar.close()
-    print(
-        f"backfill: {stats.candles} candles in {stats.pages} pages, {stats.exchange_gap_candles} in exchange gaps, "
-        f"{stats.failures} failed requests" + (" (run it again to resume)" if stats.failures else ""),
-        file=sys.stderr,
-    )
-    return 1 if stats.failures else 0
+    return _backfill_status(args.command_prog, done)
+
+
+class _Backfilled(NamedTuple):
+    """How a backfill ended: the first stop signal, the download's counters (``None`` if a signal cut it
+    short) and its writer's (``written``: candles stored, ``pending``: downloaded but not stored)."""
+
+    signal: signal.Signals | None
+    stats: BackfillStats | None
+    stored: WriterStats
+
+
+async def _backfill_until_signalled(
+    config: RecorderConfig, since: int, until: int | None, on_progress: _ProgressBar | None
+) -> _Backfilled:
+    """Download until done, or until SIGINT or SIGTERM, which stops it at once keeping what is stored.
+
+    Raises what :func:`~trio_klines.pipeline.history.download` raises, as itself. If cancelled, the
+    download is cancelled as on a signal.
+    """
+    import trio
+
+    from ..pipeline.history import download
+    from ..pipeline.supervision import single_error
+    from ..pipeline.writer import WriterStats
+
+    stored, stats = WriterStats(), None
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals, single_error():
+        stop = SignalStop(cancel_after=1)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stop.watch, signals, "stopping; what is stored is kept", "already stopping")
+            # What a supervisor (or a test) waits for before it may stop the download cleanly.
+            log.info("ready: backfilling %d series; SIGINT or SIGTERM stops, the next run resumes", len(config.streams))
+            with stop.scope:
+                stats = await download(config, since, until, on_progress=on_progress, writer_stats=stored)
+            nursery.cancel_scope.cancel()
+    return _Backfilled(stop.first, stats, stored)
+
+
+def _backfill_status(where: str, done: _Backfilled) -> int:
+    """The exit status of a backfill that ended as ``done``, after its one-line summary on stderr."""
+    stats, stored = done.stats, done.stored
+    if stats is not None:
+        print(f"backfill: {stats.candles} candles in {stats.pages} pages, {stats.exchange_gap_candles} in exchange "
+              f"gaps, {stats.failures} failed requests" + (" (run it again to resume)" if stats.failures else ""),
+              file=sys.stderr)  # fmt: skip
+    if done.signal is not None and stats is None:
+        unstored = f", {stored.pending} downloaded could not be stored" if stored.pending else ""
+        print(f"{where}: stopped by {done.signal.name}: {stored.written} candles stored and kept{unstored}; "
+              "run the same command again to fetch the rest", file=sys.stderr)  # fmt: skip
+    if stored.pending:
+        return EXIT_FAILURE
+    if done.signal is not None:
+        return signal_exit_status(done.signal)
+    return EXIT_FAILURE if stats is not None and stats.failures else 0
 
 
 class _ProgressBar:

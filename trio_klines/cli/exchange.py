@@ -11,7 +11,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from ..config import parse_time
-from .common import Command, argument_type, bounded_int, positive_float
+from .common import EXIT_FAILURE, STOP_SIGNALS, Command, argument_type, bounded_int, positive_float, signal_exit_status
 
 if TYPE_CHECKING:
     from ..testing import ExchangeConfig, Faults
@@ -76,22 +76,25 @@ def _run_exchange(args: argparse.Namespace) -> int:
         ping_interval=args.ping_interval,
     )
     try:
-        trio.run(_serve_exchange, config)
+        stopped_by = trio.run(_serve_exchange, config)
     except OSError as exc:
-        print(
-            f"python -m trio_klines exchange: error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
-        )
-        return 1
-    return 0
+        print(f"{args.command_prog}: error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return signal_exit_status(stopped_by)
 
 
-async def _serve_exchange(config: ExchangeConfig) -> None:
+async def _serve_exchange(config: ExchangeConfig) -> signal.Signals:
+    """Serve until SIGINT or SIGTERM (returned), then print the exchange's figures as the last line.
+
+    Raises:
+      OSError: the server cannot listen on ``config.host``/``config.port``.
+    """
     import trio
 
     from ..testing import open_exchange
 
     # Catch the signals before announcing the endpoints: whoever reads the first line may stop us at once.
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async with open_exchange(config) as exchange:
             try:
                 print(json.dumps(exchange.endpoints), flush=True)
@@ -103,12 +106,12 @@ async def _serve_exchange(config: ExchangeConfig) -> None:
                 file=sys.stderr,
                 flush=True,
             )
-            async for signum in signals:
-                log.info("received %s, shutting down", signal.Signals(signum).name)
-                break
+            stopped_by = signal.Signals(await anext(signals))
+            log.info("received %s, shutting down", stopped_by.name)
         # The last line on stdout: what the exchange did (faults fired, REST statuses), for test oracles.
         with contextlib.suppress(BrokenPipeError):
             print(json.dumps({"stats": dict(sorted(exchange.stats.items()))}), flush=True)
+    return stopped_by
 
 
 def _exchange_epilog() -> str:

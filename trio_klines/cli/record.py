@@ -5,24 +5,30 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..config import DEFAULT_DATA_DIR, TRANSPORTS, RecorderConfig, load_endpoints, load_toml, merge, parse_time
-from .common import Command, argument_type, positive_float
+from .common import (
+    EXIT_FAILURE,
+    STOP_SIGNALS,
+    Command,
+    SignalStop,
+    argument_type,
+    check_data_dir,
+    positive_float,
+    signal_exit_status,
+)
 
 if TYPE_CHECKING:
-    import trio
-
-    from ..recorder import Recorder
+    from ..recorder import Recorder, RecorderStats
 
 log = logging.getLogger("trio_klines.cli")
 
 #: The original article's set, recorded by ``demo``.
 DEMO_SERIES = ("usdt_futures:1m:BTCUSDT,ETHUSDT", "coin_futures:3m:BTCUSD_PERP,ETHUSD_PERP", "spot:1m:BTCUSDT,BNBUSDT")
 DEMO_DATA_DIR = Path("demo-data")
-#: How long a stop may take before the second signal forces it.
-STOP_GRACE_S = 5.0
 
 
 def add_recording_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,12 +48,17 @@ def add_recording_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_config(args: argparse.Namespace, **extra: Any) -> RecorderConfig:
-    """The :class:`RecorderConfig` from ``--config`` overlaid with the flags. Raises ``ConfigError``."""
+    """The :class:`RecorderConfig` from ``--config`` overlaid with the flags.
+
+    Raises ``ConfigError`` for a bad setting, and for a data directory that cannot be written.
+    """
     base = load_toml(args.config) if args.config else {}
     flags = {"streams": args.streams, "data_dir": args.data_dir, **extra}
     if args.endpoints:
         flags["endpoints"] = load_endpoints(args.endpoints)
-    return RecorderConfig.build(**merge(base, flags))
+    config = RecorderConfig.build(**merge(base, flags))
+    check_data_dir(config.data_dir, write=True)
+    return config
 
 
 def _record_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,44 +101,65 @@ def _run_record(args: argparse.Namespace) -> int:
     config = build_config(args, **extra)
     if args.quiet:
         logging.getLogger("trio_klines.record").setLevel(logging.WARNING)
-    trio.run(record_until_signalled, config, args.quiet, args.summary_every)
-    return 0
+    stopped = trio.run(record_until_signalled, config, args.quiet, args.summary_every)
+    return _stop_status(args.command_prog, config, stopped)
 
 
-async def record_until_signalled(config: RecorderConfig, quiet: bool, summary_every: float) -> None:
-    """Record until SIGINT or SIGTERM, then flush, compact and return; a second signal stops at once.
+def _stop_status(where: str, config: RecorderConfig, stopped: RecordingStopped) -> int:
+    """The exit status of a recording that ``stopped`` so, after a line on what a stop left unwritten."""
+    pending = stopped.stats.pending
+    if pending:
+        why = "a second signal cut the stop short" if stopped.forced else "the final flush failed"
+        then = "the next start fetches them again over REST" if config.backfill else "--no-backfill: they are lost"
+        print(f"{where}: error: {pending} candles received were not written ({why}); {then}", file=sys.stderr)
+        return EXIT_FAILURE
+    if stopped.forced:
+        print(f"{where}: a second signal cut the stop short; every candle received was written", file=sys.stderr)
+    return 0 if stopped.signal is None else signal_exit_status(stopped.signal)
+
+
+class RecordingStopped(NamedTuple):
+    """How :func:`record_until_signalled` ended: the first signal, whether a later one forced the stop,
+    and the recorder's counters at the end (``stats.pending``: candles received but not written)."""
+
+    signal: signal.Signals | None
+    forced: bool
+    stats: RecorderStats
+
+
+async def record_until_signalled(config: RecorderConfig, quiet: bool, summary_every: float) -> RecordingStopped:
+    """Record until SIGINT or SIGTERM, then flush, compact and return; a second signal cuts the stop short.
+
+    A first signal that arrives while the recorder starts stops it as soon as it has started.
 
     Raises:
       KlinesError: what :class:`~trio_klines.recorder.Recorder` raises when it cannot start or go on
-        (for example :class:`~trio_klines.errors.StoreLocked`: another process writes the store).
+        (for example :class:`~trio_klines.errors.StoreLocked`: another process writes the store), as
+        itself, never in an exception group.
 
     If cancelled, the recorder is cancelled as on a second signal: it does not wait for the flush.
     """
     import trio
 
+    from ..pipeline.supervision import single_error
     from ..recorder import Recorder
 
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    rec = Recorder(config)
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals, single_error():
+        stop = SignalStop(cancel_after=2)
         async with trio.open_nursery() as nursery:
-            async with Recorder(config) as rec:
-                # Said once the signal handlers are installed and the connections started: what a supervisor
-                # (or a test) waits for before it may stop the recorder cleanly.
-                log.info("ready: recording %d series; SIGINT or SIGTERM stops", len(config.streams))
-                if quiet:
-                    nursery.start_soon(_summaries, rec, summary_every)
-                async for signum in signals:
-                    log.info("%s: flushing and stopping", signal.Signals(signum).name)
-                    break
-                nursery.start_soon(_force_stop_on_second_signal, signals, nursery.cancel_scope)
+            nursery.start_soon(stop.watch, signals, "flushing and stopping", "stopping without waiting for the flush")
+            with stop.scope:
+                async with rec:
+                    # Said once the signal handlers are installed and the connections started: what a
+                    # supervisor (or a test) waits for before it may stop the recorder cleanly.
+                    log.info("ready: recording %d series; SIGINT or SIGTERM stops", len(config.streams))
+                    if quiet:
+                        nursery.start_soon(_summaries, rec, summary_every)
+                    await stop.requested.wait()
             log.info("stopped: %s", rec.stats().summary())
             nursery.cancel_scope.cancel()
-
-
-async def _force_stop_on_second_signal(signals: Any, scope: trio.CancelScope) -> None:
-    async for _ in signals:
-        log.warning("second signal: stopping without waiting for the flush")
-        scope.cancel()
-        return
+    return RecordingStopped(stop.first, stop.forced, rec.stats())
 
 
 async def _summaries(rec: Recorder, every: float) -> None:
@@ -163,27 +195,38 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_demo(args: argparse.Namespace) -> int:
     import trio
 
-    trio.run(_demo, args.data_dir, args.seconds, args.speed)
+    check_data_dir(args.data_dir, write=True)
+    stopped_by = trio.run(_demo, args.data_dir, args.seconds, args.speed)
     print_stored(args.data_dir)
-    return 0
+    return 0 if stopped_by is None else signal_exit_status(stopped_by)
 
 
-async def _demo(data_dir: Path, seconds: float, speed: float) -> None:
+async def _demo(data_dir: Path, seconds: float, speed: float) -> signal.Signals | None:
+    """Record for ``seconds``, or until SIGINT or SIGTERM (returned; the recording is flushed either way)."""
     import trio
 
     from ..recorder import Recorder
     from ..testing import open_exchange
 
-    async with open_exchange(seed=1, speed=speed) as exchange:
-        config = RecorderConfig.build(
-            streams=DEMO_SERIES, endpoints=exchange.endpoints, data_dir=data_dir, flush_seconds=0.25
-        )
-        logging.getLogger("trio_klines.record").setLevel(logging.WARNING)
-        log.info("demo: recording %s for %gs at %g× speed into %s", ", ".join(DEMO_SERIES), seconds, speed, data_dir)
-        with trio.move_on_after(seconds):
-            async with Recorder(config) as rec:
-                await trio.sleep_forever()
-        log.info("demo: %s", rec.stats().summary())
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        stop = SignalStop(cancel_after=2)
+        async with open_exchange(seed=1, speed=speed) as exchange, trio.open_nursery() as nursery:
+            nursery.start_soon(stop.watch, signals, "flushing and stopping", "stopping without waiting for the flush")
+            config = RecorderConfig.build(
+                streams=DEMO_SERIES, endpoints=exchange.endpoints, data_dir=data_dir, flush_seconds=0.25
+            )
+            logging.getLogger("trio_klines.record").setLevel(logging.WARNING)
+            log.info(
+                "demo: recording %s for %gs at %g× speed into %s", ", ".join(DEMO_SERIES), seconds, speed, data_dir
+            )
+            rec = Recorder(config)
+            with stop.scope:
+                async with rec:
+                    with trio.move_on_after(seconds):
+                        await stop.requested.wait()
+            log.info("demo: %s", rec.stats().summary())
+            nursery.cancel_scope.cancel()
+    return stop.first
 
 
 def print_stored(data_dir: Path) -> None:

@@ -23,7 +23,7 @@ from ..store.dataset import Store
 from ..store.ledger import ExchangeGapLedger
 from .backfill import Backfiller, BackfillStats
 from .supervision import single_error
-from .writer import run_writer
+from .writer import WriterStats, run_writer
 
 __all__ = ["HistoryProgress", "download", "download_plan"]
 
@@ -67,12 +67,15 @@ async def download(
     until: int | None = None,
     *,
     on_progress: Callable[[HistoryProgress], None] | None = None,
+    writer_stats: WriterStats | None = None,
 ) -> BackfillStats:
     """Fetch what the store at ``config.data_dir`` lacks of ``config.streams`` in ``[since, until)``.
 
     ``until`` ``None`` means up to the exchange's clock (only closed candles are fetched).
     ``on_progress`` is called once the plan is made, then every :data:`PROGRESS_EVERY` seconds while
-    pages arrive. Returns the backfiller's counters when every request has been served.
+    pages arrive. ``writer_stats``, if given, is kept up to date by the writer that stores the pages
+    (``written``: candles stored; ``pending``: received, not yet stored): what a cancelled download
+    kept. Returns the backfiller's counters when every request has been served.
 
     A failed REST request does not raise: it is logged and counted in the result's ``failures``; what
     it did not fetch is fetched by the next run.
@@ -83,7 +86,7 @@ async def download(
 
     If cancelled, requests in flight are abandoned and the writer makes one last shielded attempt
     to store what it holds (see :func:`~trio_klines.pipeline.writer.run_writer`); what is stored
-    is whole, and the next run fetches the rest.
+    is whole, and the next run fetches the rest. ``writer_stats`` then says what was stored.
     """
     # Opening the store replays its journal, and the ledger is a file: blocking work, in worker threads.
     store = await trio.to_thread.run_sync(Store, config.data_dir)
@@ -94,7 +97,8 @@ async def download(
         total = sum(pages_needed(s.interval, lo, hi) for s, ranges in plan.items() for lo, hi in ranges if hi)
         send, receive = trio.open_memory_channel[Sequence[Candle]](config.channel_size)
         async with new_http_client() as http, trio.open_nursery() as nursery:
-            nursery.start_soon(lambda: run_writer(receive, store, settings=WriterSettings(flush_seconds=FLUSH_SECONDS)))
+            settings = WriterSettings(flush_seconds=FLUSH_SECONDS)
+            nursery.start_soon(lambda: run_writer(receive, store, settings=settings, stats=writer_stats))
             markets = sorted({s.market for s in config.streams})
             clients = rest_clients([config.market(m) for m in markets], http)
             backfiller = Backfiller(clients, send.clone(), ledger, workers=WORKERS)
