@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import logging
+import random
+from collections.abc import Sequence
 
 import pytest
 import trio
 
-from trio_klines.core.markets import series
+from trio_klines.config import StreamSettings
+from trio_klines.core.markets import series, stream_name
+from trio_klines.core.parse import Candle
 from trio_klines.core.symbols import describe_unknown
 from trio_klines.net.exchange_info import check_series, fetch_symbol_statuses
 from trio_klines.net.rest import new_http_client, rest_clients
+from trio_klines.net.stream import StreamConnection
 from trio_klines.testing import open_exchange
 
 pytestmark = pytest.mark.timeout(30)
@@ -65,3 +70,29 @@ async def test_an_exchange_that_cannot_be_reached_leaves_the_series_unchecked(
     assert check.unchecked == tuple(wanted) and check.recordable == tuple(wanted)
     assert not check.unknown and not check.ok
     assert sum("exchangeInfo not available" in r.getMessage() for r in caplog.records) == 2
+
+
+async def test_a_dead_stream_does_not_cost_its_connection_the_live_streams_candles() -> None:
+    # XRPUSDT is listed but settling: the exchange accepts its stream and never feeds it.
+    async with open_exchange(seed=2, speed=600, start=START, statuses=STATUSES) as ex:
+        market = ex.markets["usdt_futures"]
+        settings = StreamSettings(receive_timeout=5, silence_periods=1, silence_min=0.2)  # silent after 0.25 s
+        streams = [stream_name("BTCUSDT", "1m"), stream_name("XRPUSDT", "1m"), stream_name("ETHUSDT", "1m")]
+        send, receive = trio.open_memory_channel[Sequence[Candle]](1000)
+        conn = StreamConnection("um-0", market, streams, send, settings=settings, rng=random.Random(1))
+        got: dict[str, list[int]] = {"BTCUSDT": [], "ETHUSDT": [], "XRPUSDT": []}
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.run)
+            with trio.move_on_after(2.5):  # ten silence limits: the old policy reconnected after three
+                async for batch in receive:
+                    for c in batch:
+                        got[c.symbol].append(c.open_time)
+            nursery.cancel_scope.cancel()
+    assert conn.stats.reconnects == 0 and ex.stats["ws_connections"] == 1
+    assert conn.stats.silent_alarms >= 2  # the dead stream was noticed, and resubscribed
+    assert not got["XRPUSDT"]
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        times = got[symbol]
+        assert len(times) >= 10
+        truth = ex.ground_truth("usdt_futures", symbol, "1m", times[0], times[-1] + 60_000)
+        assert times == [c.open_time for c in truth]  # every candle, none lost to a reconnect

@@ -183,27 +183,59 @@ async def test_a_failed_rotation_keeps_the_old_connection(autojump_clock: trio.t
         nursery.cancel_scope.cancel()
 
 
-async def test_silent_stream_is_resubscribed_then_reconnected(autojump_clock: trio.testing.MockClock) -> None:
+async def test_a_dead_stream_among_live_ones_costs_them_nothing(autojump_clock: trio.testing.MockClock) -> None:
+    # ETH is dead (a halted or misspelt symbol): BTC's candles must all arrive, on the one connection.
     transport = FakeTransport()
     settings = StreamSettings(receive_timeout=5, silence_periods=4, silence_min=10)
-    conn, _ = make(transport, settings)
+    conn, receive = make(transport, settings)
+    minutes = 30 * 60
+    got: list[int] = []
+
+    async def writer() -> None:
+        async for batch in receive:
+            got.extend(c.open_time // 60_000 for c in batch)
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(conn.run)
+        nursery.start_soon(writer)
         ws = await transport.next_connection(1)
-
-        async def only_btc() -> None:
-            for minute in range(1, 1000):
-                if not ws.closed:
-                    await ws.push(kline_frame("BTCUSDT", "1m", minute * 60_000, closed=False))
-                await trio.sleep(1)
-
-        nursery.start_soon(only_btc)
-        await trio.sleep(12)
-        assert ws.sent == [{"method": "SUBSCRIBE", "params": ["ethusdt@kline_1m"], "id": 1}]
-        assert conn.stats.silent_alarms == 1
-        await transport.next_connection(2)  # still silent after the resubscribe: reconnect
-        assert "still silent" in (conn.stats.last_error or "")
+        for minute in range(1, minutes + 1):  # one closed BTC candle a second for half an hour
+            await ws.push(kline_frame("BTCUSDT", "1m", minute * 60_000))
+            await trio.sleep(1)
         nursery.cancel_scope.cancel()
+    assert got == list(range(1, minutes + 1))
+    assert len(transport.attempts) == 1 and conn.stats.reconnects == 0
+    # Resubscribed 10 s after it went quiet, then 20, 40, … up to 640 s apart: 7 times in 30 minutes.
+    assert ws.sent == [{"method": "SUBSCRIBE", "params": ["ethusdt@kline_1m"], "id": i} for i in range(1, 8)]
+    assert conn.stats.silent_alarms == 7
+
+
+async def test_a_connection_on_which_every_stream_is_silent_reconnects(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The wrong USDⓈ-M route: the socket lives and answers requests, but no stream delivers.
+    transport = FakeTransport()
+    settings = StreamSettings(receive_timeout=30, silence_periods=4, silence_min=10, backoff_initial=0.5)
+    conn, _ = make(transport, settings)
+    caplog.set_level(logging.ERROR, logger="trio_klines.stream")
+
+    async def answers_only(ws: FakeConnection) -> None:
+        while not ws.closed:
+            await ws.push('{"result":null,"id":0}')
+            await trio.sleep(1)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        for n in range(1, 4):
+            nursery.start_soon(answers_only, await transport.next_connection(n))
+        nursery.cancel_scope.cancel()
+    first, second, third = transport.attempts
+    assert 10 <= second - first <= 10 + 0.5  # at once, no resubscribe first: nothing else would lose data
+    assert 20 <= third - second <= 20 + 0.5 + 1  # the new session's allowance did not start it afresh
+    assert "every stream silent" in (conn.stats.last_error or "")
+    assert caplog.records[0].getMessage() == (
+        "um-0: every stream silent for over 10s (btcusdt@kline_1m, ethusdt@kline_1m); reconnecting"
+    )
 
 
 async def test_subscribe_and_unsubscribe_on_the_live_connection(autojump_clock: trio.testing.MockClock) -> None:

@@ -10,8 +10,11 @@ old one keeps receiving, and the old one is closed only once the new one has del
 may deliver the same candle for a moment; the writer drops the repeat.
 
 A stream that stays silent for many of its update periods raises an alarm (an error in the log); the
-pure :class:`~trio_klines.core.silence.SilenceMonitor` decides when, and whether to resubscribe the
-stream or reconnect. The states a connection goes through are :class:`ConnectionState`::
+pure :class:`~trio_klines.core.silence.SilenceMonitor` decides when, and what to do: a silent stream is
+resubscribed, ever less often, and never costs the other streams of the connection their candles; only
+a connection on which every stream is silent reconnects.
+
+The states a connection goes through are :class:`ConnectionState`::
 
     idle → connecting → live → rotating → live …          the new session took over from the old one
            connecting, live, rotating → backoff → connecting   no live session is left
@@ -282,7 +285,7 @@ class StreamConnection:
           ReceiveTimeout: no frame for ``receive_timeout`` seconds.
           ServerShutdown: Binance announced the close of this connection; raised once the candles of
             the read that brought it are sent.
-          ConnectionLost: the transport lost the connection, or a stream stayed silent after a resubscribe.
+          ConnectionLost: the transport lost the connection, or every stream of it is silent.
         """
         timeout = self.settings.receive_timeout
         parse, stats, send, silence = self._parse, self.stats, self._send, self._silence
@@ -412,22 +415,23 @@ class StreamConnection:
         """Resubscribes, on ``conn``, the streams the silence monitor finds silent.
 
         Raises:
-          ConnectionLost: a stream is still silent after its resubscribe; the session must reconnect.
+          ConnectionLost: every stream of the connection is silent; the session must reconnect.
         """
         alarm = self._silence.check(now)
         if alarm is None:
             return
         self.stats.silent_alarms += len(alarm.streams)
+        names = ", ".join(alarm.streams[:5]) + (" …" if len(alarm.streams) > 5 else "")
+        if alarm.reconnect:
+            log.error("%s: every stream silent for over %.0fs (%s); reconnecting", self.name, alarm.limit, names)
+            raise ConnectionLost(f"every stream silent for over {alarm.limit:.0f}s")
         log.error(
-            "%s: %d stream(s) silent for over %.0fs (%s); %s",
+            "%s: %d stream(s) silent for over %.0fs (%s); resubscribing",
             self.name,
             len(alarm.streams),
             alarm.limit,
-            ", ".join(alarm.streams[:5]) + (" …" if len(alarm.streams) > 5 else ""),
-            "reconnecting" if alarm.reconnect else "resubscribing",
+            names,
         )
-        if alarm.reconnect:
-            raise ConnectionLost(f"{len(alarm.streams)} stream(s) still silent after resubscribing")
         await self._request("SUBSCRIBE", list(alarm.streams), conn)
 
     def _skipped(self, exc: MalformedMessage | BinanceError, now: float) -> None:
