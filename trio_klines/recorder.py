@@ -298,10 +298,11 @@ class Recorder:
         """What the start-up catch-up fetches: from ``since`` (or the first stored candle) to now, less what
         the store holds. Reads the store's coverage: run it in a worker thread."""
         held: dict[Series, Any] = {}
-        if self._owns_sink and stored:
+        if self._owns_sink:
             from .store.coverage import coverage
 
-            held = coverage(self.config.data_dir, [s for s in self.config.streams if s in stored])
+            # Every series, stored or not: one whose only files were quarantined has its lost range to fetch.
+            held = coverage(self.config.data_dir, list(self.config.streams))
         plan = []
         for s in self.config.streams:
             cov = held.get(s)
