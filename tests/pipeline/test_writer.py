@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import time
@@ -10,6 +11,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pyarrow as pa
 import pytest
 import trio
@@ -19,6 +21,7 @@ from trio_klines.config import WriterSettings
 from trio_klines.core.gaps import ContinuityTracker, Gap
 from trio_klines.core.markets import Series
 from trio_klines.core.parse import Candle
+from trio_klines.core.validity import MAX_OPEN_TIME
 from trio_klines.errors import InvalidCandles
 from trio_klines.pipeline.threads import run_in_thread
 from trio_klines.pipeline.writer import WriterStats, call_inline, run_writer
@@ -490,3 +493,107 @@ async def test_a_pyarrow_failure_in_the_store_is_retried_and_loses_no_candle(
     assert (stats.written, stats.rejected, stats.write_errors) == (3, 0, 1)
     assert "StoreError" in (stats.last_error or "")
     assert "writing 2 candles failed" in caplog.text and "simulated pyarrow failure" in caplog.text
+
+
+# --- issue 13: one refused candle never costs the batch; nothing a bad candle raises escapes --------
+
+
+def nested(depth: int = 100_000) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def bad(**fields: object) -> Candle:
+    return msgspec.structs.replace(candle(3), **fields)
+
+
+BAD_CANDLES = {
+    # What each raised in the writer or the store before: a crash of the writer, or the whole batch dropped.
+    "TypeError": bad(open_time="180000"),  # the continuity tracker's arithmetic
+    "OverflowError in the tracker": Candle("spot", "BTCUSDT", "1M", 10**30, 2, 3, 1, 2, 5, 10, 9, 1, 2),
+    "OverflowError in the table": bad(trade_num=2**64),  # pyarrow: beyond int64
+    "ValueError": bad(interval="7m"),  # the tracker's interval lookup (a ConfigError)
+    "AttributeError": None,  # not a candle at all
+    "RecursionError": bad(open=nested()),  # the store's message quoted it with repr
+    "ArrowInvalid": bad(close="2.0"),  # a string for a price
+    "NaN": bad(high=math.nan),  # converted without a word before: stored
+    "beyond 9999": bad(open_time=MAX_OPEN_TIME),  # off the store's range
+    "off the 3d grid": Candle("spot", "BTCUSDT", "3d", 1499126400000, 2, 3, 1, 2, 5, 10, 9, 1, 2),
+    "prices out of order": bad(low=5.0),
+}
+
+
+@pytest.mark.parametrize("bad_candle", list(BAD_CANDLES.values()), ids=list(BAD_CANDLES))
+async def test_a_bad_candle_is_refused_alone_and_nothing_escapes_the_writer(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, caplog: pytest.LogCaptureFixture, bad_candle: Candle
+) -> None:
+    stats = WriterStats()
+    send, receive = trio.open_memory_channel[Sequence[Candle]](10)
+    with Store(tmp_path / "data") as store, caplog.at_level(logging.ERROR, logger="trio_klines.writer"):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: run_writer(receive, store, stats=stats, run_sink=call_inline))
+            await send.send([candle(1), bad_candle, candle(2)])
+            await trio.sleep(5)
+            await send.send([candle(4)])
+            await send.aclose()
+    frame = load(tmp_path / "data", "spot", "BTCUSDT", "1m")
+    assert [int(t.value // 10**6) for t in frame["candle_begin_time"]] == [60_000, 120_000, 240_000]
+    assert (stats.written, stats.rejected, stats.write_errors) == (3, 1, 0)
+    assert "the store refused 1 candles and they are dropped" in caplog.text
+    assert caplog.text.count("refused") == 1
+
+
+async def test_the_store_names_the_candles_it_refuses_and_the_rest_is_written_at_once(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    stats, written = WriterStats(), list[list[Candle]]()
+
+    async def on_written(batch: list[Candle]) -> None:
+        written.append(batch)
+
+    good = [candle(m) for m in range(1, 30)]
+    nan = msgspec.structs.replace(candle(40), volume=math.nan)  # passes the tracker: the store refuses it
+    send, receive = trio.open_memory_channel[Sequence[Candle]](10)
+    with Store(tmp_path / "data") as store:
+        async with send:
+            await send.send([*good[:10], nan, *good[10:]])
+        await run_writer(receive, store, stats=stats, run_sink=call_inline, on_written=on_written)
+    assert written == [good]  # one flush: the rest, reported once durable
+    assert (stats.written, stats.rejected, stats.flushes) == (29, 1, 1)
+    assert len(load(tmp_path / "data", "spot", "BTCUSDT", "1m")) == 29
+
+
+async def test_a_flood_of_refused_candles_is_logged_once_a_minute(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    stats = WriterStats()
+    send, receive = trio.open_memory_channel[Sequence[Candle]](10)
+    settings = WriterSettings(flush_seconds=0.1)
+    with Store(tmp_path / "data") as store, caplog.at_level(logging.ERROR, logger="trio_klines.writer"):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: run_writer(receive, store, settings=settings, stats=stats, run_sink=call_inline))
+            for minute in range(1, 101):  # 100 flushes in 50 s, each with 5 candles the store refuses
+                refused = [candle(1000 + 5 * minute + i) for i in range(5)]
+                await send.send([candle(minute), *(msgspec.structs.replace(c, trade_num=-1) for c in refused)])
+                await trio.sleep(0.5)
+            await send.aclose()
+    assert (stats.written, stats.rejected) == (100, 500)
+    assert caplog.text.count("the store refused") == 1
+
+
+async def test_the_same_open_time_closed_again_with_other_values_is_written_and_the_later_wins(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    stats = WriterStats()
+    send, receive = trio.open_memory_channel[Sequence[Candle]](10)
+    with Store(tmp_path / "data") as store:
+        async with send:
+            await send.send([candle(1), candle(2), candle(2), candle(3)])  # a true repeat: dropped
+            await send.send([candle(2, close=2.5), candle(2, close=2.5)])  # revised, then its true repeat
+            await send.send([candle(1, close=1.5)])  # revised too, two candles back
+        await run_writer(receive, store, stats=stats, run_sink=call_inline)
+    frame = load(tmp_path / "data", "spot", "BTCUSDT", "1m")
+    assert frame["close"].tolist() == [1.5, 2.5, 2.0]
+    assert (stats.received, stats.duplicates, stats.revised, stats.written) == (7, 2, 2, 5)

@@ -34,6 +34,7 @@ __all__ = [
     "MAX_VALUE",
     "Refusal",
     "candle_problem",
+    "describe",
     "open_time_problem",
     "order_problem",
     "partition",
@@ -139,9 +140,12 @@ def candle_problem(candle: object) -> str | None:
             and type(t) is int and 0 <= t < MAX_OPEN_TIME and (t - grid[0]) % grid[1] == 0
         ):  # fmt: skip
             return None
-    except (AttributeError, KeyError, TypeError):
+    except (AttributeError, KeyError, TypeError, RecursionError):
         pass
-    return _explain(candle)
+    try:
+        return _explain(candle)
+    except RecursionError:  # a message quoting a value nested too deeply (repr recurses)
+        return "a value nested too deeply to show"
 
 
 def _explain(candle: object) -> str | None:
@@ -158,6 +162,14 @@ def _explain(candle: object) -> str | None:
     for name, x in values.items():
         problem = problem or _number_problem(name, x, MAX_VALUE)
     return problem or order_problem(o, h, lo, c, v, q, bv, bq)
+
+
+def describe(candle: object) -> str:
+    """``repr(candle)`` for logs and messages, even of a candle holding values nested too deeply to show."""
+    try:
+        return repr(candle)
+    except RecursionError:
+        return f"a {type(candle).__name__} holding values nested too deeply to show"
 
 
 def partition(candles: Iterable[object]) -> tuple[list[object], list[Refusal]]:

@@ -1,7 +1,8 @@
 """The single consumer: batches closed candles from the channel into the store.
 
 Each item on the channel is a batch (a sequence of candles), so a connection pays one channel send
-per received chunk, not per candle. The writer drops repeats, reports gaps, and flushes when the batch
+per received chunk, not per candle. The writer drops repeats (the same open time with the same values;
+with other values the candle is written again and the later wins), reports gaps, and flushes when the batch
 reaches ``flush_size`` candles or its oldest candle has waited ``flush_seconds``, or at once when it has
 just caught up with a backlog (candles that queued in the channel while it wrote have waited already).
 
@@ -16,9 +17,12 @@ Failure and backpressure: when a flush fails (disk full, I/O error, permissions,
 :class:`~trio_klines.errors.StoreError`) the writer logs it, keeps the whole batch and retries with
 capped backoff, while it goes on receiving up to ``max_pending`` candles. Past that it stops receiving,
 the bounded channel fills, and the connections block on their sends: memory stays bounded and nothing
-already received is dropped. A batch is dropped only when the store refuses it
-(:class:`~trio_klines.errors.InvalidCandles`: retrying cannot help). A candle is lost only if the process
-dies while it is pending; the gap-free record (backfill) repairs that on restart.
+already received is dropped. A candle is dropped only when the store refuses it (not a valid candle,
+:mod:`trio_klines.core.validity`: retrying cannot help): the store names each one it refuses
+(:class:`~trio_klines.store.batches.RefusedCandles`), the writer counts them in ``rejected``, logs them
+(a summary at most once a minute) and writes the rest at once. A sink that refuses a batch without naming
+candles loses that batch. A candle is lost only if the process dies while it is pending; the gap-free
+record (backfill) repairs that on restart.
 
 The rules above (when to flush, compact, wait or stop; when to stop receiving) are the pure
 :class:`~trio_klines.core.flushing.FlushPolicy`; the two tasks here only carry out what it says.
@@ -42,7 +46,10 @@ from ..core.flushing import Action, FlushPolicy, FlushState
 from ..core.gaps import ContinuityTracker, Gap, Verdict
 from ..core.markets import Series
 from ..core.parse import Candle
+from ..core.throttle import LogThrottle
+from ..core.validity import candle_problem, describe
 from ..errors import InvalidCandles, KlinesError
+from ..store.batches import RefusedCandles
 from .threads import run_in_thread
 
 __all__ = ["CandleSink", "SinkRunner", "WriterStats", "call_inline", "run_writer"]
@@ -55,6 +62,11 @@ COMPACTION_STEP: Final = 8
 COMPACTION_STEP_ROWS: Final = 50_000
 #: How long a final flush may take when the writer is cancelled.
 FINAL_FLUSH_GRACE: Final = 10.0
+#: At most one log line per this many seconds about refused candles (each one is counted).
+REJECTED_LOG_EVERY: Final = 60.0
+#: What a candle that breaks the continuity tracker can raise (a bad open time, a value that cannot be
+#: hashed, not a candle at all): judged by core.validity, refused if it is not valid, a bug otherwise.
+_BAD_CANDLE_ERRORS: Final = (TypeError, ValueError, OverflowError, AttributeError, KeyError, RecursionError)
 
 
 class CandleSink(Protocol):
@@ -65,9 +77,11 @@ class CandleSink(Protocol):
     The writer then reports each batch as soon as it is durable and does the merges it paid for in
     small steps between flushes, off the batches' latency, while it goes on receiving.
 
-    ``append`` raises :class:`~trio_klines.errors.InvalidCandles` for a batch it refuses (dropped),
-    :class:`OSError` or another :class:`~trio_klines.errors.KlinesError` for a write that failed (kept
-    and retried); anything else is taken for a bug and ends the writer.
+    ``append`` raises :class:`~trio_klines.errors.InvalidCandles` for a batch it refuses: with
+    ``refused`` naming candles (:class:`~trio_klines.store.batches.RefusedCandles`) those are dropped and
+    the rest appended again; otherwise the batch is dropped. :class:`OSError` or another
+    :class:`~trio_klines.errors.KlinesError` is a write that failed (kept and retried); anything else is
+    taken for a bug and ends the writer.
     """
 
     def append(self, candles: Sequence[Candle]) -> object: ...
@@ -78,6 +92,7 @@ class WriterStats:
     received: int = 0
     written: int = 0
     duplicates: int = 0
+    revised: int = 0  # an open time seen before, with other values (or too long ago to compare): written again
     late: int = 0
     gaps: int = 0
     missing_candles: int = 0
@@ -170,6 +185,8 @@ class _Writer:
         self.open_channel = True
         self.changed = _Changed()
         self.names: dict[tuple[str, str, str], Series] = {}  # a plain tuple and a lookup cost less than a Series
+        self.log_throttle = LogThrottle(REJECTED_LOG_EVERY)
+        self.unlogged_rejects = 0  # refused candles counted since the last log line about them
 
     # --- the receive task ------------------------------------------------------------------------
 
@@ -211,14 +228,23 @@ class _Writer:
         was_empty = not pending
         stats.received += len(batch)
         for candle in batch:
-            name = (candle.market, candle.symbol, candle.interval)
-            series = names.get(name) or names.setdefault(name, Series(*name))
-            verdict, gap = observe(series, candle.open_time)
+            try:
+                name = (candle.market, candle.symbol, candle.interval)
+                series = names.get(name) or names.setdefault(name, Series(*name))
+                verdict, gap = observe(series, candle.open_time, hash(candle))
+            except _BAD_CANDLE_ERRORS:
+                problem = candle_problem(candle)
+                if problem is None:
+                    raise  # a valid candle the tracker cannot take: a bug
+                self.rejected(1, f"{problem}: {describe(candle)}")
+                continue
             if verdict is Verdict.DUPLICATE:
                 stats.duplicates += 1
                 continue
             if verdict is Verdict.LATE:
                 stats.late += 1
+            elif verdict is Verdict.REVISED:
+                stats.revised += 1
             if gap is not None:
                 self.gap_found(gap)
             pending.append(candle)
@@ -228,6 +254,18 @@ class _Writer:
             self.changed.notify()  # a new deadline
         elif len(pending) >= self.policy.flush_size:
             self.changed.notify()  # a full batch
+
+    def rejected(self, count: int, why: str) -> None:
+        """Count ``count`` refused candles and log them: a summary at most every :data:`REJECTED_LOG_EVERY` s."""
+        self.stats.rejected += count
+        self.stats.last_error = f"InvalidCandles: {why}"
+        self.unlogged_rejects += count
+        held = self.log_throttle.admit("rejected", trio.current_time())
+        if held is None:
+            return
+        count, self.unlogged_rejects = self.unlogged_rejects, 0
+        more = f" ({held} more refusals since the last report)" if held else ""
+        log.error("the store refused %d candles and they are dropped: %s%s", count, why, more)
 
     def gap_found(self, gap: Gap) -> None:
         self.stats.gaps += 1
@@ -271,27 +309,40 @@ class _Writer:
         batch, first_at = self.pending, self.first_pending_at
         self.pending, self.first_pending_at, self.busy, self.overdue = [], math.inf, len(batch), False
         try:
-            try:
-                await self.run_sink(self.append, batch)
-            except InvalidCandles as exc:
-                # The store refuses these candles: retrying cannot help. Say so loudly.
-                self.stats.rejected += len(batch)
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                log.error("the store refused %d candles and they are dropped: %s", len(batch), exc)
+            while batch:  # each refusal removes candles: at most one more call after the store names them
+                try:
+                    await self.run_sink(self.append, batch)
+                except InvalidCandles as exc:
+                    batch = self.without_refused(batch, exc)
+                    continue
+                except (OSError, KlinesError) as exc:
+                    self.give_back(batch, first_at)
+                    self.write_failed(batch, exc)
+                    return False
+                except BaseException:  # cancelled, or a bug: the batch is still ours
+                    self.give_back(batch, first_at)
+                    raise
+                await self.written(batch)
                 return True
-            except (OSError, KlinesError) as exc:
-                self.give_back(batch, first_at)
-                self.write_failed(batch, exc)
-                return False
-            except BaseException:  # cancelled, or a bug: the batch is still ours
-                self.give_back(batch, first_at)
-                raise
-            await self.written(batch)
             return True
         finally:
             self.busy = 0
             self.stats.pending = len(self.pending)
             self.changed.notify()  # room to receive again
+
+    def without_refused(self, batch: list[Candle], exc: InvalidCandles) -> list[Candle]:
+        """What is left of ``batch`` to write after the store refused ``exc.refused`` (all of it if it named none).
+
+        Retrying refused candles cannot help: they are counted and dropped.
+        """
+        refused = exc.refused if isinstance(exc, RefusedCandles) else ()
+        ids = {id(r.candle) for r in refused}
+        rest = [c for c in batch if id(c) not in ids]
+        if len(rest) == len(batch):  # it named no candle of this batch: the whole batch is refused
+            rest = []
+        why = f"{refused[0].reason}: {describe(refused[0].candle)}" if refused else str(exc)
+        self.rejected(len(batch) - len(rest), why)
+        return rest
 
     def give_back(self, batch: list[Candle], first_at: float) -> None:
         self.pending = batch + self.pending

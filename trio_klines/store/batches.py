@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from ..core.markets import Series
 from ..core.parse import Candle
-from ..core.validity import Refusal, candle_problem
+from ..core.validity import Refusal, candle_problem, describe
 from ..errors import InvalidCandles
 from .compaction import open_times, sort_unique
 from .layout import period_of, periods_of
@@ -38,7 +38,7 @@ class RefusedCandles(InvalidCandles):
         first = self.refused[0]
         super().__init__(
             f"refusing {len(self.refused)} candle(s) the store cannot hold (a value that does not fit the store's "
-            f"columns, a bad name, an open time off the grid); the first: {first.reason}: {first.candle!r}"
+            f"columns, a bad name, an open time off the grid); the first: {first.reason}: {describe(first.candle)}"
         )
 
 
