@@ -46,10 +46,10 @@ from ..core.parse import Candle, parse_rest_klines
 from ..errors import BinanceError, ConfigError, MalformedMessage, RestError
 
 __all__ = [
+    "TRANSIENT_CODES",
     "RestClient",
     "RestError",
     "RestStats",
-    "TRANSIENT_CODES",
     "WeightBudget",
     "new_http_client",
     "rest_clients",
