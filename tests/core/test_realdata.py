@@ -159,3 +159,16 @@ def test_rest_hours_match_the_minute_archive() -> None:
         assert h.volume == pytest.approx(sum(m.volume for m in ms), rel=1e-9)
         compared += 1
     assert compared >= 18
+
+
+def test_real_closed_frames_are_stamped_after_their_close() -> None:
+    """Why the parser may hold a closed candle to its frame's event time: Binance stamps ``E`` after ``T``."""
+    lags = []
+    for p in ws_files():
+        for line in p.read_text().splitlines():
+            if '"x":true' in line:
+                event = json.loads(line)
+                event = event.get("data", event)
+                lags.append(event["E"] - event["k"]["T"])
+    assert len(lags) >= 14
+    assert min(lags) > 0 and max(lags) < 5_000  # 5 ms to 2.4 s in these captures: never before the close
