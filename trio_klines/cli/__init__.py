@@ -65,16 +65,16 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
 
     Bad arguments exit 2 through argparse (``SystemExit``), with the command's usage.
     """
-    parser = build_parser(prog)
-    args = parser.parse_args(argv)
-    configure_logging(args.log_level or args.default_log_level)
-    args.command_prog = f"{prog} {args.command}"
+    where = prog
     try:
+        args = build_parser(prog).parse_args(argv)
+        where = args.command_prog = f"{prog} {args.command}"
+        configure_logging(args.log_level or args.default_log_level)
         if isinstance(data_dir := getattr(args, "data_dir", None), Path):
             check_data_dir(data_dir, write=False)
         return int(args.run(args))
-    except BaseException as exc:  # mapped to a status, or raised again
-        return _exit_status(exc, args.command_prog)
+    except BaseException as exc:  # mapped to a status, or raised again (argparse's SystemExit, a bug)
+        return _exit_status(exc, where)
 
 
 def _exit_status(exc: BaseException, where: str) -> int:
