@@ -142,7 +142,7 @@ def _config(port: int, data: Path, transport: str, flush: float) -> Any:
     return RecorderConfig.build(
         streams=[f"{MARKET}:1m:{','.join(SYMBOLS)}"],
         endpoints={MARKET: {"ws": f"ws://127.0.0.1:{port}/{MARKET}"}},
-        data_dir=data, backfill=False, flush_seconds=flush, transport=transport,
+        data_dir=data, backfill=False, check_symbols=False, flush_seconds=flush, transport=transport,
     )  # fmt: skip
 
 

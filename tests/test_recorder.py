@@ -28,6 +28,7 @@ pytestmark = pytest.mark.timeout(10)
 
 def config(*specs: str, **kw: object) -> RecorderConfig:
     kw.setdefault("backfill", False)  # the backfill tests bring their own scripted REST endpoint
+    kw.setdefault("check_symbols", False)  # no exchangeInfo to ask: the transport is scripted
     return RecorderConfig.build(streams=specs, receive_timeout=5, flush_seconds=0.5, silence_min=1000, **kw)
 
 

@@ -151,6 +151,11 @@ class RecorderConfig:
     since: int | None = None
     #: On stop, how long running backfills may take to finish before they are left to the next start.
     stop_grace: float = 2.5
+    #: Check every series against its market's exchangeInfo at start-up: an unknown symbol is a ConfigError
+    #: (naming the closest listed ones), a listed one that does not trade is skipped with a warning.
+    check_symbols: bool = True
+    #: A market whose exchangeInfo cannot be had within this many seconds is recorded unchecked.
+    check_symbols_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         streams = tuple(self.streams)
@@ -173,6 +178,7 @@ class RecorderConfig:
             "rotate_after",
             "silence_min",
             "stop_grace",
+            "check_symbols_timeout",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not (0 < value < math.inf):
@@ -181,6 +187,9 @@ class RecorderConfig:
             isinstance(self.since, bool) or not isinstance(self.since, int) or self.since < 0
         ):
             raise ConfigError(f"since must be a time in ms since the epoch, not {self.since!r}")
+        for name in ("backfill", "check_symbols"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, not {getattr(self, name)!r}")
         if self.transport not in TRANSPORTS:
             raise ConfigError(f"unknown transport {self.transport!r}; choose one of: {', '.join(TRANSPORTS)}")
         # Building these validates the remaining combinations with their own messages.
@@ -243,6 +252,8 @@ _TOML_KEYS: Final = {
     "backfill": "backfill",
     "since": "since",
     "stop_grace": "stop_grace",
+    "check_symbols": "check_symbols",
+    "check_symbols_timeout": "check_symbols_timeout",
 }
 
 

@@ -39,8 +39,10 @@ from .core.markets import (
 )
 from .core.paging import catch_up_plan
 from .core.parse import Candle
+from .core.symbols import describe_not_trading, describe_unknown
 from .errors import ConfigError, StoreError
-from .net.rest import new_http_client, rest_clients
+from .net.exchange_info import check_series
+from .net.rest import RestClient, new_http_client, rest_clients
 from .net.stream import ConnectionStats, StreamConnection
 from .net.transport import Transport, trio_websocket_transport
 from .pipeline.backfill import Backfiller
@@ -145,6 +147,7 @@ class Recorder:
         self._counter = 0
         self._http = http
         self._owns_http = http is None
+        self._clients: dict[str, RestClient] | None = None
         self.backfiller: Backfiller | None = None
         self.gaps: list[Gap] = []
         # Set by the writer each time it has emptied the channel: a stop waits for it, not by polling.
@@ -155,6 +158,12 @@ class Recorder:
     async def __aenter__(self) -> Self:
         if self._stack is not None:
             raise RuntimeError("this Recorder is already running")
+        if self.config.check_symbols:
+            try:
+                await self._check_symbols()
+            except BaseException:
+                await self._close_http()
+                raise
         if self._sink is None:
             self._sink = await trio.to_thread.run_sync(self._open_store)
         sink = self._sink
@@ -319,14 +328,37 @@ class Recorder:
         """REST clients (one weight budget per pool), the backfiller, and the start-up catch-up (exchange gaps
         are skipped by the backfiller)."""
         assert self._conn_nursery is not None and self._send is not None
-        if self._http is None:
-            self._http = new_http_client()
-        markets = sorted({s.market for s in self.config.streams})
-        clients = rest_clients([self.config.market(m) for m in markets], self._http)
-        self.backfiller = Backfiller(clients, self._send.clone(), ledger)
+        self.backfiller = Backfiller(self._rest_clients(), self._send.clone(), ledger)
         self._conn_nursery.start_soon(self.backfiller.run, name="backfill")
         for s, start, end in plan:
             self.backfiller.request(s, start, end)
+
+    def _rest_clients(self) -> dict[str, RestClient]:
+        """One REST client per market recorded, made once: the symbol check and the backfill share the budget."""
+        if self._clients is None:
+            if self._http is None:
+                self._http = new_http_client()
+            markets = sorted({s.market for s in self.config.streams})
+            self._clients = rest_clients([self.config.market(m) for m in markets], self._http)
+        return self._clients
+
+    async def _check_symbols(self) -> None:
+        """Every series against its market's exchangeInfo: unknown symbols refused, non-trading ones skipped."""
+        check = await check_series(
+            self.config.streams, self._rest_clients(), give_up_after=self.config.check_symbols_timeout
+        )
+        if check.unknown:
+            raise ConfigError(f"unknown symbol(s): {describe_unknown(check.unknown)}")
+        if check.not_trading:
+            if not check.recordable:
+                raise ConfigError(f"nothing to record, no symbol trades: {describe_not_trading(check.not_trading)}")
+            log.warning(
+                "not recording %d series whose symbol does not trade: %s",
+                len(check.not_trading),
+                describe_not_trading(check.not_trading),
+            )
+            self._series = dict.fromkeys(check.recordable)
+            self._sync_config()
 
     def _on_gap(self, gap: Gap) -> None:
         self.gaps.append(gap)

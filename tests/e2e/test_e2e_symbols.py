@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import logging
 import random
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 import trio
 
-from trio_klines.config import StreamSettings
+from trio_klines.config import RecorderConfig, StreamSettings
 from trio_klines.core.markets import series, stream_name
 from trio_klines.core.parse import Candle
 from trio_klines.core.symbols import describe_unknown
+from trio_klines.errors import ConfigError
 from trio_klines.net.exchange_info import check_series, fetch_symbol_statuses
 from trio_klines.net.rest import new_http_client, rest_clients
 from trio_klines.net.stream import StreamConnection
+from trio_klines.recorder import Recorder
 from trio_klines.testing import open_exchange
 
 pytestmark = pytest.mark.timeout(30)
@@ -96,3 +101,53 @@ async def test_a_dead_stream_does_not_cost_its_connection_the_live_streams_candl
         assert len(times) >= 10
         truth = ex.ground_truth("usdt_futures", symbol, "1m", times[0], times[-1] + 60_000)
         assert times == [c.open_time for c in truth]  # every candle, none lost to a reconnect
+
+
+# --- the Recorder runs the check at start-up ---------------------------------------------------------
+
+
+async def test_a_recorder_refuses_an_unknown_symbol_before_it_touches_the_store(tmp_path: Path) -> None:
+    async with open_exchange(seed=1, start=START) as ex:
+        config = RecorderConfig.build(streams=["spot:1m:BTCUSDT,BTCUSTD"], endpoints=ex.endpoints,
+                                      data_dir=tmp_path / "data")  # fmt: skip
+        recorder = Recorder(config)
+        with pytest.raises(ConfigError, match=r"spot:1m:BTCUSTD: spot lists no symbol BTCUSTD \(closest: BTCUSDT"):
+            await recorder.__aenter__()
+    assert not (tmp_path / "data").exists()  # nothing opened, nothing locked
+    assert recorder._http is not None and recorder._http.is_closed
+
+
+async def test_a_recorder_skips_a_symbol_that_does_not_trade(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="trio_klines.recorder")
+    async with open_exchange(seed=1, start=START, speed=600, statuses=STATUSES) as ex:
+        config = RecorderConfig.build(streams=["spot:1m:BTCUSDT,ETHBTC"], endpoints=ex.endpoints,
+                                      data_dir=tmp_path, flush_seconds=0.2)  # fmt: skip
+        async with Recorder(config) as recorder, recorder.candles() as batches:
+            assert recorder.series == (series("spot", "BTCUSDT", "1m"),)
+            assert [c.streams for c, _ in recorder._connections.values()] == [("btcusdt@kline_1m",)]
+            async for batch in batches:
+                assert {c.symbol for c in batch} == {"BTCUSDT"}
+                break
+    assert "not recording 1 series whose symbol does not trade: spot:1m:ETHBTC (BREAK)" in caplog.text
+
+
+def test_record_exits_2_naming_the_closest_symbols(tmp_path: Path) -> None:
+    with subprocess.Popen([sys.executable, "-m", "trio_klines", "exchange", "--start", str(START)],
+                          stdout=subprocess.PIPE, text=True) as exchange:  # fmt: skip
+        try:
+            assert exchange.stdout is not None
+            endpoints = tmp_path / "endpoints.json"
+            endpoints.write_text(exchange.stdout.readline(), encoding="utf-8")  # its first line: the readiness
+            done = subprocess.run(
+                [sys.executable, "-m", "trio_klines", "record", "--stream", "spot:1m:BTCUSTD",
+                 "--endpoints", str(endpoints), "--data", str(tmp_path / "data")],
+                capture_output=True, text=True, timeout=25,
+            )  # fmt: skip
+        finally:
+            exchange.terminate()
+            exchange.wait(timeout=10)
+    assert done.returncode == 2, done.stderr
+    assert "BTCUSTD" in done.stderr and "closest: BTCUSDT" in done.stderr
+    assert "Traceback" not in done.stderr

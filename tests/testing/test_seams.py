@@ -232,7 +232,7 @@ async def test_a_recorder_records_a_script_into_a_memory_sink(autojump_clock: tr
     script = [frame(1, closed=False), frame(1), Pause(1), frame(2, symbol="ETHUSDT"), Close("cut-off")]
     transport, sink = ScriptedTransport([script, [frame(3)]]), MemorySink()
     config = RecorderConfig.build(streams=["spot:1m:BTCUSDT,ETHUSDT"], receive_timeout=5, flush_seconds=0.5,
-                                  silence_min=1000, backfill=False)  # fmt: skip
+                                  silence_min=1000, backfill=False, check_symbols=False)  # fmt: skip
     async with Recorder(config, sink=sink, transport=transport, run_sink=call_inline):
         await transport.next_connection(2)  # the cut-off one came back
         await trio.sleep(2)
