@@ -17,22 +17,17 @@ from typing import Final
 
 import trio
 
-from ..core.markets import Market, Series
+from ..core.markets import Series
 from ..core.symbols import SeriesCheck, classify_series, parse_symbol_statuses
 from ..errors import BinanceError, ConfigError, MalformedMessage, RestError
 from .rest import RestClient
 
-__all__ = ["DEFAULT_CHECK_TIMEOUT", "check_series", "exchange_info_weight", "fetch_symbol_statuses"]
+__all__ = ["DEFAULT_CHECK_TIMEOUT", "check_series", "fetch_symbol_statuses"]
 
 log = logging.getLogger("trio_klines.symbols")
 
 #: Seconds the start-up check may take before the markets not yet fetched are recorded unchecked.
 DEFAULT_CHECK_TIMEOUT: Final = 60.0
-
-
-def exchange_info_weight(market: Market) -> int:
-    """Request weight of a full ``exchangeInfo`` call: 20 on spot, 1 on USDⓈ-M and COIN-M."""
-    return 20 if market.weight_pool == "spot" else 1
 
 
 async def fetch_symbol_statuses(client: RestClient) -> dict[str, str]:
@@ -44,10 +39,7 @@ async def fetch_symbol_statuses(client: RestClient) -> dict[str, str]:
 
     Cancelled, it stops wherever it waits, leaving nothing running (see ``RestClient._get``).
     """
-    market = client.market
-    # RestClient has no public exchangeInfo call; _get is its one request path (budget, retries, errors).
-    response = await client._get(market.exchange_info_path, {}, exchange_info_weight(market))
-    return parse_symbol_statuses(market, response.content)
+    return parse_symbol_statuses(client.market, await client.exchange_info())
 
 
 async def check_series(

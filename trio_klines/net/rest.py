@@ -250,6 +250,14 @@ class RestClient:
             raise error
         return RestError(f"HTTP {status}", status)
 
+    async def exchange_info(self) -> bytes:
+        """The market's ``exchangeInfo`` body, as served (weight 20 on spot, 1 on USDⓈ-M and COIN-M).
+
+        Raises as :meth:`server_time` does, but for ``MalformedMessage``: the body is not read here.
+        """
+        weight = 20 if self.market.weight_pool == "spot" else 1
+        return (await self._get(self.market.exchange_info_path, {}, weight)).content
+
     async def server_time(self) -> int:
         """The exchange's clock, ms.
 
