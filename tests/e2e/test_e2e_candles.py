@@ -66,7 +66,8 @@ async def test_every_kind_of_bad_candle_is_counted_and_none_is_stored(
     script += [good(last, close="2.5"), good(last, close="2.5"), Pause(1)]  # closed again, then a true repeat
     transport = ScriptedTransport([script])
     config = RecorderConfig.build(streams=["spot:1m:BTCUSDT"], data_dir=tmp_path / "data", receive_timeout=600,
-                                  flush_seconds=0.5, silence_min=10_000, backfill=False)  # fmt: skip
+                                  flush_seconds=0.5, silence_min=10_000, backfill=False,
+                                  check_symbols=False)  # fmt: skip
     with caplog.at_level(logging.WARNING):
         async with Recorder(config, transport=transport, run_sink=call_inline) as rec:
             await transport.next_connection(1)
