@@ -333,3 +333,23 @@ def test_churn_keeps_no_ended_connection() -> None:
             assert gc.collect() >= 0 and sum(isinstance(o, StreamConnection) for o in gc.get_objects()) <= 2
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+async def never_returns(fn: object, batch: list[Candle]) -> object:
+    await trio.sleep_forever()  # a disk that never answers
+
+
+async def test_a_stop_cut_short_counts_every_received_candle_not_written(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    transport = FakeTransport()
+    cfg = config("spot:1m:BTCUSDT", flush_size=1, max_pending=1, channel_size=2)
+    rec = Recorder(cfg, sink=MemorySink(), transport=transport, run_sink=never_returns)
+    with trio.CancelScope() as outside:
+        async with rec:
+            ws = await transport.next_connection(1)
+            for minute in range(1, 5):  # one in the sink's hands, one pending, two left in the channel
+                await ws.push(kline_frame("BTCUSDT", "1m", minute * 60_000))
+                await trio.sleep(0.1)
+            outside.cancel()
+    assert rec.stats().pending == 4

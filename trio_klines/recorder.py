@@ -72,6 +72,7 @@ class RecorderStats:
     gaps: int
     missing_candles: int
     write_errors: int
+    #: Candles received and not written (yet): after a stop cut short, those that were lost.
     pending: int
     connections: tuple[ConnectionStats, ...] = field(default=())
 
@@ -150,6 +151,7 @@ class Recorder:
         self._clients: dict[str, RestClient] | None = None
         self.backfiller: Backfiller | None = None
         self.gaps: list[Gap] = []
+        self._receive: trio.MemoryReceiveChannel[Sequence[Candle]] | None = None
         # Set by the writer each time it has emptied the channel: a stop waits for it, not by polling.
         self._caught_up = trio.Event()
 
@@ -178,7 +180,7 @@ class Recorder:
         try:
             outer = await stack.enter_async_context(trio.open_nursery())
             send, receive = trio.open_memory_channel[Sequence[Candle]](self.config.channel_size)
-            self._send = send
+            self._send, self._receive = send, receive
             outer.start_soon(self._run_writer, receive, sink)
             self._conn_nursery = await outer.start(self._run_connections)
             if ledger is not None:
@@ -246,6 +248,7 @@ class Recorder:
         steps before it did; the first error is raised once all have run."""
         for channel in self._subscribers:
             channel.close()
+        self._count_unwritten()
         error: Exception | None = None
         for step in (self._close_http, self._save_ledger, self._close_owned_store):
             try:
@@ -255,6 +258,17 @@ class Recorder:
                 error = error or exc
         if error is not None:
             raise error
+
+    def _count_unwritten(self) -> None:
+        """A stop cut short leaves batches in the channel that the writer never took: count them as pending,
+        so ``stats().pending`` says how many received candles were not written."""
+        if self._receive is None:
+            return
+        while True:
+            try:
+                self._writer_stats.pending += len(self._receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return
 
     async def _close_http(self) -> None:
         if self._owns_http and self._http is not None:
@@ -508,6 +522,7 @@ class Recorder:
     def stats(self) -> RecorderStats:
         conns = tuple(ConnectionStats(**asdict(c.stats)) for c, _ in self._connections.values())
         counts = {key: total + sum(getattr(c, key) for c in conns) for key, total in self._retired_counts.items()}
+        unsent = counts.pop("unsent")
         w = self._writer_stats
         return RecorderStats(
             **counts,
@@ -516,7 +531,7 @@ class Recorder:
             gaps=w.gaps,
             missing_candles=w.missing_candles,
             write_errors=w.write_errors,
-            pending=w.pending,
+            pending=w.pending + unsent,
             connections=conns,
         )
 
@@ -542,7 +557,9 @@ async def _exit_unwrapped(stack: AsyncExitStack, exc: BaseException | None) -> N
 #: How long closing the recorder's own HTTP client may take when it stops.
 HTTP_CLOSE_GRACE: Final = 5.0
 #: The counters of a connection that a recorder's stats add up, ended connections included.
-_CONNECTION_COUNTS: Final = ("messages", "candles", "reconnects", "malformed", "binance_errors", "silent_alarms")
+_CONNECTION_COUNTS: Final = (
+    "messages", "candles", "reconnects", "malformed", "binance_errors", "silent_alarms", "unsent"
+)  # fmt: skip
 
 
 def _with_series(config: RecorderConfig, streams: Sequence[Series]) -> RecorderConfig:

@@ -74,6 +74,8 @@ class ConnectionStats:
     reconnects: int = 0
     rotations: int = 0
     silent_alarms: int = 0
+    #: Candles received that never reached the writer: the connection stopped while the channel was full.
+    unsent: int = 0
     last_error: str | None = None
     connected_since: float | None = None
 
@@ -351,7 +353,11 @@ class StreamConnection:
           ConnectionLost: see :meth:`_check_silence`.
         """
         if unsent is not None:
-            await self._send.send(unsent)
+            try:
+                await self._send.send(unsent)
+            except trio.Cancelled:
+                self.stats.unsent += len(unsent)  # said by the recorder's pending count, then lost
+                raise
         if shutdown is not None:
             raise shutdown
         if now >= self._silence.next_check:
