@@ -12,7 +12,7 @@ Not run in CI (only a seconds-long smoke run is). Two processes, started as a us
 Every few seconds the recorder's RSS (``VmRSS``) and CPU time are sampled from ``/proc``, and its quiet
 summary line (every few seconds on stderr) gives the candles written so far. "Start" RSS is the first sample
 after the warm-up (the first minute or the first 10 % of the run, whichever is shorter), "end" the last
-sample before the stop. At the end the recorder gets SIGINT (it flushes, compacts, exits 0), the exchange
+sample before the stop. At the end the recorder gets SIGINT (it flushes, compacts, exits 130), the exchange
 SIGTERM, and the dataset is compared, series by series, with the exchange's ground truth: candles recorded,
 missing (holes between a series' first and last candle, and series with nothing stored), duplicated,
 extra and different. ``status --json`` totals come along. Exit status 1 when gaps are not 0, the recorder did
@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"  {key:<24} {results.get(key)}" for key in _TABLE_KEYS]
     lines += [f"  recorder said: {line}" for line in results["recorder_log"]]
     emit(results, lines, as_json=args.json)
-    ok = results["gaps"] == 0 and results["exit_code"] == 0 and abs(results["rss_change_pct"]) <= 10
+    ok = results["gaps"] == 0 and results["exit_code"] == 130 and abs(results["rss_change_pct"]) <= 10
     return 0 if ok else 1
 
 
