@@ -113,3 +113,21 @@ def test_times_for_since() -> None:
     for bad in ("yesterday", -5, 1.5, None, "2024-13-01"):
         with pytest.raises(ConfigError, match="invalid time"):
             parse_time(bad)
+
+
+def test_the_symbol_check_can_be_turned_off_by_file_and_by_flag(tmp_path: Path) -> None:
+    from trio_klines.cli import build_parser
+    from trio_klines.cli.record import record_config
+
+    path = tmp_path / "c.toml"
+    path.write_text('streams = ["spot:1m:BTCUSDT"]\ncheck_symbols = false\ncheck_symbols_timeout = 5\n')
+    cfg = RecorderConfig.build(**load_toml(path))
+    assert (cfg.check_symbols, cfg.check_symbols_timeout) == (False, 5)
+    assert RecorderConfig.build(streams=["spot:1m:BTCUSDT"]).check_symbols is True
+    args = build_parser().parse_args(["record", "--stream", "spot:1m:BTCUSDT", "--no-check-symbols",
+                                      "--data", str(tmp_path)])  # fmt: skip
+    assert record_config(args).check_symbols is False
+    plain = build_parser().parse_args(["record", "--stream", "spot:1m:BTCUSDT", "--data", str(tmp_path)])
+    assert record_config(plain).check_symbols is True
+    with pytest.raises(ConfigError, match="check_symbols must be true or false"):
+        RecorderConfig.build(streams=["spot:1m:BTCUSDT"], check_symbols="no")

@@ -145,7 +145,11 @@ class CorruptFile(StoreError):
 
 
 class InvalidCandles(StoreError, ValueError):
-    """A batch the store refuses as a whole (bad series name, open time off the interval's grid)."""
+    """Candles the store refuses (not valid candles: see ``trio_klines.core.validity``); nothing was written.
+
+    Its subclass ``RefusedCandles`` (``trio_klines.store.batches``) names each refused candle with its reason
+    in ``refused``, so that the writer drops those alone and writes the rest.
+    """
 
 
 _PREVIEW_CHARS = 200

@@ -75,6 +75,10 @@ class RecorderStats:
     #: Candles received and not written (yet): after a stop cut short, those that were lost.
     pending: int
     connections: tuple[ConnectionStats, ...] = field(default=())
+    #: Candles the store refused one by one (not valid candles); the rest of their batch was written.
+    rejected: int = 0
+    #: Candles closed again with other values: written, the later wins.
+    revised: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,7 +88,8 @@ class RecorderStats:
         return (
             f"{self.written} candles written, {self.messages} messages, {live}/{len(self.connections)} connections "
             f"live, {self.reconnects} reconnects, {self.gaps} gaps ({self.missing_candles} candles), "
-            f"{self.malformed} malformed, {self.write_errors} write errors, {self.pending} pending"
+            f"{self.malformed} malformed, {self.rejected} rejected, {self.write_errors} write errors, "
+            f"{self.pending} pending"
         )
 
 
@@ -532,6 +537,8 @@ class Recorder:
             missing_candles=w.missing_candles,
             write_errors=w.write_errors,
             pending=w.pending + unsent,
+            rejected=w.rejected,
+            revised=w.revised,
             connections=conns,
         )
 

@@ -64,7 +64,7 @@ def test_backfill_is_exact_resumable_and_verified(tmp_path: Path) -> None:
         # Tamper with one stored candle: verify finds it and says which.
         bad = ground_truth("usdt_futures", "BTCUSDT", "1m", START + 5 * MIN, START + 6 * MIN, seed=SEED)[0]
         with Store(data) as store:
-            store.append([msgspec.structs.replace(bad, close=bad.close + 1)])
+            store.append([msgspec.structs.replace(bad, volume=bad.volume + 1)])  # still a valid candle
         code, out, err = run("verify", "--data", str(data), "--endpoints", str(endpoints))
         assert code == 1, out + err
         assert "1 different" in out

@@ -47,7 +47,7 @@ async def test_download_fetches_only_what_the_store_lacks(tmp_path: Path) -> Non
 async def test_verify_reports_missing_extra_and_different_candles(tmp_path: Path) -> None:
     outage = (START + 10 * MIN, START + 12 * MIN)  # the exchange has no candles there; the store does
     truth = ground_truth("spot", "BTCUSDT", "1m", START, START + 30 * MIN, seed=SEED)
-    tampered = msgspec.structs.replace(truth[20], close=truth[20].close + 1)
+    tampered = msgspec.structs.replace(truth[20], volume=truth[20].volume + 1)  # still a valid candle
     with Store(tmp_path) as store:
         store.append([*truth[:5], *truth[6:20], tampered, *truth[21:]])  # minute 5 missing
     heard: list[SeriesComparison] = []

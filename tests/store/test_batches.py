@@ -71,8 +71,9 @@ def test_the_store_refuses_exactly_the_invalid_candles(candles: list[Candle]) ->
         candles_to_table(valid)  # type: ignore[arg-type]
 
 
-def test_one_range_of_open_times_for_the_store_and_the_parser() -> None:
-    assert validity.MAX_OPEN_TIME == layout.MAX_OPEN_TIME
+def test_the_store_names_periods_with_four_digits_up_to_the_last_valid_open_time() -> None:
+    # One range of open times (core.validity) for the parser and the store: its last one is in year 9999.
+    assert layout.period_of("1m", validity.MAX_OPEN_TIME - 60_000).startswith("9999")
 
 
 @pytest.mark.parametrize(

@@ -81,6 +81,11 @@ def _record_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-backfill", action="store_true", help="do not fill holes from REST (gaps are only logged)")
     parser.add_argument(
+        "--no-check-symbols",
+        action="store_true",
+        help="do not check the symbols against the exchange's exchangeInfo at start-up",
+    )
+    parser.add_argument(
         "--transport",
         choices=TRANSPORTS,
         help="WebSocket library: trio-websocket (default) or websockets (faster, Sans-I/O over trio)",
@@ -91,14 +96,21 @@ def _record_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--summary-every", type=positive_float, default=60.0, metavar="SECONDS", help="(default 60)")
 
 
-def _run_record(args: argparse.Namespace) -> int:
-    import trio
-
+def record_config(args: argparse.Namespace) -> RecorderConfig:
+    """``record``'s config: :func:`build_config` with the recording flags. Raises ``ConfigError``."""
     extra: dict[str, Any] = {"receive_timeout": args.receive_timeout, "flush_seconds": args.flush_seconds,
                              "since": args.since, "transport": args.transport}  # fmt: skip
     if args.no_backfill:
         extra["backfill"] = False
-    config = build_config(args, **extra)
+    if args.no_check_symbols:
+        extra["check_symbols"] = False
+    return build_config(args, **extra)
+
+
+def _run_record(args: argparse.Namespace) -> int:
+    import trio
+
+    config = record_config(args)
     if args.quiet:
         logging.getLogger("trio_klines.record").setLevel(logging.WARNING)
     stopped = trio.run(record_until_signalled, config, args.quiet, args.summary_every)

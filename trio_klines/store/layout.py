@@ -99,8 +99,6 @@ _SEQ_RE: Final = rf"(\d{{{_SEQ_DIGITS}}})"
 _FILE_RE: Final = re.compile(rf"(\d{{4}}(?:-\d{{2}}(?:-\d{{2}})?)?)_{_SEQ_RE}-{_SEQ_RE}\.parquet")
 _NUMPY_UNIT: Final[Mapping[PeriodUnit, str]] = {"year": "Y", "month": "M", "day": "D"}
 _NAME_LENGTH: Final[Mapping[PeriodUnit, int]] = {"year": 4, "month": 7, "day": 10}
-# Open times the store accepts: from the epoch to the end of year 9999, so period names have 4 digits.
-MAX_OPEN_TIME: Final = 253_402_300_800_000
 
 
 def period_unit(interval: str) -> PeriodUnit:
