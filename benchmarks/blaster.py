@@ -62,7 +62,7 @@ def kline_json(symbol: str, open_time: int, closed: bool, trades: int | str) -> 
     kline = WireKline(symbol, "1m", open_time, open="100.0", high="102.0", low="99.5", close="101.5",
                       volume="12.345", quote_volume="1250.5", trades=0 if isinstance(trades, str) else trades,
                       taker_base="6.1", taker_quote="620.2", closed=closed)  # fmt: skip
-    text = kline.frame(event_time=open_time).encode()
+    text = kline.frame(event_time=open_time + 60_000).encode()  # stamped as its minute ends, as Binance does
     if isinstance(trades, str):
         text = text.replace(b'"n":0,', f'"n":{trades},'.encode(), 1)
     return text

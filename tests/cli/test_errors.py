@@ -148,3 +148,17 @@ def test_signal_statuses_follow_the_shells() -> None:
 
     assert signal_exit_status(signal.SIGINT) == 130
     assert signal_exit_status(signal.SIGTERM) == 143
+
+
+def test_http_request_lines_are_heard_only_at_debug() -> None:
+    import logging
+
+    from trio_klines.cli.common import configure_logging
+
+    try:
+        configure_logging("INFO")
+        assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
+        configure_logging("DEBUG")
+        assert logging.getLogger("httpx").isEnabledFor(logging.INFO)
+    finally:
+        logging.getLogger("httpx").setLevel(logging.NOTSET)

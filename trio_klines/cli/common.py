@@ -17,7 +17,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from ..errors import ConfigError
 
@@ -101,9 +101,18 @@ def positive_float(text: str) -> float:
     return value
 
 
+#: Libraries that log every request at INFO (httpx: a line per REST call): heard only at DEBUG.
+CHATTY_LOGGERS: Final = ("httpx", "httpcore")
+
+
 def configure_logging(level: str) -> None:
-    """Log to stderr at ``level`` with timestamps; the library itself never configures logging."""
+    """Log to stderr at ``level`` with timestamps; the library itself never configures logging.
+
+    Third-party request chatter stays out unless ``level`` is DEBUG.
+    """
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
 
 
 # --- exit statuses and stop signals ------------------------------------------------------------
