@@ -204,7 +204,9 @@ def test_chaos_record_equals_the_exchange(tmp_path: Path, small_disk: Path, pyte
         deadline = time.monotonic() + 240
         while not backfill_done(data):
             assert last.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, f"backfill not finished: {run_status(data)[1]}"
+            assert time.monotonic() < deadline, (
+                f"backfill not finished: {run_status(data)[1]}\n{log.read_text()[-6000:]}"
+            )
             time.sleep(2)
         wait_ready(last, log)  # the backfill may have been done by the killed runs already
         time.sleep(1.0)  # a second of live recording after the backfill
