@@ -14,7 +14,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -207,3 +208,23 @@ def stop(proc: subprocess.Popen[str]) -> None:
 def report_figures(config: pytest.Config, name: str, figures: dict[str, object]) -> None:
     """Keep ``figures`` for the closing summary, where they show without ``-s``."""
     config.stash.setdefault(FIGURES, {})[name] = figures
+
+
+@contextmanager
+def mounted_tmpfs(mount: Path, size_mb: float, *, read_only: bool = False) -> Iterator[Path]:
+    """A tmpfs of its own at ``mount`` (made here), to fill up or to be read-only; unmounted on the way out.
+
+    Skips the test where it cannot be mounted (it needs root, as CI runs); root ignores permission bits,
+    not a read-only mount.
+    """
+    mount.mkdir()
+    options = f"size={size_mb}m" + (",ro" if read_only else "")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs ({options}; needs root): {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+

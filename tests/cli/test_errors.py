@@ -6,7 +6,6 @@ running, 130 for SIGINT before a command's own handler is in place; never a trac
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,8 @@ from trio_klines.cli import main
 from trio_klines.cli.common import check_data_dir, signal_exit_status
 from trio_klines.errors import ConfigError, StoreLocked
 from trio_klines.store.dataset import Store
+
+from e2e_support import mounted_tmpfs
 
 PROG = "python -m trio_klines"
 STREAM = ["--stream", "spot:1m:BTCUSDT"]
@@ -51,16 +52,8 @@ def test_data_that_is_a_file_is_bad_configuration(
 @pytest.fixture
 def read_only_dir(tmp_path: Path) -> Iterator[Path]:
     """A read-only file system (a tmpfs mounted ``ro``: root ignores permission bits, not that)."""
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mount)],
-                          capture_output=True, text=True, check=False)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs (needs root): {done.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "ro", 1, read_only=True) as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 @pytest.mark.parametrize("command", ["record", "backfill", "demo"])

@@ -41,6 +41,7 @@ from e2e_support import (
     SERIES,
     START,
     check_against_truth,
+    mounted_tmpfs,
     python,
     record_args,
     report_figures,
@@ -79,16 +80,8 @@ DISK_MB = 256
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A tmpfs of its own for the data, so that the test can fill it up (needs root, as CI runs)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(mount)],
-                          capture_output=True, text=True, check=False)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs to fill up (needs root): {done.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", DISK_MB) as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def start_recorder(endpoints: Path, data: Path, log: Path, transport: str) -> subprocess.Popen[str]:

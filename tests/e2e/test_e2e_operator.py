@@ -20,7 +20,18 @@ import pytest
 from trio_klines.store.dataset import load
 from trio_klines.testing import ground_truth
 
-from e2e_support import SEED, START, python, record_args, start_exchange, stop, total_rows, wait_for, wait_ready
+from e2e_support import (
+    SEED,
+    START,
+    mounted_tmpfs,
+    python,
+    record_args,
+    start_exchange,
+    stop,
+    total_rows,
+    wait_for,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -121,16 +132,8 @@ DISK_MB = 16
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A tmpfs of its own, to fill up (needs root, as CI runs)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(mount)],
-                          capture_output=True, text=True, check=False)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root): {done.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", DISK_MB) as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def fill_up(disk: Path) -> None:
