@@ -288,6 +288,11 @@ class Backfiller:
         check it again (see the module's docstring)."""
         s, a, b = job.series, job.start, job.end
         assert b is not None
+        if self.ledger.ranges(s).covers(a, b):
+            return  # confirmed meanwhile, by the check of a range it touches
+        # Suspected ranges that touch are one absence (pages cut it in parts): checked whole, so that the
+        # candles on both of its sides are asked for, not a missing one in the middle of it.
+        a, b = next(((lo, hi) for lo, hi in self.ledger.suspected(s) if lo <= a and b <= hi), (a, b))
         self.stats.checks += 1
         before = floor_open_time(s.interval, a - 1)
         client = self._clients[s.market]
@@ -318,8 +323,13 @@ class Backfiller:
                         s, len(inside), a, b)  # fmt: skip
             await self._send.send(inside)
         self.ledger.clear(s, a, b)
+        confirmed = self.ledger.ranges(s)
+
+        def present(t: int) -> bool:  # a candle, or a confirmed gap: confirmed with a candle past it
+            return t in times or confirmed.covers(t, t + 1)
+
         for x, y in _absent(s.interval, a, b, inside):
-            self._judge(job, x, y, x > a or before in times, y < b or b in times)
+            self._judge(job, x, y, x > a or present(before), y < b or present(b))
         await self._save_ledger()
 
     def _judge(self, job: _Job, x: int, y: int, candle_before: bool, candle_after: bool) -> None:
