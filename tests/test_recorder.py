@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Sequence
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,7 +20,7 @@ from trio_klines.errors import ConfigError
 from trio_klines.net.stream import StreamConnection
 from trio_klines.pipeline.writer import call_inline
 from trio_klines.recorder import Recorder
-from trio_klines.testing import ScriptedTransport
+from trio_klines.testing import ScriptedTransport, WireKline
 
 from fakes import FakeBinance, FakeTransport, MemorySink, kline_frame
 
@@ -222,8 +223,6 @@ async def test_start_up_catches_up_from_since(autojump_clock: trio.testing.MockC
 async def test_since_is_honoured_again_when_the_stored_record_starts_after_it(tmp_path: object) -> None:
     # A first run killed before its --since backfill landed left only live candles (7, 8): the next
     # start must still fill 4, 5, 6, not only what follows the last stored candle.
-    from pathlib import Path
-
     from trio_klines.core.parse import parse_rest_klines
     from trio_klines.store.dataset import Store, load
 
@@ -353,3 +352,21 @@ async def test_a_stop_cut_short_counts_every_received_candle_not_written(
                 await trio.sleep(0.1)
             outside.cancel()
     assert rec.stats().pending == 4
+
+
+async def test_a_stored_row_from_the_future_is_not_where_the_series_stands(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    from trio_klines.store.dataset import Store
+
+    year_3000 = 32_503_680_000_000
+    with Store(tmp_path) as store:  # an older version let a candle from the future in
+        store.append([WireKline("BTCUSDT", "1m", t).candle("spot") for t in (60_000, 120_000, year_3000)])
+    transport = FakeTransport()
+    rec = Recorder(config("spot:1m:BTCUSDT", data_dir=tmp_path), transport=transport, run_sink=call_inline)
+    async with rec:
+        ws = await transport.next_connection(1)
+        await ws.push(kline_frame("BTCUSDT", "1m", 180_000))
+        await trio.sleep(1)
+    assert rec._writer_stats.late == 0 and rec.stats().written == 1
+    assert "hold rows beyond the clock" in caplog.text

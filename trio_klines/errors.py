@@ -16,11 +16,14 @@ Callers catch these, never the third-party errors underneath (those are chained 
         ├── StoreWriteError a write failed (also an OSError): the batch is not stored, retry it
         ├── CorruptFile     a stored file cannot be read back as it was written
         └── InvalidCandles  candles the store refuses (also a ValueError); nothing was written
+            └── RefusedCandles  names each refused candle, so that the rest can be written
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "BinanceError",
@@ -31,6 +34,7 @@ __all__ = [
     "KlinesError",
     "MalformedMessage",
     "ReceiveTimeout",
+    "RefusedCandles",
     "RestError",
     "ServerShutdown",
     "StoreError",
@@ -147,9 +151,17 @@ class CorruptFile(StoreError):
 class InvalidCandles(StoreError, ValueError):
     """Candles the store refuses (not valid candles: see ``trio_klines.core.validity``); nothing was written.
 
-    Its subclass ``RefusedCandles`` (``trio_klines.store.batches``) names each refused candle with its reason
-    in ``refused``, so that the writer drops those alone and writes the rest.
+    Its subclass :class:`RefusedCandles` names each refused candle, so that the writer drops those alone.
     """
+
+
+class RefusedCandles(InvalidCandles):
+    """Candles of a batch that are not valid: ``refused`` holds each, with its reason (``candle``,
+    ``reason``); nothing was written. The batch without them is valid: append it on its own."""
+
+    def __init__(self, message: str, refused: Sequence[Any]) -> None:
+        super().__init__(message)
+        self.refused: tuple[Any, ...] = tuple(refused)
 
 
 _PREVIEW_CHARS = 200

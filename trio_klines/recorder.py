@@ -18,6 +18,7 @@ takes the others down; only a bug in the writer (not a disk error: those are ret
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field, replace
@@ -40,6 +41,7 @@ from .core.markets import (
 from .core.paging import catch_up_plan
 from .core.parse import Candle
 from .core.symbols import describe_not_trading, describe_unknown
+from .core.validity import STORED_AHEAD_MS
 from .errors import ConfigError, StoreError
 from .net.exchange_info import check_series
 from .net.rest import RestClient, new_http_client, rest_clients
@@ -318,6 +320,14 @@ class Recorder:
         """Where each series stands in ``sink``, the catch-up plan and the exchange-gap ledger (blocking)."""
         last = getattr(sink, "last_open_times", None)
         stored: dict[Series, int] = dict(last()) if callable(last) else {}
+        # A stored row from the future (an older version let one in) is not where a series stands: seeded with
+        # it, the gap tracker would call every later candle late. ``status`` sets such rows aside the same way.
+        horizon = int(time.time() * 1000) + STORED_AHEAD_MS
+        beyond = sorted(s for s, t in stored.items() if t >= horizon)
+        if beyond:
+            log.error("%d series hold rows beyond the clock (%s); where they stand is read without them",
+                      len(beyond), ", ".join(map(str, beyond[:5])))  # fmt: skip
+            stored = {s: t for s, t in stored.items() if t < horizon}
         if not self.config.backfill:
             return stored, [], None
         return stored, self._catch_up_plan(stored), ExchangeGapLedger(self.config.data_dir)
@@ -330,7 +340,8 @@ class Recorder:
             from .store.coverage import coverage
 
             # Every series, stored or not: one whose only files were quarantined has its lost range to fetch.
-            held = coverage(self.config.data_dir, list(self.config.streams))
+            until = int(time.time() * 1000) + STORED_AHEAD_MS  # rows beyond the clock are set aside
+            held = coverage(self.config.data_dir, list(self.config.streams), until=until)
         plan = []
         for s in self.config.streams:
             cov = held.get(s)

@@ -381,3 +381,4 @@ async def test_an_exchange_gap_split_between_two_requests_is_confirmed_whole(
     got, bf = await run_backfill(tmp_path, fake, requests, confirm_delay=5)
     assert list(bf.ledger.ranges(BTC)) == [outage] and bf.ledger.all_suspected() == {}
     assert bf.stats.failures == 0 and bf.stats.exchange_gap_candles == 15
+    assert len(got) == 50 - 15

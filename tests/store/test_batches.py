@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from trio_klines.core import validity
 from trio_klines.core.markets import MARKETS, floor_open_time
 from trio_klines.core.parse import Candle
-from trio_klines.errors import InvalidCandles
+from trio_klines.errors import InvalidCandles, RefusedCandles
 from trio_klines.store import layout
-from trio_klines.store.batches import RefusedCandles, split_batch
+from trio_klines.store.batches import split_batch
 from trio_klines.store.tables import candles_to_table
 
 MIN = 60_000

@@ -32,6 +32,7 @@ __all__ = [
     "MAX_COUNT",
     "MAX_OPEN_TIME",
     "MAX_VALUE",
+    "STORED_AHEAD_MS",
     "Refusal",
     "candle_problem",
     "describe",
@@ -53,6 +54,9 @@ MAX_VALUE: Final = 1e300
 #: one second covers Binance's own jitter between its kline engine and its stream stamps, and lets
 #: through at most one ``1s`` candle early: nothing that could move a series' newest open time by more.
 CLOCK_TOLERANCE: Final = 1_000
+#: How far past the local clock a *stored* open time may be before it counts as beyond the clock (not a real
+#: closed candle: an older version let it in): a day, so that a local clock somewhat wrong hides no real candle.
+STORED_AHEAD_MS: Final = 24 * 3600 * 1000
 
 _FIELDS: Final = (
     "market", "symbol", "interval", "open_time", "open", "high", "low", "close", "volume", "quote_volume",

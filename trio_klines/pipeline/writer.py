@@ -48,8 +48,7 @@ from ..core.markets import Series
 from ..core.parse import Candle
 from ..core.throttle import LogThrottle
 from ..core.validity import candle_problem, describe
-from ..errors import InvalidCandles, KlinesError
-from ..store.batches import RefusedCandles
+from ..errors import InvalidCandles, KlinesError, RefusedCandles
 from .threads import run_in_thread
 
 __all__ = ["CandleSink", "SinkRunner", "WriterStats", "call_inline", "run_writer"]

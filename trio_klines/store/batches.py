@@ -19,27 +19,21 @@ import pyarrow as pa
 from ..core.markets import Series
 from ..core.parse import Candle
 from ..core.validity import Refusal, candle_problem, describe
-from ..errors import InvalidCandles
+from ..errors import RefusedCandles
 from .compaction import open_times, sort_unique
 from .layout import period_of, periods_of
 from .tables import candles_to_table
 
-__all__ = ["Part", "RefusedCandles", "split_batch"]
+__all__ = ["Part", "split_batch"]
 
 
-class RefusedCandles(InvalidCandles):
-    """Candles of a batch that are not valid, each with its reason (``refused``); nothing was written.
-
-    The batch without them is valid: append it on its own. A message names the first one.
-    """
-
-    def __init__(self, refused: Sequence[Refusal]) -> None:
-        self.refused: tuple[Refusal, ...] = tuple(refused)
-        first = self.refused[0]
-        super().__init__(
-            f"refusing {len(self.refused)} candle(s) the store cannot hold (a value that does not fit the store's "
-            f"columns, a bad name, an open time off the grid); the first: {first.reason}: {describe(first.candle)}"
-        )
+def _refused(refused: Sequence[Refusal]) -> RefusedCandles:
+    first = refused[0]
+    return RefusedCandles(
+        f"refusing {len(refused)} candle(s) the store cannot hold (a value that does not fit the store's "
+        f"columns, a bad name, an open time off the grid); the first: {first.reason}: {describe(first.candle)}",
+        refused,
+    )
 
 
 class Part(NamedTuple):
@@ -63,7 +57,7 @@ def split_batch(candles: Sequence[Candle]) -> list[Part]:
         return []
     refused = [Refusal(c, problem) for c in candles if (problem := candle_problem(c)) is not None]
     if refused:
-        raise RefusedCandles(refused)
+        raise _refused(refused)
     # One table for the whole batch and one gather per series: per-series tables built candle by candle
     # cost a fixed overhead each, which dominated batches of many series.
     names = {(c.market, c.symbol, c.interval) for c in candles}

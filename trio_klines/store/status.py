@@ -1,7 +1,7 @@
 """Per series: what the store holds, what is missing, and what the exchange itself never had.
 
 Candles a quarantined file held count as missing until they are stored again. Rows opening more than
-:data:`CLOCK_TOLERANCE_MS` after the clock (the local one unless ``now`` is given) cannot be real closed
+:data:`STORED_AHEAD_MS` after the clock (the local one unless ``now`` is given) cannot be real closed
 candles: they are counted apart (``beyond_clock``), and neither end the series nor open a gap before them.
 """
 
@@ -10,18 +10,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from ..core.markets import Series, count_open_times
+from ..core.validity import STORED_AHEAD_MS
 from .coverage import coverage
 from .layout import series_dir
 from .ledger import ExchangeGapLedger
 
-__all__ = ["CLOCK_TOLERANCE_MS", "SeriesStatus", "store_status"]
+__all__ = ["SeriesStatus", "store_status"]
 
-#: How far past the clock a stored open time may be before it counts as beyond it: a day, so that a local
-#: clock that is somewhat wrong never hides real candles.
-CLOCK_TOLERANCE_MS: Final = 24 * 3600 * 1000
 
 
 @dataclass(frozen=True)
@@ -54,7 +52,7 @@ def store_status(root: Path, *, now: int | None = None) -> list[SeriesStatus]:
     clock = int(time.time() * 1000) if now is None else now
     ledger = ExchangeGapLedger(root)
     out = []
-    for key, cov in coverage(root, until=clock + CLOCK_TOLERANCE_MS).items():
+    for key, cov in coverage(root, until=clock + STORED_AHEAD_MS).items():
         known = ledger.ranges(key)
         missing = exchange = 0
         for gap in cov.gaps:
