@@ -309,6 +309,7 @@ def test_apply_endpoints_overrides_urls() -> None:
         {"spot": {"ws": "http://h"}},
         {"spot": {"rest": "ftp://h"}},
         {"spot": {"ws": "ws://h/stream?streams=x"}},
+        {"spot": {"rest": "http://[bad"}},  # urlsplit's own ValueError
         {"spot": "ws://h"},
         ["spot"],
     ],

@@ -386,7 +386,10 @@ def plan_connections(
 
 
 def _check_url(url: str, schemes: tuple[str, ...], what: str) -> str:
-    parts = urlsplit(url) if isinstance(url, str) else None
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+    except ValueError:  # urlsplit's own refusal, e.g. an unclosed IPv6 bracket
+        parts = None
     if parts is None or parts.scheme not in schemes or not parts.netloc or parts.query or parts.fragment:
         raise ConfigError(f"invalid URL {url!r} for {what}: expected {' or '.join(schemes)}://host[:port][/path]")
     return url.rstrip("/")
