@@ -167,18 +167,15 @@ class Recorder:
     async def __aenter__(self) -> Self:
         if self._stack is not None:
             raise RuntimeError("this Recorder is already running")
-        if self.config.check_symbols:
-            try:
-                await self._check_symbols()
-            except BaseException:
-                await self._close_http()
-                raise
-        if self._sink is None:
-            self._sink = await trio.to_thread.run_sync(self._open_store)
-        sink = self._sink
         try:
+            if self.config.check_symbols:
+                await self._check_symbols()
+            if self._sink is None:
+                self._sink = await trio.to_thread.run_sync(self._open_store)
+            sink = self._sink
             stored, plan, ledger = await trio.to_thread.run_sync(self._prepare, sink)
-        except BaseException:
+        except BaseException:  # nothing runs yet: close what was opened (a locked store, say, after the check)
+            await self._close_http()
             await self._close_owned_store()
             raise
         for series, open_time in stored.items():

@@ -151,3 +151,15 @@ def test_record_exits_2_naming_the_closest_symbols(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert "BTCUSTD" in done.stderr and "closest: BTCUSDT" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_a_recorder_that_finds_its_store_locked_closes_what_it_opened(tmp_path: Path) -> None:
+    from trio_klines.errors import StoreLocked
+    from trio_klines.store.dataset import Store
+
+    async with open_exchange(seed=1, start=START) as ex:
+        config = RecorderConfig.build(streams=["spot:1m:BTCUSDT"], endpoints=ex.endpoints, data_dir=tmp_path)
+        recorder = Recorder(config)
+        with Store(tmp_path), pytest.raises(StoreLocked):  # another writer holds it
+            await recorder.__aenter__()
+    assert recorder._http is not None and recorder._http.is_closed  # the symbol check's client
