@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,22 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     for name, figures in config.stash.get(FIGURES, {}).items():
         terminalreporter.write_sep("-", f"figures: {name}")
         terminalreporter.write_line(json.dumps(figures, sort_keys=True))
+
+
+#: The only hosts a test may resolve: the fake exchange and its peers listen on loopback.
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never touch real Binance: resolving any other host fails the call, loudly, in this process
+    (a default endpoint left in a test's config would otherwise try the real exchange)."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: object, *args: object, **kwargs: object) -> object:
+        name = host.decode() if isinstance(host, bytes) else host
+        if name is not None and name not in LOOPBACK:
+            raise OSError(f"a test tried to reach {name!r}: tests stay on loopback")
+        return real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
