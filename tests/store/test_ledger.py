@@ -20,8 +20,8 @@ START = 1_767_225_600_000  # 2026-01-01
 
 def test_ledger_survives_a_damaged_file(tmp_path: Path) -> None:
     ledger = ExchangeGapLedger(tmp_path)
-    ledger.add(BTC, 0, MIN)
-    ledger.add(BTC, MIN, 2 * MIN)
+    ledger.confirm(BTC, 0, MIN)
+    ledger.confirm(BTC, MIN, 2 * MIN)
     assert ledger.save()
     assert list(ExchangeGapLedger(tmp_path).ranges(BTC)) == [(0, 2 * MIN)]
     ledger.path.write_text("{not json", encoding="utf-8")
@@ -40,7 +40,7 @@ def test_ledger_survives_a_full_disk_and_writes_later(tmp_path: Path, monkeypatc
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full)
-    ledger.add(BTC, 0, 2 * MIN)
+    ledger.confirm(BTC, 0, 2 * MIN)
     assert not ledger.save()  # never raises: the backfill goes on
     assert "No space left on device" in caplog.text
     assert list(ledger.ranges(BTC)) == [(0, 2 * MIN)]  # still known in memory
@@ -52,11 +52,11 @@ def test_ledger_survives_a_full_disk_and_writes_later(tmp_path: Path, monkeypatc
 
 def test_adding_to_the_ledger_does_no_file_work(tmp_path: Path) -> None:
     ledger = ExchangeGapLedger(tmp_path)
-    ledger.add(BTC, 0, MIN)
+    ledger.confirm(BTC, 0, MIN)
     assert ledger.dirty and not ledger.path.exists()
     snapshot = ledger.snapshot()
     assert snapshot is not None
-    ledger.add(BTC, 5 * MIN, 6 * MIN)  # added while the snapshot is being written: still to write
+    ledger.confirm(BTC, 5 * MIN, 6 * MIN)  # added while the snapshot is being written: still to write
     assert ledger.write(snapshot) and ledger.dirty
     assert ledger.save() and not ledger.dirty and ledger.snapshot() is None
     assert list(ExchangeGapLedger(tmp_path).ranges(BTC)) == [(0, MIN), (5 * MIN, 6 * MIN)]

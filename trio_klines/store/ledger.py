@@ -130,9 +130,6 @@ class ExchangeGapLedger:
         self._suspected.get(s, RangeSet()).remove(start, end)
         self._version += 1
 
-    #: What the first release called recording an exchange gap.
-    add = confirm
-
     def suspect(self, s: Series, start: int, end: int) -> None:
         """Record that a page lacked ``[start, end)`` of ``s`` (the parts already confirmed stay so)."""
         parts = self.ranges(s).missing(start, end)
