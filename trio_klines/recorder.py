@@ -327,18 +327,18 @@ class Recorder:
             stored = {s: t for s, t in stored.items() if t < horizon}
         if not self.config.backfill:
             return stored, [], None
-        return stored, self._catch_up_plan(stored), ExchangeGapLedger(self.config.data_dir)
+        return stored, self._catch_up_plan(stored, horizon), ExchangeGapLedger(self.config.data_dir)
 
-    def _catch_up_plan(self, stored: dict[Series, int]) -> list[tuple[Series, int, int | None]]:
+    def _catch_up_plan(self, stored: dict[Series, int], horizon: int) -> list[tuple[Series, int, int | None]]:
         """What the start-up catch-up fetches: from ``since`` (or the first stored candle) to now, less what
-        the store holds. Reads the store's coverage: run it in a worker thread."""
+        the store holds; rows opening at or after ``horizon`` (beyond the clock) are set aside. Reads the
+        store's coverage: run it in a worker thread."""
         held: dict[Series, Any] = {}
         if self._owns_sink:
             from .store.coverage import coverage
 
             # Every series, stored or not: one whose only files were quarantined has its lost range to fetch.
-            until = int(time.time() * 1000) + STORED_AHEAD_MS  # rows beyond the clock are set aside
-            held = coverage(self.config.data_dir, list(self.config.streams), until=until)
+            held = coverage(self.config.data_dir, list(self.config.streams), until=horizon)
         plan = []
         for s in self.config.streams:
             cov = held.get(s)
