@@ -42,6 +42,7 @@ def test_public_names_are_pinned() -> None:
             "coverage",
             "frame_parser",
             "load",
+            "scan",
             "parse_frame",
             "parse_rest_klines",
             "parse_rest_row",

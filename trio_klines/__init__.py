@@ -6,7 +6,7 @@
 #   core/       pure logic: markets and intervals, frame and REST-row parsing, gaps, backoff, page and
 #               catch-up plans. No I/O, no trio, no threads; the standard library and msgspec only.
 #   config.py   RecorderConfig and every DEFAULT_*; imports core only.
-#   store/      the Parquet dataset on disk: layout, atomic file ops, journal, compaction, reading,
+#   store/      the Parquet dataset on disk: layout, landing files, sealing into segments, reading,
 #               coverage, status, the exchange-gap ledger. Blocking code (pyarrow, pandas); never trio.
 #   net/        the exchange over the network: WebSocket transports, the connection task, the REST
 #               client; third-party network errors become ours here. Imports core and config.
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from .store.dataset import Store as Store
     from .store.dataset import compact as compact
     from .store.dataset import load as load
+    from .store.dataset import scan as scan
     from .store.tables import candles_to_dataframe as candles_to_dataframe
     from .store.tables import candles_to_table as candles_to_table
 
@@ -90,6 +91,7 @@ __all__ = [
     "coverage",
     "frame_parser",
     "load",
+    "scan",
     "parse_frame",
     "parse_rest_klines",
     "parse_rest_row",
@@ -116,7 +118,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
     ),
     ".recorder": ("Recorder", "RecorderStats"),
     ".store.coverage": ("SeriesCoverage", "coverage"),
-    ".store.dataset": ("CompactionSummary", "Store", "compact", "load"),
+    ".store.dataset": ("CompactionSummary", "Store", "compact", "load", "scan"),
     ".store.tables": ("candles_to_dataframe", "candles_to_table"),
 }
 _SOURCES: dict[str, str] = {name: module for module, names in _MODULES.items() for name in names}

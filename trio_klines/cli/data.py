@@ -255,4 +255,9 @@ def _run_compact(args: argparse.Namespace) -> int:
     return 1 if summary.errors else 0
 
 
-COMPACT = Command("compact", "merge each period's files into one sorted, unique file", _data_argument, _run_compact)
+COMPACT = Command(
+    "compact",
+    "seal the rows waiting in landing files into the series' files now (and merge older overlapping files)",
+    _data_argument,
+    _run_compact,
+)

@@ -1,18 +1,18 @@
-"""When the writer flushes, compacts, waits or stops, and when it stops receiving. Pure: time is an argument.
+"""When the writer flushes, seals, waits or stops, and when it stops receiving. Pure: time is an argument.
 
 The writer (:mod:`trio_klines.pipeline.writer`) runs two tasks over one state: one receives candles from
 the channel, one hands batches to the store. Both ask a :class:`FlushPolicy` what to do and only carry
-it out, so every rule about batching, backlog, retries, deferred merges and backpressure is here:
+it out, so every rule about batching, backlog, retries, deferred sealing and backpressure is here:
 
 * **Flush** a batch once it is full (``flush_size`` candles), once its oldest candle has waited
   ``flush_seconds``, at once when it is *overdue* (it holds candles that queued in the channel while
   receiving was held back: they have waited already), and whatever its age once the channel is closed.
-  Never while a failed write's retry delay runs, and never while the merges owed exceed one append's
-  worth (the store's :meth:`~trio_klines.store.dataset.Store.compaction_debt` above 1).
-* **Compact** one step whenever merges are owed and no flush is due: a due flush waits for one step at
-  most, unless the merges have fallen more than an append behind.
+  Never while a failed write's retry delay runs, and never while the store's sealing has fallen behind
+  (its :meth:`~trio_klines.store.dataset.Store.seal_debt` above 1).
+* **Seal** one step whenever sealing is owed and no flush is due: a due flush waits for one step at
+  most, unless sealing has fallen behind.
 * **Wait** until the batch falls due or the retry delay ends, or until the other task changes something.
-* **Done** once the channel is closed, nothing is pending and no merge is owed.
+* **Done** once the channel is closed, nothing is pending and no sealing is owed.
 * **Hold receiving** at one full batch (the flush task takes it as soon as the sink is free), or at
   ``max_pending`` while writes fail; beyond that the bounded channel fills and the connections wait, so
   memory stays bounded and nothing received is dropped.
@@ -32,9 +32,9 @@ class Action(enum.Enum):
     """What the flush task does next."""
 
     FLUSH = "flush"  #: hand every pending candle to the sink
-    COMPACT = "compact"  #: do one step of the merges the store is owed
+    SEAL = "seal"  #: do one step of the sealing the store is owed
     WAIT = "wait"  #: sleep until :attr:`Step.until`, or until the other task changes the state
-    DONE = "done"  #: return: the channel is closed and everything is written and merged
+    DONE = "done"  #: return: the channel is closed and everything is written and sealed
 
 
 class Step(NamedTuple):
@@ -46,7 +46,7 @@ class Step(NamedTuple):
 
 
 _FLUSH: Step = Step(Action.FLUSH)
-_COMPACT: Step = Step(Action.COMPACT)
+_SEAL: Step = Step(Action.SEAL)
 _DONE: Step = Step(Action.DONE)
 _IDLE: Step = Step(Action.WAIT)
 
@@ -65,7 +65,7 @@ class FlushState:
     retry_at: float = -math.inf
     #: some sender may still send
     open_channel: bool = True
-    #: merges owed, in appends (see :meth:`~trio_klines.store.dataset.Store.compaction_debt`)
+    #: sealing owed (see :meth:`~trio_klines.store.dataset.Store.seal_debt`)
     debt: float = 0.0
 
 
@@ -103,7 +103,7 @@ class FlushPolicy:
         if state.debt > 0:
             # Merges go after the batch that paid for them is reported, a step at a time, so that a due
             # flush waits for one step at most.
-            return _COMPACT
+            return _SEAL
         if not pending:
             return _IDLE if state.open_channel else _DONE
         # Pending, not flushable yet: either the retry delay runs (then retry_at > now) or the batch is

@@ -10,7 +10,7 @@ The store call runs in a worker thread (:func:`~trio_klines.pipeline.threads.run
 event loop from starving that thread of the GIL), so the receive loops never wait on the disk. The
 writer keeps receiving meanwhile (two tasks: one receives, one flushes), so a candle's wait starts when
 it arrives, not when the previous write ends. Each batch is reported (``on_written``) as soon as the
-store returns; the merges that the store's automatic compaction owes for it are done afterwards, in
+store returns; the store's sealing of its landing files into the series' files is done afterwards, in
 small steps between flushes.
 
 Failure and backpressure: when a flush fails (disk full, I/O error, permissions, any
@@ -24,7 +24,7 @@ already received is dropped. A candle is dropped only when the store refuses it 
 candles loses that batch. A candle is lost only if the process dies while it is pending; the gap-free
 record (backfill) repairs that on restart.
 
-The rules above (when to flush, compact, wait or stop; when to stop receiving) are the pure
+The rules above (when to flush, seal, wait or stop; when to stop receiving) are the pure
 :class:`~trio_klines.core.flushing.FlushPolicy`; the two tasks here only carry out what it says.
 """
 
@@ -55,10 +55,10 @@ __all__ = ["CandleSink", "SinkRunner", "WriterStats", "call_inline", "run_writer
 
 log = logging.getLogger("trio_klines.writer")
 
-#: A step of deferred compaction: at most this many merges, stopping once they have read this many rows
-#: (a closed period of 1m candles is 43,200), so that a due flush waits for one step at most (~0.1 s).
-COMPACTION_STEP: Final = 8
-COMPACTION_STEP_ROWS: Final = 50_000
+#: A step of deferred sealing: at most this many files, stopping once they hold this many rows, so that
+#: a due flush waits for one step at most (~0.05 s: a growing segment costs about 0.4 ms to rewrite).
+SEAL_STEP_FILES: Final = 128
+SEAL_STEP_ROWS: Final = 200_000
 #: How long a final flush may take when the writer is cancelled.
 FINAL_FLUSH_GRACE: Final = 10.0
 #: At most one log line per this many seconds about refused candles (each one is counted).
@@ -71,10 +71,10 @@ _BAD_CANDLE_ERRORS: Final = (TypeError, ValueError, OverflowError, AttributeErro
 class CandleSink(Protocol):
     """Where batches go: :class:`trio_klines.store.dataset.Store` in production. Durable when it returns.
 
-    A sink may also defer its own upkeep (the store does): ``append(candles, compact=False)``,
-    ``compaction_debt()`` and ``compact_due(max_merges)`` (see :meth:`trio_klines.store.dataset.Store.compact_due`).
-    The writer then reports each batch as soon as it is durable and does the merges it paid for in
-    small steps between flushes, off the batches' latency, while it goes on receiving.
+    A sink may also defer its own upkeep (the store does): ``append(candles, seal=False)``,
+    ``seal_debt()`` and ``seal_due(max_files, max_rows)`` (see :meth:`trio_klines.store.dataset.Store.seal_due`).
+    The writer then reports each batch as soon as it is durable and does the sealing in small steps
+    between flushes, off the batches' latency, while it goes on receiving.
 
     ``append`` raises :class:`~trio_klines.errors.InvalidCandles` for a batch it refuses: with
     ``refused`` naming candles (:class:`~trio_klines.store.batches.RefusedCandles`) those are dropped and
@@ -169,17 +169,17 @@ class _Writer:
         self.backoff = Backoff(settings.retry_initial, settings.retry_max, rng=rng)
         self.on_gap, self.on_written, self.on_caught_up = on_gap, on_written, on_caught_up
         self.append: Callable[[list[Candle]], object] = sink.append
-        compact_due, compaction_debt = getattr(sink, "compact_due", None), getattr(sink, "compaction_debt", None)
-        self.compact_due: Callable[[int, int], float] | None = None
-        self.compaction_debt: Callable[[], float] | None = None
-        if callable(compact_due) and callable(compaction_debt):  # the sink defers its merges to us
-            self.append = functools.partial(sink.append, compact=False)  # type: ignore[call-arg]
-            self.compact_due, self.compaction_debt = compact_due, compaction_debt
+        seal_due, seal_debt = getattr(sink, "seal_due", None), getattr(sink, "seal_debt", None)
+        self.seal_due: Callable[[int, int], float] | None = None
+        self.seal_debt: Callable[[], float] | None = None
+        if callable(seal_due) and callable(seal_debt):  # the sink defers its sealing to us
+            self.append = functools.partial(sink.append, seal=False)  # type: ignore[call-arg]
+            self.seal_due, self.seal_debt = seal_due, seal_debt
         self.pending: list[Candle] = []
         self.first_pending_at = math.inf  # when the oldest pending candle arrived
         self.overdue = False  # pending holds candles that queued in the channel while receiving was held
         self.retry_at = -math.inf  # no write before this: the last one failed
-        self.debt = 0.0  # merges owed, in appends (see Store.compaction_debt): above 1, they go before a flush
+        self.debt = 0.0  # sealing owed (see Store.seal_debt): above 1, it goes before a flush
         self.busy = 0  # candles in the sink's hands (being written or reported), for stats.pending
         self.open_channel = True
         self.changed = _Changed()
@@ -276,7 +276,7 @@ class _Writer:
     # --- the flush task --------------------------------------------------------------------------
 
     async def flush_loop(self) -> None:
-        """Flush, compact and wait as the policy says, until it says done.
+        """Flush, seal and wait as the policy says, until it says done.
 
         Raises what the sink raises that is neither a refusal nor a write failure (a bug), and what
         ``on_written`` raises; ``trio.Cancelled`` when cancelled (a batch not yet durable is pending again).
@@ -286,8 +286,8 @@ class _Writer:
             step = next_step(self.flush_state(), now())
             if step.action is Action.FLUSH:
                 await self.flush()
-            elif step.action is Action.COMPACT:
-                self.debt = await self.run_sink(self.compaction_step, [])  # type: ignore[assignment]
+            elif step.action is Action.SEAL:
+                self.debt = await self.run_sink(self.seal_step, [])  # type: ignore[assignment]
             elif step.action is Action.DONE:
                 return
             else:
@@ -355,7 +355,7 @@ class _Writer:
         log.error("writing %d candles failed (%s); keeping them, retry in %.1fs", len(batch), exc, delay)
 
     async def written(self, batch: list[Candle]) -> None:
-        """Count a durable batch, learn the merges it owes, and report it (``on_written``)."""
+        """Count a durable batch, learn the sealing owed, and report it (``on_written``)."""
         self.backoff.reset()
         stats = self.stats
         stats.flushes += 1
@@ -368,17 +368,17 @@ class _Writer:
             key = self.names.get(name) or self.names.setdefault(name, Series(*name))
             if open_time > stats.last_open_time.get(key, -1):
                 stats.last_open_time[key] = open_time
-        if self.compaction_debt is not None:  # read between two calls in the worker thread: the sink is idle
-            self.debt = float(self.compaction_debt())
+        if self.seal_debt is not None:  # read between two calls in the worker thread: the sink is idle
+            self.debt = float(self.seal_debt())
         if self.on_written is not None:
             await self.on_written(batch)
 
-    def compaction_step(self, _: list[Candle]) -> float:
-        """One step of the merges owed (run as the sink is); the debt left after it."""
+    def seal_step(self, _: list[Candle]) -> float:
+        """One step of the sealing owed (run as the sink is); the debt left after it."""
         try:
-            return float(self.compact_due(COMPACTION_STEP, COMPACTION_STEP_ROWS))  # type: ignore[misc]
-        except (OSError, KlinesError) as exc:  # the store logs failed merges itself and retries them later
-            log.error("compaction after a write failed: %s", exc)
+            return float(self.seal_due(SEAL_STEP_FILES, SEAL_STEP_ROWS))  # type: ignore[misc]
+        except (OSError, KlinesError) as exc:  # the store logs failed rounds itself and retries them later
+            log.error("sealing after a write failed: %s", exc)
             return 0.0
 
     async def final_flush(self) -> None:

@@ -1,29 +1,20 @@
-"""Which files of a period to merge, and how rows are merged. Pure: no I/O.
+"""Merging rows of one series, and the legacy layout's overlapping files. Pure: no I/O.
 
-**Merging.** Files are listed oldest first (by the append range in their names). Rows are sorted by
-open time and, where an open time repeats, the row of the latest file wins: a backfilled candle that
-arrives after a live one replaces it, and a repeated batch changes nothing.
+**Merging.** Tables are given oldest write first; rows are sorted by open time and, where an open time
+repeats, the row of the latest write wins: a backfilled candle that arrives after a live one replaces
+it, and a repeated batch changes nothing.
 
-**When to merge** (:func:`plan_merge`), in this order, always a run of consecutive files:
-
-1. Files whose open-time ranges overlap may repeat an open time, which readers of the raw files
-   (``pd.read_parquet(root)``, DuckDB) would see twice: they are merged, with every newer file.
-2. A closed period (one with a newer period after it) holding more than ``fan_in`` files is merged whole.
-3. Otherwise files are *tiered*: a file's tier is ``floor(log_fan_in(rows))``; once ``fan_in``
-   files of one tier follow each other, with only files of lower tiers between them, that run is
-   merged into one file of the next tier (the newest such run first). Every row is then rewritten
-   about ``log_fan_in(rows in the period)`` times, and a period holds about ``fan_in - 1`` files per
-   tier. Small files between big ones wait for the next merge of the big ones.
-
-Appends in time order (a live recording) never overlap, so they only ever pay for step 3; a batch
-that corrects or fills in the past pays for rewriting its period once.
+**The legacy layout.** Datasets written before segments (see :mod:`~trio_klines.store.segments`) may hold
+files of one period whose open times overlap (appends not yet merged), and the inputs of a merge that was
+interrupted (:func:`redundant_files`). The store merges such a period into one file the first time it
+writes the series (:func:`first_overlapping` finds them); readers merge them as they read.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Final, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -31,54 +22,20 @@ import pyarrow as pa
 from .layout import FileName
 
 __all__ = [
-    "DEFAULT_POLICY",
-    "CompactionPolicy",
     "CompactionSummary",
     "FileInfo",
+    "first_overlapping",
     "merge_tables",
     "open_times",
-    "plan_merge",
     "redundant_files",
     "sort_unique",
-    "tier",
 ]
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class CompactionPolicy:
-    """How eagerly a :class:`~trio_klines.store.dataset.Store` compacts while appending.
-
-    ``fan_in``: files of one tier merged together (≥ 2). Automatic compaction is paid for with credit:
-    each append earns ``credit_per_append`` times its own cost, each merge spends its cost, and merges
-    run while credit is positive. A cost is counted in rows, a file counting as ``file_cost_rows`` rows
-    (its fixed overhead: creating, fsyncing, opening). One merge may overdraw; while merges are waiting
-    the next appends pay the debt, and when none is waiting credit and debt are reset. So no append
-    does more than its share plus one merge (at most one period, ~100k rows). ``auto=False``: compact
-    only on demand.
-    """
-
-    fan_in: int = 8
-    credit_per_append: float = 8.0
-    file_cost_rows: int = 1_000
-    auto: bool = True
-
-    def __post_init__(self) -> None:
-        if self.fan_in < 2:
-            raise ValueError(f"fan_in must be at least 2, not {self.fan_in}")
-        if self.credit_per_append <= 0 or self.file_cost_rows < 0:
-            raise ValueError("credit_per_append must be positive and file_cost_rows not negative")
-
-    def cost(self, files: int, rows: int) -> float:
-        """The cost of writing or merging ``files`` files holding ``rows`` rows, in rows."""
-        return files * self.file_cost_rows + rows
-
-
-DEFAULT_POLICY: Final = CompactionPolicy()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class CompactionSummary:
-    """What :meth:`Store.compact` did; ``errors`` names the periods it could not merge, and why."""
+    """What :meth:`Store.compact` did: rows sealed from landing files into ``files`` series files, legacy
+    periods merged (``periods_merged``, ``files_before`` into ``files_after``); ``errors`` names what failed."""
 
     series: int
     periods_merged: int
@@ -87,12 +44,15 @@ class CompactionSummary:
     rows: int
     quarantined: int
     errors: tuple[str, ...] = ()
+    files: int = 0
 
     def __str__(self) -> str:
-        text = (
-            f"{self.series} series: merged {self.periods_merged} period(s), {self.files_before} file(s) into"
-            f" {self.files_after}, {self.rows} rows"
-        )
+        text = f"{self.series} series: sealed {self.rows} rows into {self.files} file(s)"
+        if self.periods_merged:
+            text += (
+                f"; merged {self.periods_merged} period(s) of the older layout,"
+                f" {self.files_before} file(s) into {self.files_after}"
+            )
         if self.quarantined:
             text += f"; {self.quarantined} corrupt file(s) moved to quarantine"
         if self.errors:
@@ -101,51 +61,17 @@ class CompactionSummary:
 
 
 class FileInfo(NamedTuple):
-    """What the store knows of one period file: its name and, from its footer, rows and open times."""
+    """What the store knows of one period file: its name and, from its footer, rows, open times and
+    whether it is packed (zstd) or still open to more rows (snappy: cheaper to rewrite)."""
 
     name: FileName
     rows: int
     first: int
     last: int
+    packed: bool = True
 
 
-def tier(rows: int, fan_in: int) -> int:
-    """``floor(log_fan_in(rows))``, 0 for fewer than ``fan_in`` rows."""
-    level = 0
-    limit = fan_in
-    while rows >= limit:
-        level += 1
-        limit *= fan_in
-    return level
-
-
-def plan_merge(files: Sequence[FileInfo], *, closed: bool, fan_in: int) -> slice | None:
-    """Which files of one period to merge next (the rules above), as a slice of ``files``, or ``None``.
-
-    ``files`` are in append order and not redundant (see :func:`redundant_files`); the slice is a run
-    of neighbours, so a merge's inputs are consecutive appends (what :func:`redundant_files` relies on).
-    """
-    n = len(files)
-    if n < 2:
-        return None
-    overlapping = _first_overlapping(files)
-    if overlapping is not None:
-        return slice(overlapping, n)
-    if closed and n > fan_in:
-        return slice(0, n)
-    tiers = [tier(f.rows, fan_in) for f in files]
-    # Newest first, and not only at the end: a merge that had to wait (no credit) must still be found
-    # after newer appends arrived.
-    for end in range(n - 1, 0, -1):
-        start = end
-        while start > 0 and tiers[start - 1] <= tiers[end]:
-            start -= 1
-        if sum(1 for t in tiers[start : end + 1] if t == tiers[end]) >= fan_in:
-            return slice(start, end + 1)
-    return None
-
-
-def _first_overlapping(files: Sequence[FileInfo]) -> int | None:
+def first_overlapping(files: Sequence[FileInfo]) -> int | None:
     """Index of the oldest file whose open-time range meets another file's, or ``None``.
 
     Sorted by first open time, a file meets an earlier one iff it starts before the furthest end seen

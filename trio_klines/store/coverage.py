@@ -36,7 +36,7 @@ from .periodfiles import (
     refuse_links,
     with_quarantine,
 )
-from .reading import retrying
+from .reading import landing_snapshot, retrying
 
 __all__ = ["SeriesCoverage", "coverage", "gaps_between"]
 
@@ -88,15 +88,16 @@ def coverage(
     root = Path(root)
     if not root.is_dir():
         raise StoreError(f"no store at {root}")
+    landed = {key: open_times(rows) for key, rows in landing_snapshot(root).items()}  # before the series' files
     if series is None:
-        found = {key for key, _ in iter_series_dirs(root)}
+        found = {key for key, _ in iter_series_dirs(root)} | set(landed)
         quarantine_dir = root / QUARANTINE_DIR
         if not quarantine_dir.is_symlink():
             found.update(key for key, _ in iter_series_dirs(quarantine_dir))
         wanted = sorted(key for key in found if not _linked(root, key))  # links: logged by iter_series_dirs
     else:
         wanted = sorted(series)
-    return {key: _series_coverage(root, key, until) for key in wanted}
+    return {key: _series_coverage(root, key, until, landed.get(key)) for key in wanted}
 
 
 def _linked(root: Path, key: Series) -> bool:
@@ -107,10 +108,12 @@ def _linked(root: Path, key: Series) -> bool:
     return False
 
 
-def _series_coverage(root: Path, key: Series, until: int | None) -> SeriesCoverage:
+def _series_coverage(root: Path, key: Series, until: int | None, landed: np.ndarray | None) -> SeriesCoverage:
     directory = root.joinpath(*series_dir(key))
     refuse_links(root, directory)
     times = retrying(key, directory, functools.partial(_stored_times, root, directory, key))
+    if landed is not None and landed.size:
+        times = _unique(np.concatenate([times, landed]))
     beyond_first = None
     if until is not None:
         cut = int(np.searchsorted(times, until, "left"))
@@ -168,8 +171,12 @@ def _stored_times(root: Path, directory: Path, key: Series) -> np.ndarray:
             arrays.append(open_times(table))
     if not arrays:
         return np.empty(0, np.int64)
+    return _unique(np.concatenate(arrays))
+
+
+def _unique(times: np.ndarray) -> np.ndarray:
     # Sort and drop repeats by hand: numpy 2's hash-based np.unique takes a second for a million rows.
-    times = np.sort(np.concatenate(arrays), kind="stable")
+    times = np.sort(times, kind="stable")
     keep = np.ones(times.size, dtype=bool)
     keep[1:] = times[1:] != times[:-1]
     return times[keep]

@@ -1,42 +1,51 @@
-"""The Parquet store: appends at constant cost, crash-safe, compacted as it goes, one call from pandas.
+"""The Parquet store: one durable file per append, sealed into per-series files that raw readers trust.
 
-Layout, periods and file names: :mod:`trio_klines.store.layout`; when files are merged:
-:mod:`trio_klines.store.compaction`; how a batch becomes visible at once: :mod:`trio_klines.store.journal`. The
-guarantees:
+Where things are: :mod:`~trio_klines.store.layout` (partitions, periods, names),
+:mod:`~trio_klines.store.landing` (the append files), :mod:`~trio_klines.store.segments` (which file
+each row lives in, and why rows never move). The guarantees:
 
-* **Durable, atomic appends.** :meth:`Store.append` writes each (series, period) of a batch as a new
-  immutable file and commits the batch as a whole; when it returns the batch survives a power cut, and
-  after a crash the batch is there entirely or not at all.
-* **Constant cost.** An append never reads or rewrites stored data. Merging is paid for per append in
-  proportion to the append's own size, and one merge touches one period (at most ~100k rows). A caller
-  may defer that payment past its report of the batch (``append(compact=False)``, then
-  :meth:`Store.compact_due`); the merges of small files it wrote come from memory, not from the disk.
-* **Many series per batch** cost one file each; they are written and fsynced in parallel threads, so
-  the disk's latency is paid about once per batch rather than once per file.
-* **One row per open time, the later write winning**, whatever the compaction state.
-* **Bad files** are moved to ``ROOT/_quarantine/`` with an error logged (logger ``trio_klines.store.dataset``);
+* **Durable, atomic appends at a flat cost.** :meth:`Store.append` writes the whole batch, whatever
+  series it holds, as one *landing* file (``ROOT/_landing/``), fsynced; when it returns the batch survives
+  a power cut, and after a crash it is there entirely or not at all. Its cost does not depend on how
+  many rows or series are stored, nor on how many series the batch touches.
+* **Sealing.** Landing files are sealed into the Hive layout (``market=/interval=/symbol=/``) in rounds:
+  once the oldest has waited ``seal_seconds``, or sooner when many rows wait. A round groups their rows
+  by series and writes each into its *home* segment (:mod:`~trio_klines.store.segments`): a new file,
+  or a rewrite of the one file that holds those open times, put in place by ``rename`` over it. The new
+  files are flushed to the disk before they replace anything, their directories before the landing
+  files are removed, so a crash at any point leaves the rows in one place or the other; a round that
+  fails is retried whole (sealing the same rows again changes nothing). A caller may run a round in
+  small steps (``append(seal=False)``, then :meth:`Store.seal_due`), as the recorder's writer does.
+* **Raw readers never fail nor see an open time twice**, at any instant: a visible file is never
+  removed and its rows never move to another file; it is only replaced whole. They see a candle once
+  its round has sealed it: at most ``seal_seconds`` plus the round's duration after it was durable.
+* **Exact readers** (:func:`~trio_klines.store.reading.load`, :func:`~trio_klines.store.reading.scan`)
+  read the landing files too: they see every durable candle, one row per open time, the later write
+  winning.
+* **Bad files** are moved to ``ROOT/_quarantine/`` with an error logged (logger ``trio_klines.store``);
   leftover temporary files are removed when the store opens; a failed write raises
-  :class:`StoreWriteError` and leaves nothing visible. A quarantined file's candles still count as
-  missing (:mod:`~trio_klines.store.coverage`) until they are stored again.
+  :class:`StoreWriteError` and leaves nothing visible. A quarantined file's candles count as missing
+  (:mod:`~trio_klines.store.coverage`) until they are stored again.
 * **Inside the root only.** A symbolic link among the partition directories or as the quarantine makes
   the store refuse to open (:class:`StoreError`); a linked period file is ignored (error logged).
-* **Our errors only.** pyarrow's errors while building a batch's or a merge's files become
-  :class:`StoreError` here, once (:func:`_arrow_errors`), so a caller never mistakes pyarrow's
-  ``ArrowInvalid`` (a ``ValueError``) for :class:`InvalidCandles`: the batch is not stored, retry it.
+* **Our errors only.** pyarrow's errors while building files become :class:`StoreError` here, once
+  (:func:`_arrow_errors`): the batch is not stored, retry it.
+* **Older datasets.** A period of the layout before segments whose files overlap is merged into one
+  file the first time the store writes its series; everything else is read as it is.
 
-One process writes a root at a time (an advisory lock on the root directory itself, which no one can
-unlink from under it; ``ROOT/_lock`` names the holder's pid); any number may read it with
-:func:`load`. A :class:`Store` is not thread-safe: call it from one thread at a time (for example
-through ``trio.to_thread.run_sync`` from the single writer task).
+One process writes a root at a time (:class:`~trio_klines.store.lock.RootLock`); any number may read
+it. A :class:`Store` is not thread-safe: call it from one thread at a time (for example through
+``trio.to_thread.run_sync`` from the single writer task).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import logging
-import math
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -47,20 +56,21 @@ import pyarrow as pa
 from ..core.markets import Series, series
 from ..core.parse import Candle
 from ..errors import CorruptFile, InvalidCandles, StoreError, StoreLocked, StoreWriteError
-from .batches import split_batch
-from .compaction import (
-    DEFAULT_POLICY,
-    CompactionPolicy,
-    CompactionSummary,
-    FileInfo,
-    merge_tables,
-    open_times,
-    plan_merge,
-    redundant_files,
-)
+from .batches import Part, period_parts
+from .compaction import CompactionSummary, FileInfo, first_overlapping, merge_tables, open_times, redundant_files
 from .fileops import FileOps
-from .journal import NewFile, commit, replay
-from .layout import LOCK_NAME, FileName, is_temp_name, parse_series_dir, series_dir
+from .journal import replay
+from .landing import (
+    LANDING_DIR,
+    landing_name,
+    landing_table,
+    list_landing,
+    read_landing,
+    serialize_landing,
+    split_by_series,
+)
+from .layout import FileName, is_temp_name, series_dir, temp_name
+from .lock import RootLock
 from .periodfiles import (
     iter_series_dirs,
     list_series_dir,
@@ -72,16 +82,12 @@ from .periodfiles import (
     refuse_links,
     serialize,
 )
-from .reading import last_open_time, load, read_series
+from .reading import last_open_time, load, read_series, scan
+from .segments import plan_homes, segment_rows
 from .tablecache import TableCache
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: no advisory lock
-    fcntl = None  # type: ignore[assignment]
-
 __all__ = [
-    "CompactionPolicy",
+    "DEFAULT_SEAL_SECONDS",
     "CompactionSummary",
     "CorruptFile",
     "InvalidCandles",
@@ -93,21 +99,29 @@ __all__ = [
     "last_open_time",
     "load",
     "read_series",
+    "scan",
 ]
 
 logger = logging.getLogger("trio_klines.store")
 
-# How often a merge is retried when the files under it keep changing (another process quarantining).
-_MERGE_ATTEMPTS: Final = 5
+#: Landing files are sealed once the oldest has waited this long: raw readers lag by about as much.
+DEFAULT_SEAL_SECONDS: Final = 600.0
+#: A round starts sooner when this many rows wait (it holds them in memory while it runs)...
+MAX_UNSEALED_ROWS: Final = 1_000_000
+#: ... or this many landing files (each costs a read when a round starts).
+MAX_LANDING_FILES: Final = 2_000
+#: A round that failed (a full disk, say) is tried again after this long.
+RETRY_SECONDS: Final = 30.0
+#: How many times a series' period is planned again when a file under it turns out corrupt or missing.
+_PLAN_ATTEMPTS: Final = 5
 
 
 @contextlib.contextmanager
 def _arrow_errors(what: str) -> Iterator[None]:
     """pyarrow's errors as :class:`StoreError` (chained): the store's one mapping of them on its write side.
 
-    Candles that cannot be converted are refused before (:class:`InvalidCandles`, from
-    :mod:`~trio_klines.store.batches`); what is left is not the batch's fault, so it may be retried.
-    Reading maps its own (:class:`CorruptFile`).
+    Candles that cannot be converted are refused before (:class:`InvalidCandles`); what is left is not
+    the batch's fault, so it may be retried. Reading maps its own (:class:`CorruptFile`).
     """
     try:
         yield
@@ -115,21 +129,9 @@ def _arrow_errors(what: str) -> Iterator[None]:
         raise StoreError(f"could not {what}: {type(exc).__name__}: {exc}") from exc
 
 
-class _Merge(NamedTuple):
-    """A merge ready to be committed: ``state.periods[period][plan]`` (``inputs``) become ``out``."""
-
-    key: Series
-    state: _SeriesState
-    period: str
-    plan: slice
-    inputs: list[FileInfo]
-    table: pa.Table
-    out: FileInfo
-
-
 @dataclasses.dataclass(slots=True)
 class _SeriesState:
-    """What the store knows of one series' files; ``periods[p]`` is in append order."""
+    """What the store knows of one series' files: each period's segments, by first open time."""
 
     directory: Path
     periods: dict[str, list[FileInfo]]
@@ -142,73 +144,135 @@ class _SeriesState:
     def path(self, name: FileName) -> Path:
         return self.directory / str(name)
 
+    def put(self, period: str, info: FileInfo) -> None:
+        """Record ``info`` as written: it replaces the segment of the same name, if any."""
+        files = [f for f in self.periods.get(period, []) if f.name != info.name]
+        files.append(info)
+        files.sort(key=lambda f: f.first)
+        self.periods[period] = files
+
     def forget(self, info: FileInfo) -> None:
-        files = self.periods.get(info.name.period, [])
-        if info in files:
-            files.remove(info)
-        if not files:
+        files = [f for f in self.periods.get(info.name.period, []) if f.name != info.name]
+        if files:
+            self.periods[info.name.period] = files
+        else:
             self.periods.pop(info.name.period, None)
+
+
+class _Landing(NamedTuple):
+    """A landing file not sealed yet: its rows, when it landed (the store's clock), its series' newest rows."""
+
+    seq: int
+    path: Path
+    rows: int
+    at: float
+    newest: dict[Series, int]
+
+
+class _Write(NamedTuple):
+    """A segment a round writes: ``table`` becomes ``info`` in ``state``, replacing ``replaces`` if not None."""
+
+    key: Series
+    state: _SeriesState
+    info: FileInfo
+    table: pa.Table
+    replaces: FileInfo | None
+
+
+@dataclasses.dataclass(slots=True)
+class _Round:
+    """A seal in progress: the landing files it seals and the series still to write."""
+
+    landing: list[_Landing]
+    work: collections.deque[tuple[Series, pa.Table]]
+    directories: set[Path]
+    rows: int = 0
+    files: int = 0
 
 
 class Store:
     """A store root opened for writing. Use it as a context manager, or call :meth:`close`.
 
-    Opening takes the root's lock, finishes a batch committed just before a crash, removes leftover
-    temporary files and lists the series; a series' file footers are read (and checked) the first
-    time it is used. ``create=False`` refuses a root that does not exist. ``ops`` replaces the file
-    operations (tests inject faults there).
+    Opening takes the root's lock, finishes what an older version's interrupted batch left, removes
+    leftover temporary files, lists the series and the landing files not sealed yet (read and checked);
+    a series' file footers are read (and checked) the first time it is sealed into. ``create=False``
+    refuses a root that does not exist. ``ops`` replaces the file operations (tests inject faults there);
+    ``clock`` (seconds, monotonic) decides when a round is due.
 
     Raises :class:`StoreLocked` if another process writes the root, :class:`StoreWriteError` if the root
-    cannot be created or the last batch cannot be finished, :class:`StoreError` if there is no store, or
-    if a partition directory or the quarantine is a symbolic link (never followed: it could lead outside
-    the root, or one series into another's files).
+    cannot be created, :class:`StoreError` if there is no store, or if a partition directory or the
+    quarantine is a symbolic link (never followed: it could lead outside the root, or one series into
+    another's files).
     """
 
     def __init__(
         self,
         root: str | os.PathLike[str],
         *,
-        policy: CompactionPolicy = DEFAULT_POLICY,
+        seal_seconds: float = DEFAULT_SEAL_SECONDS,
         ops: FileOps | None = None,
         create: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if not seal_seconds > 0:
+            raise ValueError(f"seal_seconds must be positive, not {seal_seconds!r}")
         self.root = Path(root)
-        self.policy = policy
+        self.seal_seconds = float(seal_seconds)
         #: Corrupt files this store moved to quarantine.
         self.quarantined = 0
-        #: Automatic merges that failed (each logged); the files stay as they were and are merged later.
-        self.compaction_errors = 0
+        #: Seal rounds that failed (each logged); their landing files stay and are sealed by a later round.
+        self.seal_errors = 0
+        #: Rows and files the rounds of this store have sealed.
+        self.sealed_rows = 0
+        self.sealed_files = 0
         self._ops = ops if ops is not None else FileOps()
+        self._clock = clock
         self._states: dict[Series, _SeriesState | None] = {}
-        self._pending: dict[tuple[Series, str], None] = {}  # periods that may need a merge, oldest first
-        self._credit = 0.0
-        self._earned = 0.0  # the credit the last append earned
-        self._cache = TableCache()  # what merges of the small files just written need, without reading back
-        self._journal_unfinished = False
-        self._lock_fd: int | None = None
-        self._root_fd: int | None = None
+        self._landing: list[_Landing] = []
+        self._pending_last: dict[Series, int] = {}  # newest open time of each series in landing files
+        self._next_landing = 1
+        self._landing_dir_made = False
+        self._round: _Round | None = None
+        self._retry_at = -float("inf")
+        self._cache = TableCache()  # the growing segments just written, so the next round need not read them
+        self._migrated = [0, 0, 0]  # legacy periods merged, their files before, after
+        self._lock: RootLock | None = None
         self._closed = False
         if not self.root.is_dir():
             if not create:
                 raise StoreError(f"no store at {self.root}")
             self._guard(f"create the store at {self.root}", lambda: self._ops.makedirs(self.root))
-        self._lock()
+        self._lock = RootLock(self.root)
         try:
             if links := partition_links(self.root):  # writing through one would write outside the root
                 raise StoreError(f"{links[0]} is a symbolic link: refused, the store follows none ({len(links)} found)")
-            replay(self.root, self._ops)
+            refuse_links(self.root, self.root / LANDING_DIR)
+            replay(self.root, self._ops)  # a batch an older version committed just before a crash
             self._discover()
+            self._load_landing()
         except BaseException:
-            self.close()
+            self._release()
             raise
 
     def close(self) -> None:
-        """Release the lock. Nothing needs flushing: every append was durable when it returned."""
+        """Seal what waits in landing files (errors logged: they stay, sealed at the next open), then
+        release the lock. Every append was durable already."""
+        if self._closed:
+            return
+        try:
+            if self._landing:
+                try:
+                    self.seal()
+                except (StoreError, OSError) as exc:
+                    logger.error("sealing at close failed (%s); the rows stay in %s", exc, self.root / LANDING_DIR)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
         self._closed = True
-        for fd in (self._lock_fd, self._root_fd):
-            if fd is not None:
-                os.close(fd)
-        self._lock_fd = self._root_fd = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> Store:
         return self
@@ -216,77 +280,9 @@ class Store:
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         self.close()
 
-    def _lock(self) -> None:
-        """Take the root's lock: an ``flock`` on the root directory itself, which cannot be unlinked while held
-        (it stays non-empty), so deleting ``ROOT/_lock`` cannot let a second writer in; ``_lock`` is locked
-        too (as earlier versions did) and carries the holder's pid for the message.
-
-        The lock is not data, so it bypasses FileOps; closing the descriptors releases it.
-        """
-        if fcntl is None:  # pragma: no cover - Windows: directories cannot be opened, no advisory lock
-            self._lock_fd = self._lock_file()
-            return
-        try:
-            root_fd = os.open(self.root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        except OSError as exc:
-            raise StoreWriteError(f"could not open {self.root}: {exc.strerror}", exc, committed=False) from exc
-        self._root_fd = root_fd
-        try:
-            self._lock_fd = self._lock_file()
-            fcntl.flock(root_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = self._holder()
-            self.close()
-            raise StoreLocked(f"{self.root} is being written by another process (pid {holder})") from exc
-        except BaseException:
-            self.close()
-            raise
-        with contextlib.suppress(OSError):  # the pid is only for the message above
-            os.ftruncate(self._lock_fd, 0)
-            os.write(self._lock_fd, f"{os.getpid()}\n".encode())
-
-    def _lock_file(self) -> int:
-        """``ROOT/_lock``, opened and locked; :class:`OSError` from ``flock`` if another process holds it."""
-        path = self.root / LOCK_NAME
-        if path.is_symlink():
-            raise StoreError(f"{path} is a symbolic link: refused, the store follows none")
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
-        except OSError as exc:
-            raise StoreWriteError(f"could not open the lock {path}: {exc.strerror}", exc, committed=False) from exc
-        try:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
-    def _holder(self) -> str:
-        """The pid the lock's holder wrote in ``ROOT/_lock``, or ``?`` (the file was removed, say)."""
-        try:
-            with open(self.root / LOCK_NAME, "rb") as file:
-                return file.read(32).decode(errors="replace").strip() or "?"
-        except OSError:
-            return "?"
-
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError(f"the store at {self.root} is closed")
-        if self._journal_unfinished:
-            self._finish_journal()
-
-    def _finish_journal(self) -> None:
-        for path in replay(self.root, self._ops) or []:
-            found = parse_series_dir(*path.parent.parts[-3:])
-            if found is not None:
-                self._reset(found)
-        self._journal_unfinished = False
-
-    def _reset(self, key: Series) -> None:
-        """Forget what is known of a series' files: they are listed and read again at its next use."""
-        self._states[key] = None
-        self._cache.forget_directory(self.root.joinpath(*series_dir(key)))
 
     def _guard(self, what: str, action: Callable[[], object]) -> None:
         try:
@@ -297,20 +293,66 @@ class Store:
     # --- what is on disk --------------------------------------------------------------------------
 
     def _discover(self) -> None:
-        directories = [self.root]
+        directories = [self.root, self.root / LANDING_DIR]
         for found, directory in iter_series_dirs(self.root):
             self._states[found] = None
             directories.append(directory)
         for directory in directories:
-            for name in os.listdir(directory):
+            try:
+                names = os.listdir(directory)
+            except FileNotFoundError:
+                continue
+            for name in names:
                 if is_temp_name(name):
                     self._unlink_quietly(directory / name, "removed the leftover of an interrupted write")
+
+    def _load_landing(self) -> None:
+        """Register the landing files a previous run did not seal (read, checked, due for sealing now)."""
+        now = self._clock() - self.seal_seconds
+        for seq, path in list_landing(self.root):
+            self._next_landing = max(self._next_landing, seq + 1)
+            table = self._read_landing(path)
+            if table is None:
+                continue
+            newest = _newest_of(table)
+            for key in newest:
+                self._states.setdefault(key, None)
+            self._add_landing(_Landing(seq, path, table.num_rows, now, newest))
+        self._landing_dir_made = (self.root / LANDING_DIR).is_dir()
+        if self._landing:
+            logger.info("%d landing file(s) of an earlier run wait to be sealed", len(self._landing))
+
+    def _read_landing(self, path: Path) -> pa.Table | None:
+        """A landing file's rows, or ``None`` after moving it to quarantine (its rows then count as missing).
+
+        Raises :class:`StoreError` if it cannot be read at all (``EIO``).
+        """
+        try:
+            return read_landing(path)
+        except CorruptFile as exc:
+            self._quarantine(exc.path, exc.reason)
+        except FileNotFoundError:
+            logger.error("landing file %s vanished before it was sealed: its rows are lost", path)
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc}") from exc
+        return None
+
+    def _add_landing(self, landing: _Landing) -> None:
+        self._landing.append(landing)
+        for key, last in landing.newest.items():
+            if last > self._pending_last.get(key, -1):
+                self._pending_last[key] = last
 
     def _state(self, key: Series) -> _SeriesState:
         state = self._states.get(key)
         if state is None:
             state = self._states[key] = self._load_state(key)
         return state
+
+    def _reset(self, key: Series) -> None:
+        """Forget what is known of a series' files: they are listed and read again at its next use."""
+        self._states[key] = None
+        self._cache.forget_directory(self.root.joinpath(*series_dir(key)))
 
     def _load_state(self, key: Series) -> _SeriesState:
         directory = self.root.joinpath(*series_dir(key))
@@ -324,16 +366,63 @@ class Store:
                 infos[name] = info
         for name in sorted(redundant):
             if any(container.contains(name) for container in infos):
-                # An interrupted merge: its output was fsynced before being renamed in, so it is complete.
+                # An interrupted merge of the older layout: its output was fsynced before its rename.
                 self._unlink_quietly(directory / str(name), "finished an interrupted merge: removed")
             elif (info := self._footer(key, directory, name)) is not None:  # its merged file was corrupt
                 infos[name] = info
         state = _SeriesState(directory, {}, max((n.hi for n in used), default=0) + 1)
+        by_period: dict[str, list[FileInfo]] = {}
         for info in sorted(infos.values(), key=lambda i: i.name.hi):
-            state.periods.setdefault(info.name.period, []).append(info)
-        for period in state.periods:
-            self._consider(key, state, period)
+            by_period.setdefault(info.name.period, []).append(info)
+        for period, files in by_period.items():
+            if len(files) > 1 and first_overlapping(files) is not None:
+                files = self._merge_legacy(key, state, period, files)
+            for info in files:
+                state.put(period, info)
         return state
+
+    def _merge_legacy(self, key: Series, state: _SeriesState, period: str, files: list[FileInfo]) -> list[FileInfo]:
+        """Merge a period of the older layout whose files overlap into one file (later appends winning),
+        so that its rows have one home each from now on; the files as they are if that fails (logged).
+
+        Written before its inputs are removed: interrupted, the next open finishes it (:func:`redundant_files`).
+        """
+        tables = []
+        for info in files:
+            try:
+                tables.append(read_file(state.path(info.name), key, info.name))
+            except CorruptFile as exc:
+                self._quarantine(exc.path, exc.reason)
+            except OSError as exc:
+                logger.error("cannot merge %s %s of the older layout (%s): left as it is", key, period, exc)
+                return files
+        kept = [info for info, _ in zip(files, tables, strict=False)] if len(tables) == len(files) else None
+        if not tables:
+            return []
+        with _arrow_errors(f"merge {key} {period}"):
+            merged = merge_tables(tables)
+            times = open_times(merged)
+            data = serialize(merged, key)
+        sources = kept if kept is not None else files
+        name = FileName(period, min(f.name.lo for f in sources), max(f.name.hi for f in sources))
+        path = state.path(name)
+        temp = path.with_name(temp_name(path.name))
+        try:
+            self._ops.write(temp, data)
+            self._ops.rename(temp, path)
+            self._ops.fsync_dir(state.directory)
+        except OSError as exc:
+            self._unlink_quietly(temp, "removed an unfinished merge", logging.DEBUG)
+            logger.error("cannot merge %s %s of the older layout (%s): left as it is", key, period, exc)
+            return files
+        for info in files:
+            if info.name != name:
+                self._unlink_quietly(state.path(info.name), "merged into one file, removed", logging.DEBUG)
+        self._migrated[0] += 1
+        self._migrated[1] += len(files)
+        self._migrated[2] += 1
+        logger.info("merged %d overlapping file(s) of %s %s (older layout) into %s", len(files), key, period, name)
+        return [FileInfo(name, merged.num_rows, int(times[0]), int(times[-1]))]
 
     def _footer(self, key: Series, directory: Path, name: FileName) -> FileInfo | None:
         path = directory / str(name)
@@ -361,12 +450,13 @@ class Store:
     # --- reading what is known -------------------------------------------------------------------
 
     def series(self) -> list[Series]:
-        """Every series stored under the root, sorted."""
+        """Every series stored under the root (sealed or waiting in landing files), sorted."""
         self._check_open()
         return sorted(key for key in self._states if self.last_open_time(*key) is not None)
 
     def last_open_time(self, market: str, symbol: str, interval: str) -> int | None:
-        """Open time (ms) of the newest stored candle of the series, or ``None``; from file footers only.
+        """Open time (ms) of the newest stored candle of the series, or ``None``; from file footers and
+        what the store knows of its landing files.
 
         Raises :class:`~trio_klines.errors.ConfigError` for a bad name, :class:`StoreError` if a file
         cannot be read at all (``EIO``).
@@ -377,7 +467,11 @@ class Store:
             return None
         state = self._state(key)
         latest = state.latest
-        return None if latest is None else max(f.last for f in state.periods[latest])
+        sealed = None if latest is None else max(f.last for f in state.periods[latest])
+        pending = self._pending_last.get(key)
+        if sealed is None or pending is None:
+            return pending if sealed is None else sealed
+        return max(sealed, pending)
 
     def last_open_times(self) -> dict[Series, int]:
         """:meth:`last_open_time` of every series that has candles."""
@@ -385,265 +479,351 @@ class Store:
 
     # --- appending -------------------------------------------------------------------------------
 
-    def append(self, candles: Sequence[Candle], *, compact: bool = True) -> int:
+    def append(self, candles: Sequence[Candle], *, seal: bool = True) -> int:
         """Store ``candles`` (any mix of series, any order, repeats allowed); durable when it returns.
 
         Of a repeated open time within the batch the last candle wins; against stored candles the batch
-        wins. Returns the rows written. Raises :class:`InvalidCandles` (nothing written) for a bad series
-        name, an open time off the interval's grid or a value that does not fit its column (drop the
-        batch: it would fail again), :class:`StoreWriteError` when the disk fails: with
-        ``committed=False`` nothing of the batch is visible, so keep it and retry; :class:`StoreError`
-        when pyarrow fails to build the batch's files (nothing written: keep it and retry).
+        wins. Returns the rows written (one per series and open time). Raises :class:`InvalidCandles`
+        (nothing written) for a bad series name, an open time off the interval's grid or a value that
+        does not fit its column (drop those: they would fail again); :class:`StoreWriteError` when the
+        disk fails: with ``committed=False`` nothing of the batch is visible, so keep it and retry;
+        :class:`StoreError` when pyarrow fails to build the batch's file (nothing written: retry).
 
-        With ``compact=False`` the merges this append pays for (see :class:`CompactionPolicy`) wait for
-        :meth:`compact_due`, so that the caller can report the batch durable first (the recorder's
-        writer does, and pays them off in small steps between its flushes).
+        With ``seal`` a round that is due runs to its end before this returns; without, the caller runs
+        it in steps with :meth:`seal_due` (the recorder's writer does, between its flushes).
         """
         self._check_open()
-        with _arrow_errors("build the files of a batch"):
-            parts = split_batch(candles)
-            if not parts:
-                return 0
-            seqs: dict[Series, int] = {}
-            for part in parts:
-                if part.series not in seqs:
-                    state = self._state(part.series)
-                    seqs[part.series] = state.next_seq
-                    state.next_seq += 1  # spent even if the write fails: a number is never given out twice
-            infos = [
-                FileInfo(FileName(p.period, seqs[p.series], seqs[p.series]), len(p.table), p.first, p.last)
-                for p in parts
-            ]
-            files = [
-                NewFile(self._state(p.series).path(info.name), serialize(p.table, p.series, fast=True))
-                for p, info in zip(parts, infos, strict=True)
-            ]
+        if not candles:
+            return 0
+        landed = landing_table(candles)  # InvalidCandles before anything is built
+        with _arrow_errors("build the landing file of a batch"):
+            data = serialize_landing(landed.table)
+        seq = self._next_landing
+        self._next_landing += 1  # spent even if the write fails: a number is never given out twice
+        path = self._write_landing(seq, data)
+        for key in landed.newest:
+            self._states.setdefault(key, None)
+        self._add_landing(_Landing(seq, path, landed.table.num_rows, self._clock(), landed.newest))
+        if seal and self._due():
+            self.seal()
+        return landed.table.num_rows
+
+    def _write_landing(self, seq: int, data: pa.Buffer) -> Path:
+        directory = self.root / LANDING_DIR
+        path = directory / landing_name(seq)
+        temp = directory / temp_name(path.name)
+        renamed = False
         try:
-            self._journal_unfinished = not commit(self.root, self._ops, files)
-        except StoreWriteError as exc:
-            if exc.committed:  # some renames may be missing: finish them and reread these series later
-                self._journal_unfinished = True
-                for part in parts:
-                    self._reset(part.series)
-            raise
-        for part, info, new in zip(parts, infos, files, strict=True):
-            state = self._state(part.series)
-            self._cache.remember(new.path, part.table)
-            previous = state.latest
-            state.periods.setdefault(part.period, []).append(info)
-            if previous is not None and previous < part.period:
-                self._consider(part.series, state, previous)  # that period just closed
-            self._consider(part.series, state, part.period)
-        rows = sum(info.rows for info in infos)
-        if self.policy.auto:
-            self._earned = self.policy.credit_per_append * self.policy.cost(len(files), rows)
-            self._credit += self._earned
-            if compact:
-                self._compact_pending()
-        return rows
+            if not self._landing_dir_made:
+                self._ops.makedirs(directory)
+                self._landing_dir_made = True
+            self._ops.write(temp, data)
+            self._ops.rename(temp, path)
+            renamed = True
+            self._ops.fsync_dir(directory)
+        except OSError as exc:
+            target = path if renamed else temp
+            try:
+                self._ops.unlink(target)
+            except OSError:
+                if renamed:  # visible, perhaps not durable: a retry lands the same rows again, harmlessly
+                    message = f"{exc.strerror or exc}; the batch may be stored"
+                    raise StoreWriteError(message, exc, committed=True) from exc
+            raise StoreWriteError(f"{exc.strerror or exc}; nothing was stored, retry", exc, committed=False) from exc
+        return path
 
-    def compact_due(self, max_merges: int | None = None, max_rows: int | None = None) -> float:
-        """Do the merges that appends made with ``compact=False`` paid for, or a step of them: up to
-        ``max_merges`` merges, stopping once they have read ``max_rows`` rows (at least one merge).
-        Returns :meth:`compaction_debt` after them.
+    # --- sealing ---------------------------------------------------------------------------------
 
-        Failed merges are logged and counted in :attr:`compaction_errors` (the files stay as they are,
-        readable, and are merged later), so this raises only :class:`StoreError` for a closed store.
+    def _due(self) -> bool:
+        if not self._landing or self._clock() < self._retry_at:
+            return False
+        unsealed = sum(landing.rows for landing in self._landing)
+        return (
+            self._clock() - self._landing[0].at >= self.seal_seconds
+            or unsealed >= MAX_UNSEALED_ROWS
+            or len(self._landing) >= MAX_LANDING_FILES
+        )
+
+    def seal_debt(self) -> float:
+        """Sealing owed: 0 when none is due, 1 while a round is due or running on time, 2 once sealing
+        has fallen behind (the oldest landing file has waited two ``seal_seconds``, or twice the rows or
+        files that start a round), when a caller running it in steps should seal before it appends more.
+        """
+        if self._round is None and not self._due():
+            return 0.0
+        if not self._landing:
+            return 1.0
+        unsealed = sum(landing.rows for landing in self._landing)
+        behind = (
+            self._clock() - self._landing[0].at >= 2 * self.seal_seconds
+            or unsealed >= 2 * MAX_UNSEALED_ROWS
+            or len(self._landing) >= 2 * MAX_LANDING_FILES
+        )
+        return 2.0 if behind else 1.0
+
+    def seal_due(self, max_files: int | None = None, max_rows: int | None = None) -> float:
+        """A step of the due round: writes up to ``max_files`` files, stopping once they hold ``max_rows``
+        rows (at least one series). Starts the round if one is due. Returns :meth:`seal_debt` after it.
+
+        A failed round is logged and counted in :attr:`seal_errors` (its landing files stay, readable by
+        exact readers, and are sealed by a round :data:`RETRY_SECONDS` later), so this raises only
+        :class:`StoreError` for a closed store.
         """
         self._check_open()
-        if self.policy.auto:
-            self._compact_pending(max_merges, max_rows)
-        return self.compaction_debt()
+        if self._round is None and self._due():
+            self._guarded(self._start_round)
+        if self._round is not None:
+            self._guarded(lambda: self._advance(max_files, max_rows))
+        return self.seal_debt()
 
-    def compaction_debt(self) -> float:
-        """Merges paid for and not done yet, measured in appends: 0 when none waits, above 1 when more
-        waits than the last append paid for (a caller deferring them should catch up before it appends).
+    def seal(self) -> int:
+        """Seal every landing file now (the round running, then one of all the rest); rows sealed.
+
+        Raises :class:`StoreError` (a :class:`StoreWriteError` for the disk) if a round fails: its
+        landing files stay, and are sealed later.
         """
-        if not self._pending or self._credit <= 0:
-            return 0.0
-        return self._credit / max(self._earned, 1.0)
+        self._check_open()
+        before = self.sealed_rows
+        for _ in range(2):  # the round running (if any) covers only the files it started with
+            if self._round is None:
+                if not self._landing:
+                    break
+                self._start_round()
+            try:
+                while self._round is not None:
+                    self._advance(None, None)
+            except BaseException:
+                self._abandon_round()
+                raise
+        return self.sealed_rows - before
+
+    def _guarded(self, action: Callable[[], None]) -> None:
+        try:
+            action()
+        except (StoreError, OSError) as exc:
+            self.seal_errors += 1
+            self._abandon_round()
+            self._retry_at = self._clock() + min(RETRY_SECONDS, self.seal_seconds)
+            logger.error("sealing failed (%s); the rows stay in the landing files and are sealed later", exc)
+
+    def _abandon_round(self) -> None:
+        """Drop the round: what it wrote stays (each a complete file), its landing files are sealed again."""
+        self._round = None
+
+    def _start_round(self) -> None:
+        landing = list(self._landing)
+        tables: list[pa.Table] = []
+        kept: list[_Landing] = []
+        for item in landing:
+            table = self._read_landing(item.path)
+            if table is None:  # quarantined or gone: its rows are missing now, and coverage says so
+                self._drop_landing([item])
+                continue
+            tables.append(table)
+            kept.append(item)
+        with _arrow_errors("group the landing files by series"):
+            groups = split_by_series(tables)
+        self._round = _Round(kept, collections.deque(sorted(groups.items())), set())
+
+    def _advance(self, max_files: int | None, max_rows: int | None) -> None:
+        """Write the next series of the round (within the budget), then finish the round if none is left."""
+        run = self._round
+        assert run is not None
+        writes: list[_Write] = []
+        rows = 0
+        files_left = float("inf") if max_files is None else max_files
+        rows_left = float("inf") if max_rows is None else max_rows
+        while run.work and (not writes or (len(writes) < files_left and rows < rows_left)):
+            key, table = run.work[0]
+            planned = self._plan_series(key, table)
+            run.work.popleft()
+            writes += planned
+            rows += sum(w.table.num_rows for w in planned)
+        self._commit(writes)
+        run.files += len(writes)
+        run.rows += rows
+        run.directories.update(w.state.directory for w in writes)
+        if not run.work:
+            self._finish_round(run)
+
+    def _plan_series(self, key: Series, table: pa.Table) -> list[_Write]:
+        """The files that give ``table``'s rows (sorted, unique) their homes in ``key``'s periods."""
+        with _arrow_errors(f"cut the rows of {key} by period"):
+            parts = period_parts(key, table)
+        for _ in range(_PLAN_ATTEMPTS):
+            writes = self._plan_once(key, self._state(key), parts)
+            if writes is not None:
+                return writes
+        raise StoreError(f"the files of {key} kept changing")
+
+    def _plan_once(self, key: Series, state: _SeriesState, parts: Sequence[Part]) -> list[_Write] | None:
+        """:meth:`_plan_series` against ``state``; ``None`` if a file it needs turned out corrupt or gone."""
+        cap = segment_rows(key.interval, self.seal_seconds)
+        writes: list[_Write] = []
+        after = {period: list(files) for period, files in state.periods.items()}  # the segments once written
+        for part in parts:
+            segments = state.periods.get(part.period, [])
+            for home in plan_homes(segments, part.times, cap):
+                rows = part.table.slice(home.start, home.stop - home.start)
+                if home.segment is None:
+                    name = FileName(part.period, state.next_seq, state.next_seq)
+                    state.next_seq += 1  # spent even if the write fails: a number is never given out twice
+                    table = rows
+                else:
+                    old = self._segment_table(key, state, home.segment)
+                    if old is None:
+                        return None
+                    with _arrow_errors(f"merge rows into {key} {part.period}"):
+                        table = merge_tables([old, rows])
+                    name = home.segment.name
+                times = open_times(table)
+                info = FileInfo(name, table.num_rows, int(times[0]), int(times[-1]))
+                writes.append(_Write(key, state, info, table, home.segment))
+                files = [f for f in after.get(part.period, []) if f.name != name]
+                after[part.period] = [*files, info]
+        # One segment keeps growing, uncompressed-ish (snappy: cheap to rewrite at every seal): the last of
+        # the newest period, until it is full. Every other is packed (zstd), once, when it stops growing.
+        newest = max(after)
+        tail = max(after[newest], key=lambda f: f.first)
+        growing = tail.name if tail.rows < cap else None
+        writes = [w._replace(info=w.info._replace(packed=w.info.name != growing)) for w in writes]
+        written = {w.info.name for w in writes}
+        for files in state.periods.values():
+            for info in files:
+                if not info.packed and info.name != growing and info.name not in written:
+                    old = self._segment_table(key, state, info)
+                    if old is None:
+                        return None
+                    writes.append(_Write(key, state, info._replace(packed=True), old, info))
+        return writes
+
+    def _segment_table(self, key: Series, state: _SeriesState, info: FileInfo) -> pa.Table | None:
+        """A segment's rows (from the cache of those just written, else read and checked); ``None`` once
+        it is found corrupt (quarantined) or gone, after forgetting it."""
+        path = state.path(info.name)
+        cached = self._cache.get(path)
+        if cached is not None:
+            return cached
+        try:
+            return read_file(path, key, info.name)
+        except CorruptFile as exc:
+            self._quarantine(exc.path, exc.reason)
+        except FileNotFoundError:  # moved by a reader's quarantine
+            pass
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc}") from exc
+        self._reset(key)
+        return None
+
+    def _commit(self, writes: Sequence[_Write]) -> None:
+        """Write ``writes`` under temporary names, flush them to the disk, then rename each into place.
+
+        Raises :class:`StoreWriteError`: the files renamed before the failure are complete and hold the
+        same rows as the landing files, which stay; the rest are removed.
+        """
+        if not writes:
+            return
+        with _arrow_errors("build the files of a seal"):
+            blobs = [serialize(w.table, w.key, packed=w.info.packed) for w in writes]
+        targets = [w.state.path(w.info.name) for w in writes]
+        temps = [path.with_name(temp_name(path.name)) for path in targets]
+        written: list[Path] = []
+        try:
+            for directory in dict.fromkeys(w.state.directory for w in writes):
+                if not directory.is_dir():
+                    self._ops.makedirs(directory)
+            for temp, blob in zip(temps, blobs, strict=True):
+                self._ops.write(temp, blob, sync=False)
+                written.append(temp)
+            self._ops.sync_files(temps)  # before a rename replaces a file: never swap good rows for unflushed ones
+            for temp, target in zip(temps, targets, strict=True):
+                self._ops.rename(temp, target)
+                written.remove(temp)
+        except OSError as exc:
+            for temp in written:
+                self._unlink_quietly(temp, "removed an unfinished seal", logging.DEBUG)
+            for w in writes:
+                self._reset(w.key)
+            raise StoreWriteError(f"{exc.strerror or exc}; sealing is retried later", exc, committed=False) from exc
+        for w, target in zip(writes, targets, strict=True):
+            w.state.put(w.info.name.period, w.info)
+            if w.info.packed:
+                self._cache.forget(target)
+            else:
+                self._cache.remember(target, w.table)
+
+    def _finish_round(self, run: _Round) -> None:
+        """The round's files are in place: make their directories durable, then remove its landing files."""
+        try:
+            self._ops.sync_dirs(sorted(run.directories))
+        except OSError as exc:
+            raise StoreWriteError(f"{exc.strerror or exc}; sealing is retried later", exc, committed=False) from exc
+        self._round = None
+        self._drop_landing(run.landing)
+        for item in run.landing:
+            self._unlink_quietly(item.path, "sealed, removed", logging.DEBUG)
+        with contextlib.suppress(OSError):  # a landing file that comes back after a power cut is sealed again
+            self._ops.fsync_dir(self.root / LANDING_DIR)
+        self.sealed_rows += run.rows
+        self.sealed_files += run.files
+        logger.debug("sealed %d rows into %d file(s)", run.rows, run.files)
+
+    def _drop_landing(self, items: Sequence[_Landing]) -> None:
+        gone = {item.seq for item in items}
+        self._landing = [item for item in self._landing if item.seq not in gone]
+        self._pending_last = {}
+        for item in self._landing:
+            for key, last in item.newest.items():
+                if last > self._pending_last.get(key, -1):
+                    self._pending_last[key] = last
 
     # --- compaction ------------------------------------------------------------------------------
 
-    def _plan(self, state: _SeriesState, period: str) -> slice | None:
-        files = state.periods.get(period, [])
-        return plan_merge(files, closed=period != state.latest, fan_in=self.policy.fan_in)
-
-    def _consider(self, key: Series, state: _SeriesState, period: str) -> None:
-        if self._plan(state, period) is not None:
-            self._pending.setdefault((key, period), None)
-
-    def _compact_pending(self, max_merges: int | None = None, max_rows: int | None = None) -> int:
-        """Merge pending periods while there is credit (and within ``max_merges`` and ``max_rows``, see
-        :meth:`compact_due`); the last round may overdraw the credit. Merges done.
-
-        A round merges at most once in each pending period and commits all its merges together: one
-        journal, their files written and fsynced in parallel, instead of a commit each in a row.
-        """
-        merges = taken = 0
-        budget = math.inf if max_merges is None else max_merges
-        rows_budget = math.inf if max_rows is None else max_rows
-        while self._pending and self._credit > 0 and merges < budget and taken < rows_budget:
-            chosen: list[tuple[Series, _SeriesState, str, slice]] = []
-            for item in list(self._pending):
-                if self._credit <= 0 or merges + len(chosen) >= budget or (chosen and taken >= rows_budget):
-                    break
-                key, period = item
-                try:
-                    state = self._state(key)
-                except (StoreError, OSError) as exc:
-                    self._merge_failed([item], exc)
-                    continue
-                plan = self._plan(state, period)
-                if plan is None:
-                    del self._pending[item]
-                    continue
-                inputs = state.periods[period][plan]
-                rows = sum(f.rows for f in inputs)
-                self._credit -= self.policy.cost(len(inputs), rows)
-                taken += rows
-                chosen.append((key, state, period, plan))
-            prepared = []
-            for key, state, period, plan in chosen:
-                try:
-                    if self._states.get(key) is state and (merge := self._prepare_merge(key, state, period, plan)):
-                        prepared.append(merge)
-                except (StoreError, OSError) as exc:
-                    self._merge_failed([(key, period)], exc)
-            try:
-                merges += len(self._commit_merges(prepared))
-            except (StoreError, OSError) as exc:
-                self._merge_failed([(m.key, m.period) for m in prepared], exc)
-        if not self._pending:
-            self._credit = 0.0  # no hoarding: an idle store must not save up for one long stall
-        return merges
-
-    def _merge_failed(self, items: Sequence[tuple[Series, str]], exc: Exception) -> None:
-        for key, period in items:
-            self.compaction_errors += 1
-            logger.error("automatic compaction of %s %s failed (retried when next written): %s", key, period, exc)
-            self._pending.pop((key, period), None)
-
-    def _merge(self, key: Series, state: _SeriesState, period: str, plan: slice) -> int:
-        """Merge ``state.periods[period][plan]`` into one file; its rows, or 0 if the inputs changed.
-
-        Raises :class:`StoreWriteError` if writing fails (the inputs stay), :class:`StoreError` if an
-        input cannot be read (``EIO``).
-        """
-        merge = self._prepare_merge(key, state, period, plan)
-        return self._commit_merges([merge])[0].table.num_rows if merge is not None else 0
-
-    def _prepare_merge(self, key: Series, state: _SeriesState, period: str, plan: slice) -> _Merge | None:
-        """The merged table of ``state.periods[period][plan]``, or ``None`` if the inputs changed (a
-        corrupt one is quarantined, a missing one makes the series be listed again).
-
-        Raises :class:`StoreError` if an input cannot be read (``EIO``).
-        """
-        inputs = state.periods[period][plan]
-        tables = []
-        for info in inputs:
-            path = state.path(info.name)
-            cached = self._cache.get(path)
-            if cached is not None and path.exists():  # gone: a reader quarantined it (handled below)
-                tables.append(cached)
-                continue
-            try:
-                tables.append(read_file(path, key, info.name))
-            except CorruptFile as exc:
-                self._quarantine(exc.path, exc.reason)
-                state.forget(info)
-                return None
-            except FileNotFoundError:  # moved by a reader's quarantine: look at the disk again
-                self._reset(key)
-                return None
-            except OSError as exc:
-                raise StoreError(f"cannot read {state.path(info.name)}: {exc}") from exc
-        with _arrow_errors(f"merge {key} {period}"):
-            merged = merge_tables(tables)
-            times = open_times(merged)
-        name = FileName(period, min(f.name.lo for f in inputs), max(f.name.hi for f in inputs))
-        out = FileInfo(name, merged.num_rows, int(times[0]), int(times[-1]))
-        return _Merge(key, state, period, plan, list(inputs), merged, out)
-
-    def _commit_merges(self, merges: Sequence[_Merge]) -> Sequence[_Merge]:
-        """Put the merged files in place (atomically together), then remove their inputs.
-
-        Raises :class:`StoreWriteError` if writing fails (the inputs stay).
-        """
-        if not merges:
-            return merges
-        with _arrow_errors("build the files of a merge"):
-            files = [NewFile(m.state.path(m.out.name), serialize(m.table, m.key)) for m in merges]
-        try:
-            finished = commit(self.root, self._ops, files)
-        except StoreWriteError as exc:
-            if exc.committed:  # the merged files are coming: finish their journal now if the disk lets us
-                for m in merges:
-                    self._reset(m.key)
-                self._journal_unfinished = True
-                with contextlib.suppress(StoreWriteError):  # else at the next use of the store
-                    self._finish_journal()
-            raise
-        if not finished:  # complete, but its journal is still there: removed at the next use
-            self._journal_unfinished = True
-        # The merged files are in place: the inputs are redundant, and any left behind is removed at open.
-        redundant = []
-        for m, new in zip(merges, files, strict=True):
-            m.state.periods[m.period][m.plan] = [m.out]
-            self._cache.remember(new.path, m.table)
-            for info in m.inputs:
-                self._cache.forget(m.state.path(info.name))
-                redundant.append(m.state.path(info.name))
-        # Removals wait on the file system's journal: overlapped where the disk is real.
-        self._ops.for_each(lambda path: self._unlink_quietly(path, "merged, removed", logging.DEBUG), redundant)
-        return merges
-
     def compact(self) -> CompactionSummary:
-        """Merge every period that has more than one file into one sorted, unique file.
+        """Seal every landing file, and merge every period of the older layout whose files overlap.
 
-        Interrupting it (even by a crash) loses nothing: a merged file is in place before its inputs go.
-        Periods that fail (disk full, unreadable file) are listed in the summary's ``errors``.
+        Periods that fail (disk full, unreadable file) are listed in the summary's ``errors``; nothing is
+        lost either way.
         """
         self._check_open()
-        for key in self._states:  # read the disk again: this also removes what a failed unlink left
+        quarantined, rows, files = self.quarantined, self.sealed_rows, self.sealed_files
+        merged_before = list(self._migrated)
+        errors = []
+        try:
+            self.seal()
+        except (StoreError, OSError) as exc:
+            errors.append(f"sealing: {exc}")
+        for key in list(self._states):
             self._states[key] = None
         self._cache.clear()
-        quarantined = self.quarantined
-        stored = periods = before = after = rows = 0
-        errors = []
+        stored = 0
         for key in sorted(self._states):
             try:
-                for period in sorted(self._state(key).periods):
-                    count = len(self._state(key).periods.get(period, []))
-                    try:
-                        merged = self._merge_whole(key, period) if count > 1 else 0
-                    except (StoreError, OSError) as exc:
-                        errors.append(f"{key} {period}: {exc}")
-                        continue
-                    if merged:
-                        periods, before, after, rows = periods + 1, before + count, after + 1, rows + merged
-                    self._pending.pop((key, period), None)
                 stored += bool(self._state(key).periods)
-            except StoreError as exc:
-                errors.append(str(exc))
-        return CompactionSummary(stored, periods, before, after, rows, self.quarantined - quarantined, tuple(errors))
+            except (StoreError, OSError) as exc:
+                errors.append(f"{key}: {exc}")
+        merged = [now - before for now, before in zip(self._migrated, merged_before, strict=True)]
+        return CompactionSummary(
+            stored,
+            merged[0],
+            merged[1],
+            merged[2],
+            self.sealed_rows - rows,
+            self.quarantined - quarantined,
+            tuple(errors),
+            self.sealed_files - files,
+        )
 
-    def _merge_whole(self, key: Series, period: str) -> int:
-        """Merge all files of a period, again if an input turned out corrupt or missing; rows merged."""
-        for _ in range(_MERGE_ATTEMPTS):
-            state = self._state(key)
-            if len(state.periods.get(period, [])) < 2:
-                return 0
-            merged = self._merge(key, state, period, slice(None))
-            if merged:
-                return merged
-        raise StoreError(f"the files of {key} {period} kept changing")
+
+def _newest_of(table: pa.Table) -> dict[Series, int]:
+    return {key: int(open_times(rows)[-1]) for key, rows in split_by_series([table]).items()}
 
 
 def compact(root: str | os.PathLike[str]) -> CompactionSummary:
-    """Open the store at ``root``, merge every period into one file, and close it (for the CLI).
+    """Open the store at ``root``, seal everything and merge older overlapping files, and close it (for the CLI).
 
     Raises :class:`StoreLocked` while a recorder writes the root, :class:`StoreError` if there is none.
     """
     with Store(root, create=False) as store:
         return store.compact()
+

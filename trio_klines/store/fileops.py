@@ -8,8 +8,11 @@ read. Errors are plain :class:`OSError`; the store maps them to its own errors.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
+import platform
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -90,8 +93,9 @@ class FileOps:
                     raise
             self.fsync_dir(directory.parent)
 
-    def write(self, path: Path, data: bytes | memoryview) -> None:
-        """Create ``path`` (it must not exist) holding ``data``, flushed to the disk when this returns.
+    def write(self, path: Path, data: bytes | memoryview, *, sync: bool = True) -> None:
+        """Create ``path`` (it must not exist) holding ``data``, flushed to the disk when this returns
+        (unless ``sync`` is false: then :meth:`sync_files` must follow before the data is relied on).
 
         A failure removes what was written so far and raises the :class:`OSError`.
         """
@@ -103,13 +107,36 @@ class FileOps:
                 if written <= 0:  # pragma: no cover - os.write raises rather than returning 0 on a full disk
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
                 view = view[written:]
-            if self.durable:
+            if self.durable and sync:
                 os.fsync(fd)
         except BaseException:
             os.close(fd)
             _remove_quietly(path)
             raise
         os.close(fd)
+
+    def sync_files(self, paths: Sequence[Path]) -> None:
+        """Flush the data of the files ``paths`` (written with ``sync=False``) to the disk.
+
+        On Linux 5.8 and later, one ``syncfs`` of their file system, which reports write-back errors
+        since that version: thousands of files cost one call instead of one fsync each (measured here:
+        70 µs of CPU per fsync). Elsewhere each file is fsynced, in parallel threads.
+        """
+        if not self.durable or not paths:
+            return
+        if _syncfs is not None:
+            _sync_file_system(paths[0].parent)
+            return
+        self.for_each(_fsync_file, paths)
+
+    def sync_dirs(self, paths: Sequence[Path]) -> None:
+        """Make the entries of the directories ``paths`` durable (as :meth:`sync_files`)."""
+        if not self.durable or not paths:
+            return
+        if _syncfs is not None:
+            _sync_file_system(paths[0])
+            return
+        self.for_each(self.fsync_dir, paths)
 
     def rename(self, source: Path, target: Path) -> None:
         """Atomically give ``source`` the name ``target`` (same directory or file system)."""
@@ -129,6 +156,45 @@ class FileOps:
         """Remove the file ``path``; a missing file is not an error."""
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def _sync_file_system(directory: Path) -> None:
+    assert _syncfs is not None
+    fd = os.open(directory, _DIR_FLAGS)
+    try:
+        if _syncfs(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), str(directory))
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    """libc's ``syncfs`` where it reports write-back errors (Linux 5.8 and later), else ``None``."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        version = tuple(int(part) for part in platform.release().split("-")[0].split(".")[:2])
+        if version < (5, 8):
+            return None
+        libc = ctypes.CDLL(None, use_errno=True)
+        function = libc.syncfs
+    except (OSError, AttributeError, ValueError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function  # type: ignore[no-any-return]
+
+
+_syncfs: Final = _load_syncfs()
 
 
 def _remove_quietly(path: Path) -> None:

@@ -1,14 +1,18 @@
-"""Reading a series back: sorted, one row per open time, whatever the compaction state. No lock taken.
+"""Reading a series back exactly: sorted, one row per open time, the sealed files and the landing files
+not sealed yet together (the later write winning). No lock taken.
 
-Safe while a recorder writes the same root: files are immutable and appear complete, and a file that
-a merge removes between listing and reading makes the read start over.
+Safe while a recorder writes the same root: files appear complete and are replaced whole; the landing
+files are listed before the series' files are read, so a round that seals some in between leaves its
+rows in one place or both (counted once), and a landing file removed after the listing makes the read
+start over.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Final, TypeVar
@@ -18,14 +22,27 @@ import pandas as pd
 import pyarrow as pa
 
 from ..core.markets import Series, series
-from ..errors import ConfigError, StoreError
+from ..errors import ConfigError, CorruptFile, StoreError
 from .compaction import merge_tables, open_times
 from .fileops import FileOps
+from .landing import list_landing, read_landing, split_by_series
 from .layout import FileName, period_bounds, series_dir
-from .periodfiles import live_files, read_file, read_footer, refuse_links, with_quarantine
-from .tables import SCHEMA, table_to_dataframe
+from .periodfiles import iter_series_dirs, live_files, read_file, read_footer, refuse_links, with_quarantine
+from .tables import SCHEMA, SERIES_COLUMNS, table_to_dataframe
 
-__all__ = ["TimeLike", "last_open_time", "load", "read_series", "retrying", "to_ms"]
+__all__ = [
+    "TimeLike",
+    "landing_rows",
+    "landing_snapshot",
+    "last_open_time",
+    "load",
+    "read_series",
+    "retrying",
+    "scan",
+    "to_ms",
+]
+
+logger = logging.getLogger("trio_klines.store")
 
 #: What ``start`` and ``end`` accept: ms since the epoch, or anything :class:`pandas.Timestamp` takes
 #: (a naive time is UTC).
@@ -66,10 +83,27 @@ def read_series(
     root = _existing(root)
     directory = root.joinpath(*series_dir(key))
     refuse_links(root, directory)
-    return retrying(key, directory, functools.partial(_read_once, root, directory, key, start, end))
+    return retrying(key, directory, functools.partial(_read_once, root, directory, key, start, end, None))
 
 
-def _read_once(root: Path, directory: Path, key: Series, start: int | None, end: int | None) -> pa.Table:
+def _read_once(
+    root: Path,
+    directory: Path,
+    key: Series,
+    start: int | None,
+    end: int | None,
+    landed: Mapping[Series, pa.Table] | None,
+) -> pa.Table:
+    paths = list_landing(root) if landed is None else []  # before the series' files: see the module's docstring
+    table = _sealed_rows(root, directory, key, start, end)
+    extra = (landing_rows(paths) if landed is None else landed).get(key)
+    if extra is None or extra.num_rows == 0:
+        return table
+    extra = _between(extra, start, end)
+    return merge_tables([table, extra]) if table.num_rows else extra
+
+
+def _sealed_rows(root: Path, directory: Path, key: Series, start: int | None, end: int | None) -> pa.Table:
     by_period: dict[str, list[FileName]] = {}
     for name in live_files(directory):
         by_period.setdefault(name.period, []).append(name)
@@ -87,10 +121,112 @@ def _read_once(root: Path, directory: Path, key: Series, start: int | None, end:
         if tables:
             parts.append(merge_tables(tables))
     table = pa.concat_tables(parts) if parts else SCHEMA.empty_table()
+    return _between(table, start, end)
+
+
+def _between(table: pa.Table, start: int | None, end: int | None) -> pa.Table:
     times = open_times(table)
     lo = 0 if start is None else int(np.searchsorted(times, start, "left"))
     hi = times.size if end is None else int(np.searchsorted(times, end, "left"))
     return table.slice(lo, max(hi - lo, 0))
+
+
+_warned: set[Path] = set()
+
+
+def landing_rows(paths: Iterable[tuple[int, Path]]) -> dict[Series, pa.Table]:
+    """The rows of the landing files ``paths`` (from :func:`~trio_klines.store.landing.list_landing`) by
+    series, sorted, one per open time, the later file winning.
+
+    A corrupt landing file is skipped with an error logged (once): the writer moves it to quarantine,
+    and its rows show as missing. Raises :class:`FileNotFoundError` if one was sealed and removed since
+    it was listed (read again), another :class:`OSError` if one cannot be read (``EIO``).
+    """
+    tables = []
+    for _, path in paths:
+        try:
+            tables.append(read_landing(path))
+        except CorruptFile as exc:
+            if path not in _warned:
+                _warned.add(path)
+                logger.error("skipping corrupt landing file %s: %s", path, exc.reason)
+    return split_by_series(tables)
+
+
+def scan(
+    root: str | os.PathLike[str],
+    *,
+    market: str | Iterable[str] | None = None,
+    symbol: str | Iterable[str] | None = None,
+    interval: str | Iterable[str] | None = None,
+    start: TimeLike | None = None,
+    end: TimeLike | None = None,
+    columns: Sequence[str] | None = None,
+) -> pa.RecordBatchReader:
+    """Every stored candle of the selected series, lazily: a stream of record batches, series after
+    series (sorted), each sorted by open time with one row per open time, as :func:`load` sees it.
+
+    Rows carry ``market``, ``symbol`` and ``interval`` besides the store's columns (or ``columns``, in
+    that order). Memory holds one series at a time, so it reads stores larger than memory; the landing
+    files (a few minutes of rows) are read when it is called, the series' files as the stream reaches
+    them. With pyarrow: ``scan(...).read_all()``; pandas: ``.read_pandas()``; polars:
+    ``pl.from_arrow(scan(...))``; DuckDB queries it as a table.
+
+    Raises :class:`~trio_klines.errors.ConfigError` for a bad name, time or column,
+    :class:`~trio_klines.store.dataset.StoreError` if ``root`` is not a directory or a file cannot be read.
+    """
+    path = _existing(root)
+    wanted = [_choice(market, "market"), _choice(symbol, "symbol"), _choice(interval, "interval")]
+    names = [*SERIES_COLUMNS, *SCHEMA.names] if columns is None else list(columns)
+    unknown = [c for c in names if c not in SERIES_COLUMNS and c not in SCHEMA.names]
+    if unknown:
+        raise ConfigError(f"unknown column(s) {unknown}: choose among {[*SERIES_COLUMNS, *SCHEMA.names]}")
+    lo, hi = to_ms(start, "start"), to_ms(end, "end")
+    landed = landing_snapshot(path)
+    keys = {key for key, _ in iter_series_dirs(path)} | set(landed)
+    selected = sorted(k for k in keys if all(w is None or v in w for w, v in zip(wanted, k, strict=True)))
+    fields = [pa.field(name, pa.string(), nullable=False) for name in SERIES_COLUMNS] + list(SCHEMA)
+    schema = pa.schema([next(f for f in fields if f.name == name) for name in names])
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for key in selected:
+            directory = path.joinpath(*series_dir(key))
+            refuse_links(path, directory)
+            table = retrying(key, directory, functools.partial(_read_once, path, directory, key, lo, hi, landed))
+            if table.num_rows == 0:
+                continue
+            for name, value in zip(SERIES_COLUMNS, key, strict=True):
+                column = pa.array([value] * table.num_rows, pa.string())
+                table = table.append_column(pa.field(name, pa.string(), nullable=False), column)
+            yield from table.select(names).cast(schema).to_batches()
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def _choice(value: str | Iterable[str] | None, what: str) -> frozenset[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return frozenset([value])
+    chosen = frozenset(value)
+    if not all(isinstance(v, str) for v in chosen):
+        raise ConfigError(f"{what} must be a name or names, not {value!r}")
+    return chosen
+
+
+def landing_snapshot(root: Path) -> dict[Series, pa.Table]:
+    """:func:`landing_rows` of every landing file under ``root``, listed again if one is sealed meanwhile.
+
+    Raises :class:`~trio_klines.store.dataset.StoreError` if they cannot be read.
+    """
+    for _ in range(_READ_ATTEMPTS):
+        try:
+            return landing_rows(list_landing(root))
+        except FileNotFoundError:  # sealed since the listing: list again
+            continue
+        except OSError as exc:
+            raise StoreError(f"cannot read the landing files under {root}: {exc}") from exc
+    raise StoreError(f"the landing files under {root} kept changing while being read; try again")
 
 
 def last_open_time(root: str | os.PathLike[str], market: str, symbol: str, interval: str) -> int | None:
@@ -107,8 +243,10 @@ def last_open_time(root: str | os.PathLike[str], market: str, symbol: str, inter
 
 
 def _newest(root: Path, directory: Path, key: Series) -> int | None:
+    paths = list_landing(root)
     names = live_files(directory)
     ops = FileOps()
+    sealed = None
     # Newest period first; an older one only matters if every file of the newer one is corrupt.
     for period in sorted({name.period for name in names}, reverse=True):
         lasts = []
@@ -118,8 +256,13 @@ def _newest(root: Path, directory: Path, key: Series) -> int | None:
                 if info is not None:
                     lasts.append(info.last)
         if lasts:
-            return max(lasts)
-    return None
+            sealed = max(lasts)
+            break
+    landed = landing_rows(paths).get(key)
+    pending = int(open_times(landed)[-1]) if landed is not None and landed.num_rows else None
+    if sealed is None or pending is None:
+        return pending if sealed is None else sealed
+    return max(sealed, pending)
 
 
 def retrying(key: Series, directory: Path, read: Callable[[], _T]) -> _T:

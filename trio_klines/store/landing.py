@@ -1,0 +1,211 @@
+"""Landing files: every append is one file holding the rows of all its series, sealed later. No state.
+
+An append must be durable when it returns, and making a file durable costs the same whatever it holds
+(create, write, fsync, rename, directory fsync): one file per append keeps that cost flat however many
+series the append touches. Landing files live in ``ROOT/_landing/`` (hidden from raw readers: pyarrow
+and pandas skip names starting with ``_``, and the documented glob ``market=*/…`` does not reach them),
+named by their sequence number, which orders them: of an open time landed twice, the later file wins,
+and within a file the later row. :mod:`~trio_klines.store.dataset` seals them into the series' files,
+then removes them; :mod:`~trio_klines.store.reading` reads them beside the series' files, so nothing
+durable is ever invisible to :func:`~trio_klines.store.reading.load`.
+
+A landing file has the store's columns plus ``market``, ``symbol`` and ``interval`` (dictionary
+encoded), rows sorted by series and open time, unique; zstd and page checksums like every store file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Final, NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..core.markets import INTERVALS, Series, floor_open_time, is_open_time
+from ..core.parse import Candle
+from ..core.validity import MAX_OPEN_TIME, Refusal, candle_problem
+from ..errors import ConfigError, CorruptFile
+from .batches import refused_candles
+from .compaction import open_times
+from .layout import series_dir
+from .tables import SCHEMA, SERIES_COLUMNS, candles_to_table
+
+__all__ = [
+    "LANDING_DIR",
+    "LANDING_SCHEMA",
+    "Landed",
+    "landing_name",
+    "landing_table",
+    "list_landing",
+    "read_landing",
+    "serialize_landing",
+    "split_by_series",
+]
+
+logger = logging.getLogger("trio_klines.store")
+
+LANDING_DIR: Final = "_landing"
+_NAME_RE: Final = re.compile(r"(\d{12})\.parquet")
+_DICT: Final = pa.dictionary(pa.int32(), pa.string())
+#: A landing file's schema: the series' names, then :data:`~trio_klines.store.tables.SCHEMA`.
+LANDING_SCHEMA: Final = pa.schema([pa.field(name, _DICT, nullable=False) for name in SERIES_COLUMNS] + list(SCHEMA))
+
+
+def landing_name(seq: int) -> str:
+    return f"{seq:012d}.parquet"
+
+
+def list_landing(root: Path) -> list[tuple[int, Path]]:
+    """The landing files under ``root``, oldest first; temporary and foreign names are skipped."""
+    directory = root / LANDING_DIR
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        match = _NAME_RE.fullmatch(name)
+        if match is not None:
+            found.append((int(match[1]), directory / name))
+    found.sort()
+    return found
+
+
+class Landed(NamedTuple):
+    """An append as it lands: the ``table`` to write and the newest open time of each series in it."""
+
+    table: pa.Table
+    newest: dict[Series, int]
+
+
+def landing_table(candles: Sequence[Candle]) -> Landed:
+    """``candles`` (any series, any order) as a landing table; of a repeated open time the last one is kept.
+
+    Raises :class:`~trio_klines.errors.RefusedCandles` naming every candle that is not valid
+    (:mod:`trio_klines.core.validity`), before anything is built.
+    """
+    refused = [Refusal(c, problem) for c in candles if (problem := candle_problem(c)) is not None]
+    if refused:
+        raise refused_candles(refused)
+    names: dict[tuple[str, str, str], int] = {}
+    codes = np.fromiter(
+        (names.setdefault((c.market, c.symbol, c.interval), len(names)) for c in candles), np.int64, len(candles)
+    )
+    table = candles_to_table(candles)
+    times = open_times(table)
+    keep = _last_of_each(codes, times)
+    series = [Series(*name) for name in names]
+    columns = [
+        pa.DictionaryArray.from_arrays(pa.array(codes[keep], pa.int32()), pa.array([getattr(s, c) for s in series]))
+        for c in SERIES_COLUMNS
+    ]
+    landed = pa.Table.from_arrays(columns + list(table.take(keep).columns), schema=LANDING_SCHEMA)
+    kept_codes, kept_times = codes[keep], times[keep]
+    ends = [*np.flatnonzero(np.diff(kept_codes)).tolist(), kept_codes.size - 1]
+    newest = {series[int(kept_codes[end])]: int(kept_times[end]) for end in ends} if keep.size else {}
+    return Landed(landed, newest)
+
+
+def _last_of_each(codes: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Row numbers sorted by (code, time), keeping the last row of each repeated pair."""
+    order = np.lexsort((np.arange(codes.size), times, codes))
+    codes, times = codes[order], times[order]
+    last = np.ones(order.size, dtype=bool)
+    last[:-1] = (codes[1:] != codes[:-1]) | (times[1:] != times[:-1])
+    return order[last]
+
+
+def serialize_landing(table: pa.Table) -> pa.Buffer:
+    """A landing table as the bytes of its file: zstd's fast level, page checksums, no statistics."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(
+        table,
+        sink,
+        compression="zstd",
+        compression_level=-1,
+        write_statistics=False,
+        write_page_checksum=True,
+        store_schema=False,
+    )
+    return sink.getvalue()
+
+
+def read_landing(path: Path) -> pa.Table:
+    """A landing file's rows, every page checksum verified and every series name and open time checked.
+
+    Raises :class:`~trio_klines.errors.CorruptFile`, :class:`FileNotFoundError` (sealed and removed since
+    it was listed) or another :class:`OSError` (``EIO``…).
+    """
+    try:
+        table = pq.ParquetFile(path, page_checksum_verification=True).read(use_threads=False)
+    except (OSError, pa.ArrowException) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise
+        if isinstance(exc, FileNotFoundError) or "No such file" in str(exc):
+            raise FileNotFoundError(str(path)) from exc
+        raise CorruptFile(path, f"unreadable: {exc}") from exc
+    try:
+        table = table.cast(LANDING_SCHEMA)
+    except (pa.ArrowException, ValueError) as exc:
+        raise CorruptFile(path, f"unexpected schema {table.schema}") from exc
+    try:
+        groups = split_by_series([table])
+    except ConfigError as exc:
+        raise CorruptFile(path, str(exc)) from exc
+    for key, rows in groups.items():
+        problem = _times_problem(key, open_times(rows))
+        if problem is not None:
+            raise CorruptFile(path, f"{key}: {problem}")
+    return table
+
+
+def _times_problem(key: Series, times: np.ndarray) -> str | None:
+    if times.size and not (int(times[0]) >= 0 and int(times[-1]) < MAX_OPEN_TIME):
+        return "open times out of range"
+    length = INTERVALS[key.interval]
+    if length is None:
+        off = [t for t in times.tolist() if not is_open_time(key.interval, t)]
+    else:
+        off = times[(times - floor_open_time(key.interval, 0)) % length != 0].tolist()
+    return f"open times off the {key.interval} grid: {off[:3]}" if off else None
+
+
+def split_by_series(tables: Iterable[pa.Table]) -> dict[Series, pa.Table]:
+    """Landing tables, oldest first, as one table per series in the store's schema: sorted by open time,
+    one row per open time, the later row winning (a later table, or later in its table).
+
+    Raises :class:`~trio_klines.errors.ConfigError` if a series name is not one the store writes.
+    """
+    parts = [t for t in tables if t.num_rows]
+    if not parts:
+        return {}
+    combined = pa.concat_tables(parts).unify_dictionaries().combine_chunks()
+    keys = []
+    for name in SERIES_COLUMNS:
+        column = combined.column(name).chunk(0) if combined.column(name).num_chunks else pa.array([], _DICT)
+        keys.append((np.asarray(column.indices, dtype=np.int64), column.dictionary.to_pylist()))
+    # One code per (market, symbol, interval) combination: mixed radix over the three dictionaries.
+    codes = np.zeros(combined.num_rows, np.int64)
+    for indices, values in keys:
+        codes = codes * max(len(values), 1) + indices
+    times = open_times(combined)
+    keep = _last_of_each(codes, times)
+    values = combined.select(list(SCHEMA.names)).take(keep)
+    kept = codes[keep]
+    starts = [0, *(np.flatnonzero(np.diff(kept)) + 1).tolist()]
+    stops = [*starts[1:], int(kept.size)]
+    found: dict[Series, pa.Table] = {}
+    for start, stop in zip(starts, stops, strict=True):
+        row = int(keep[start])
+        key = Series(*(values_[int(indices[row])] for indices, values_ in keys))
+        try:
+            series_dir(key)
+        except ConfigError as exc:
+            raise ConfigError(f"a landing file holds {key}, which is not a series the store writes: {exc}") from exc
+        found[key] = values.slice(start, stop - start)
+    return found
