@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import msgspec
+import pyarrow.parquet as pq
 import pytest
 
 from trio_klines.store.dataset import Store, load
@@ -33,20 +35,39 @@ def test_demo_records_the_articles_set_and_shows_it(tmp_path: Path) -> None:
     assert len(load(tmp_path / "demo", "spot", "BNBUSDT", "1m")) > 5
 
 
+# A writer that dies without closing its store (SIGKILL, a power cut) leaves its appends in landing files.
+_DIE_AFTER_APPENDS = """
+import os, sys
+from trio_klines.store.dataset import Store
+from trio_klines.testing import ground_truth
+root, start, end, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+store = Store(root)
+for candle in ground_truth("spot", "BTCUSDT", "1m", start, end, seed=seed):
+    store.append([candle], seal=False)
+os._exit(0)
+"""
+
+
 @pytest.mark.timeout(60)
-def test_compact_merges_and_refuses_a_locked_store(tmp_path: Path) -> None:
+def test_compact_seals_landing_files_and_refuses_a_locked_store(tmp_path: Path) -> None:
     truth = ground_truth("spot", "BTCUSDT", "1m", START, START + 30 * 60_000, seed=SEED)
-    with Store(tmp_path) as store:
-        for candle in truth:
-            store.append([candle])
+    with Store(tmp_path):
         code, _, err = run("compact", "--data", str(tmp_path))
         assert code == 1
         assert "being written by another process" in err
+    argv = [sys.executable, "-c", _DIE_AFTER_APPENDS, str(tmp_path), str(START), str(START + 30 * 60_000), str(SEED)]
+    died = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert died.returncode == 0, died.stderr
+    assert len(list(tmp_path.glob("_landing/*.parquet"))) == len(truth)
+    assert not list(tmp_path.glob("market=*/**/*.parquet"))
+
     code, out, err = run("compact", "--data", str(tmp_path))
     assert code == 0, err
-    assert "into 1 file" in out or "merged" in out
+    assert out == f"1 series: sealed {len(truth)} rows into 1 file(s)\n"
+    assert not list(tmp_path.glob("_landing/*.parquet"))
     files = list(tmp_path.glob("market=spot/interval=1m/symbol=BTCUSDT/*.parquet"))
     assert len(files) == 1
+    assert pq.read_table(files[0])["close"].to_pylist() == [c.close for c in truth]  # what a raw reader sees
     assert load(tmp_path, "spot", "BTCUSDT", "1m")["close"].tolist() == [c.close for c in truth]
 
 
@@ -58,21 +79,23 @@ def test_status_lists_quarantined_files_and_rows_beyond_the_clock(tmp_path: Path
 
     truth = ground_truth("spot", "BTCUSDT", "1m", START, START + 20 * 60_000, seed=SEED)
     with Store(tmp_path) as store:
-        store.append(truth[:10])
         store.append(truth[10:])
-    first = min(tmp_path.glob("market=spot/interval=1m/symbol=BTCUSDT/*.parquet"))
-    raw = bytearray(first.read_bytes())
+    with Store(tmp_path) as store:
+        store.append(truth[:10])  # before the series' only segment: sealed into a segment of its own
+    _tail, head = sorted(tmp_path.glob("market=spot/interval=1m/symbol=BTCUSDT/*.parquet"))
+    assert pq.read_table(head)["close"].to_pylist() == [c.close for c in truth[:10]]
+    raw = bytearray(head.read_bytes())
     raw[4 : len(raw) // 2] = bytes(len(raw) // 2 - 4)  # garbled pages: quarantined when read
-    first.write_bytes(bytes(raw))
+    head.write_bytes(bytes(raw))
     year_3000 = 32_503_680_000_000  # a row no parser lets in today, as an older version might have stored it
     future = candles_to_table([msgspec.structs.replace(truth[0], open_time=year_3000)])
-    future_file = first.with_name("3000-01_000000000009-000000000009.parquet")
+    future_file = head.with_name("3000-01_000000000009-000000000009.parquet")
     future_file.write_bytes(serialize(future, series("spot", "BTCUSDT", "1m")).to_pybytes())
 
     code, out, err = run("status", "--data", str(tmp_path))
     assert code == 1, err
     quarantined = (
-        "_quarantine/market=spot/interval=1m/symbol=BTCUSDT/2026-01_000000000001-000000000001.parquet.quarantined"
+        "_quarantine/market=spot/interval=1m/symbol=BTCUSDT/2026-01_000000000002-000000000002.parquet.quarantined"
     )
     assert "spot BTCUSDT-1m  2026-01-01 00:00  2026-01-01 00:19    10       10" in out
     assert "quarantined files (their candles count as missing until record or backfill fetches them):" in out
