@@ -24,8 +24,8 @@ from trio_klines.core.parse import Candle
 from trio_klines.core.validity import MAX_OPEN_TIME
 from trio_klines.errors import InvalidCandles
 from trio_klines.pipeline.threads import run_in_thread
-from trio_klines.pipeline.writer import WriterStats, call_inline, run_writer
-from trio_klines.store import batches
+from trio_klines.pipeline.writer import SEAL_STEP_FILES, SEAL_STEP_ROWS, WriterStats, call_inline, run_writer
+from trio_klines.store import landing
 from trio_klines.store.dataset import Store, load
 
 from fakes import MemorySink
@@ -206,28 +206,28 @@ async def test_the_default_runner_writes_from_a_worker_thread() -> None:
 
 
 class DeferringSink(MemorySink):
-    """A sink that defers its merges as the store does, logging every call in order."""
+    """A sink that defers its sealing as the store does, logging every call in order."""
 
     def __init__(self) -> None:
         super().__init__()
         self.calls: list[str] = []
         self.debt = 0.0
 
-    def append(self, candles: Sequence[Candle], *, compact: bool = True) -> None:
+    def append(self, candles: Sequence[Candle], *, seal: bool = True) -> None:
         super().append(candles)
-        self.calls.append(f"append compact={compact}")
+        self.calls.append(f"append seal={seal}")
         self.debt += 1.0
 
-    def compaction_debt(self) -> float:
+    def seal_debt(self) -> float:
         return self.debt
 
-    def compact_due(self, max_merges: int | None = None, max_rows: int | None = None) -> float:
-        self.calls.append(f"compact_due {max_merges} {max_rows}")
+    def seal_due(self, max_files: int | None = None, max_rows: int | None = None) -> float:
+        self.calls.append(f"seal_due {max_files} {max_rows}")
         self.debt = max(0.0, self.debt - 0.5)  # two steps per append's worth
         return self.debt
 
 
-async def test_merges_are_paid_after_the_batch_is_reported(autojump_clock: trio.testing.MockClock) -> None:
+async def test_sealing_is_paid_after_the_batch_is_reported(autojump_clock: trio.testing.MockClock) -> None:
     sink = DeferringSink()
 
     async def on_written(batch: list[Candle]) -> None:
@@ -242,15 +242,16 @@ async def test_merges_are_paid_after_the_batch_is_reported(autojump_clock: trio.
         await trio.sleep(5)
         await send.send([candle(3)])
         await send.aclose()
+    step = f"seal_due {SEAL_STEP_FILES} {SEAL_STEP_ROWS}"
     assert sink.calls == [
-        "append compact=False",
+        "append seal=False",
         "reported 2",
-        "compact_due 8 50000",
-        "compact_due 8 50000",  # while idle, step by step until nothing is owed
-        "append compact=False",
+        step,
+        step,  # while idle, step by step until nothing is owed
+        "append seal=False",
         "reported 1",
-        "compact_due 8 50000",  # the channel is closed: what the last batch owes is paid before returning
-        "compact_due 8 50000",
+        step,  # the channel is closed: what the last batch owes is paid before returning
+        step,
     ]
 
 
@@ -467,7 +468,7 @@ async def test_a_pyarrow_failure_in_the_store_is_retried_and_loses_no_candle(
     # The store's table building raises pyarrow's ArrowInvalid (a ValueError) once. It used to reach the
     # writer as it was, taken for a refused batch: the whole batch was dropped. The store now maps it to
     # a StoreError, which the writer retries like any failed write.
-    real, calls = batches.candles_to_table, list[int]()
+    real, calls = landing.candles_to_table, list[int]()
 
     def fails_once(candles: Sequence[Candle], **kwargs: bool) -> pa.Table:
         calls.append(len(candles))
@@ -475,7 +476,7 @@ async def test_a_pyarrow_failure_in_the_store_is_retried_and_loses_no_candle(
             raise pa.lib.ArrowInvalid("simulated pyarrow failure")
         return real(candles, **kwargs)
 
-    monkeypatch.setattr(batches, "candles_to_table", fails_once)
+    monkeypatch.setattr(landing, "candles_to_table", fails_once)
     stats = WriterStats()
     send, receive = trio.open_memory_channel[Sequence[Candle]](10)
     settings = WriterSettings(flush_seconds=0.1, retry_initial=1, retry_max=1)
