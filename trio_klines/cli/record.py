@@ -140,7 +140,7 @@ class RecordingStopped(NamedTuple):
 
 
 async def record_until_signalled(config: RecorderConfig, quiet: bool, summary_every: float) -> RecordingStopped:
-    """Record until SIGINT or SIGTERM, then flush, compact and return; a second signal cuts the stop short.
+    """Record until SIGINT or SIGTERM, then flush, seal and return; a second signal cuts the stop short.
 
     A first signal that arrives while the recorder starts stops it as soon as it has started.
 
