@@ -234,10 +234,7 @@ def raw_rows(root: Path, *, pandas: bool = False) -> dict[tuple[Series, int], fl
     """What a raw Hive reader sees (pyarrow's dataset, or ``pd.read_parquet``), failing on a repeat."""
     if not any(root.glob("market=*/interval=*/symbol=*/*.parquet")):
         return {}
-    if pandas:
-        frame = pd.read_parquet(root)
-    else:
-        frame = ds.dataset(root, partitioning="hive").to_table().to_pandas()
+    frame = pd.read_parquet(root) if pandas else ds.dataset(root, partitioning="hive").to_table().to_pandas()
     times = (frame["candle_begin_time"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
     found: dict[tuple[Series, int], float] = {}
     for market, symbol, interval, time, value in zip(
