@@ -1,4 +1,4 @@
-"""The store's pure core: partition and file names, periods, merge planning, row merging, batch cutting."""
+"""The store's pure core: partition and file names, periods, legacy overlaps, row merging, batch cutting, gaps."""
 
 from __future__ import annotations
 
@@ -21,19 +21,19 @@ from trio_klines.core.markets import (
 )
 from trio_klines.core.parse import Candle
 from trio_klines.errors import ConfigError
-from trio_klines.store.batches import split_batch
+from trio_klines.store.batches import Part, period_parts
 from trio_klines.store.compaction import (
-    CompactionPolicy,
+    CompactionSummary,
     FileInfo,
+    first_overlapping,
     merge_tables,
     open_times,
-    plan_merge,
     redundant_files,
     sort_unique,
-    tier,
 )
 from trio_klines.store.coverage import gaps_between
 from trio_klines.store.dataset import InvalidCandles
+from trio_klines.store.landing import landing_table, split_by_series
 from trio_klines.store.layout import (
     MAX_ROWS_PER_FILE,
     PERIOD_UNITS,
@@ -167,67 +167,33 @@ def test_series_dir_validates_before_building_a_path(bad: Series) -> None:
         series_dir(bad)
 
 
-# --- merge planning -----------------------------------------------------------------------------
+# --- the older layout's overlapping files ------------------------------------------------------
 
 
-def info(lo: int, hi: int, rows: int, first: int | None = None) -> FileInfo:
-    start = lo * 1_000_000 if first is None else first
-    return FileInfo(FileName("2024-01", lo, hi), rows, start, start + rows - 1)
+def info(lo: int, first: int, last: int) -> FileInfo:
+    return FileInfo(FileName("2024-01", lo, lo), last - first + 1, first, last)
 
 
-def test_tier_is_the_integer_log() -> None:
-    assert [tier(r, 8) for r in (1, 7, 8, 63, 64, 511, 512)] == [0, 0, 1, 1, 2, 2, 3]
+def test_first_overlapping_finds_the_oldest_file_that_meets_another() -> None:
+    assert first_overlapping([]) is None
+    assert first_overlapping([info(1, 0, 9)]) is None
+    assert first_overlapping([info(1, 0, 9), info(2, 10, 19), info(3, 30, 39)]) is None  # segments: disjoint
+    assert first_overlapping([info(1, 0, 9), info(2, 10, 19), info(3, 15, 25)]) == 1
+    assert first_overlapping([info(2, 20, 29), info(1, 0, 9), info(3, 5, 5)]) == 1  # by open times, any order
+    assert first_overlapping([info(1, 0, 100), info(2, 40, 50), info(3, 60, 70)]) == 0  # inside a wide one
+    assert first_overlapping([info(1, 0, 9), info(2, 9, 19)]) == 0  # sharing one open time is meeting
 
 
-def test_fan_in_files_of_one_tier_merge() -> None:
-    files = [info(i, i, 1) for i in range(1, 8)]
-    assert plan_merge(files, closed=False, fan_in=8) is None
-    files.append(info(8, 8, 1))
-    assert plan_merge(files, closed=False, fan_in=8) == slice(0, 8)
-
-
-def test_small_files_between_big_ones_wait_for_the_big_ones() -> None:
-    files = [info(1, 1, 5000), info(2, 2, 1), info(3, 3, 10_000), info(4, 4, 2), info(5, 5, 9_000)]
-    assert plan_merge(files, closed=False, fan_in=4) is None  # a lone small file is not worth a rewrite
-    files += [info(6, 6, 3), info(7, 7, 8_000)]
-    assert plan_merge(files, closed=False, fan_in=4) == slice(0, 7)  # four big ones, and the small between
-    files = [info(1, 1, 5000), *(info(i, i, 1) for i in range(2, 6))]
-    assert plan_merge(files, closed=False, fan_in=4) == slice(1, 5)  # four small ones after a big one
-
-
-def test_overlapping_files_merge_from_the_oldest_overlapping_one() -> None:
-    files = [info(1, 1, 100, first=0), info(2, 2, 100, first=1_000), info(3, 3, 10, first=1_050)]
-    assert plan_merge(files, closed=False, fan_in=8) == slice(1, 3)
-    files = [info(1, 1, 100, first=0), info(2, 2, 100, first=1_000), info(3, 3, 10, first=50)]
-    assert plan_merge(files, closed=False, fan_in=8) == slice(0, 3)
-
-
-def test_a_closed_period_with_many_files_merges_whole_and_big_files_stay() -> None:
-    big = [info(i, i, 10_000, first=i * 10_000) for i in range(5)]
-    assert plan_merge(big, closed=True, fan_in=8) is None  # four batches of 10k: nothing to gain
-    many = [info(i, i, 1, first=i * 10) for i in range(9)]
-    assert plan_merge(many, closed=True, fan_in=8) == slice(0, 9)
-
-
-@settings(max_examples=100, deadline=None, derandomize=True)
-@given(st.lists(st.integers(1, 2_000), min_size=1, max_size=400), st.sampled_from([2, 4, 8]))
-def test_tiering_bounds_files_and_rewrites(batches: list[int], fan_in: int) -> None:
-    files: list[FileInfo] = []
-    written = first = 0
-    for seq, rows in enumerate(batches, 1):
-        files.append(FileInfo(FileName("2024", seq, seq), rows, first, first + rows - 1))
-        first += rows
-        while (plan := plan_merge(files, closed=False, fan_in=fan_in)) is not None:
-            merged = files[plan]
-            assert len(merged) >= 2
-            rows_merged = sum(f.rows for f in merged)
-            written += rows_merged
-            files[plan] = [FileInfo(FileName("2024", merged[0].name.lo, merged[-1].name.hi), rows_merged, 0, 0)]
-            files[-1] = files[-1]._replace(first=merged[0].first, last=merged[-1].last)
-    total = sum(batches)
-    levels = int(np.log(max(total, 2)) / np.log(fan_in)) + 2
-    assert len(files) <= (fan_in - 1) * levels + 1
-    assert written <= total * (levels + 1)
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.integers(0, 60), st.integers(0, 10)), max_size=8))
+def test_first_overlapping_agrees_with_pairwise_checks(ranges: list[tuple[int, int]]) -> None:
+    files = [info(i, first, first + length) for i, (first, length) in enumerate(ranges)]
+    meeting = [
+        i
+        for i, a in enumerate(files)
+        if any(j != i and a.first <= b.last and b.first <= a.last for j, b in enumerate(files))
+    ]
+    assert first_overlapping(files) == (min(meeting) if meeting else None)
 
 
 def test_redundant_files_are_those_inside_a_merged_range() -> None:
@@ -236,9 +202,11 @@ def test_redundant_files_are_those_inside_a_merged_range() -> None:
     assert sorted(redundant_files(names)) == [FileName("2024", 3, 3), FileName("2024", 8, 8)]
 
 
-def test_policy_validates() -> None:
-    with pytest.raises(ValueError, match="fan_in"):
-        CompactionPolicy(fan_in=1)
+def test_compaction_summary_says_what_was_done() -> None:
+    assert str(CompactionSummary(3, 0, 0, 0, 120, 0, files=4)) == "3 series: sealed 120 rows into 4 file(s)"
+    text = str(CompactionSummary(2, 1, 5, 1, 0, 1, ("x: disk full",)))
+    assert "merged 1 period(s) of the older layout, 5 file(s) into 1" in text
+    assert "1 corrupt file(s) moved to quarantine" in text and "1 error(s): x: disk full" in text
 
 
 # --- row merging --------------------------------------------------------------------------------
@@ -267,6 +235,12 @@ def test_sort_unique_keeps_the_last_in_table_order() -> None:
 # --- batches ------------------------------------------------------------------------------------
 
 
+def parts_of(batch: list[Candle]) -> list[Part]:
+    return [
+        part for key, rows in split_by_series([landing_table(batch).table]).items() for part in period_parts(key, rows)
+    ]
+
+
 def test_a_batch_is_cut_by_series_and_period() -> None:
     dec = JAN_2024 - MINUTE
     batch = [
@@ -275,8 +249,7 @@ def test_a_batch_is_cut_by_series_and_period() -> None:
         candle(JAN_2024, 5.0, symbol="ETHUSDT"),
         candle(JAN_2024, 3.0),  # repeats the first: the later one wins
     ]
-    parts = split_batch(batch)
-    got = {(p.series.symbol, p.period): (p.first, p.last, p.table.column("open").to_pylist()) for p in parts}
+    got = {(p.series.symbol, p.period): (p.first, p.last, p.table.column("open").to_pylist()) for p in parts_of(batch)}
     assert got == {
         ("BTCUSDT", "2023-12"): (dec, dec, [2.0]),
         ("BTCUSDT", "2024-01"): (JAN_2024, JAN_2024, [3.0]),
@@ -298,13 +271,13 @@ def test_a_batch_is_cut_by_series_and_period() -> None:
 )
 def test_a_bad_candle_refuses_the_whole_batch(bad: Candle) -> None:
     with pytest.raises(InvalidCandles):
-        split_batch([candle(JAN_2024), bad])
+        landing_table([candle(JAN_2024), bad])
 
 
 def test_week_and_month_candles_are_on_their_grids() -> None:
     monday = floor_open_time("1w", JAN_2024 + 5 * 86_400_000)
-    parts = split_batch([candle(monday, interval="1w"), candle(JAN_2024, interval="1M")])
-    assert {p.series.interval for p in parts} == {"1w", "1M"}
+    parts = parts_of([candle(monday, interval="1w"), candle(JAN_2024, interval="1M")])
+    assert {(p.series.interval, p.period) for p in parts} == {("1w", "2024"), ("1M", "2024")}
 
 
 # --- gaps ---------------------------------------------------------------------------------------
@@ -320,28 +293,3 @@ def test_vectorised_gaps_equal_the_reference(interval: str, indices: set[int]) -
     assert gaps_between(key, times) == expected
     for gap in gaps_between(key, times):
         assert gap.start == next_open_time(interval, int(times[times < gap.start][-1]))
-
-
-@settings(max_examples=60, deadline=None, derandomize=True)
-@given(st.lists(st.integers(1, 300), min_size=1, max_size=300), st.integers(1, 5))
-def test_deferred_merges_are_still_found(batches: list[int], every: int) -> None:
-    # Merges run only every ``every`` appends (as when credit runs out): the file count stays bounded.
-    files: list[FileInfo] = []
-    first = 0
-    for seq, rows in enumerate(batches, 1):
-        files.append(FileInfo(FileName("2024", seq, seq), rows, first, first + rows - 1))
-        first += rows
-        if seq % every:
-            continue
-        while (plan := plan_merge(files, closed=False, fan_in=4)) is not None:
-            merged = files[plan]
-            files[plan] = [
-                FileInfo(
-                    FileName("2024", merged[0].name.lo, merged[-1].name.hi),
-                    sum(f.rows for f in merged),
-                    merged[0].first,
-                    merged[-1].last,
-                )
-            ]
-    levels = int(np.log(max(sum(batches), 2)) / np.log(4)) + 2
-    assert len(files) <= 3 * levels + every
