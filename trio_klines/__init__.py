@@ -91,10 +91,10 @@ __all__ = [
     "coverage",
     "frame_parser",
     "load",
-    "scan",
     "parse_frame",
     "parse_rest_klines",
     "parse_rest_row",
+    "scan",
 ]
 
 #: Where each public name lives, relative to this package.

@@ -37,10 +37,13 @@ DEFAULT_RECEIVE_TIMEOUT: Final = 60.0
 #: Binance cuts every connection after 24 h; rotate well before.
 DEFAULT_ROTATE_AFTER: Final = 23 * 3600.0
 DEFAULT_FLUSH_SECONDS: Final = 1.0
-#: A store append costs per file (one per series in the batch) as much as per row: under a burst
-#: (a backfill, a catch-up) of 50 series, batches of 50,000 write ~105k candles/s where 10,000 wrote
-#: ~60k, at half the CPU per candle. At real-time rates batches are cut by age, far below this size.
+#: Under a burst (a backfill, a catch-up) large batches halve the writer's CPU per candle (measured with
+#: 50 series: 50,000 wrote ~105k candles/s where 10,000 wrote ~60k). At real-time rates batches are cut
+#: by age, far below this size.
 DEFAULT_FLUSH_SIZE: Final = 50_000
+#: How long an append waits in the store's landing files before a round seals it into the series'
+#: files, where raw Parquet readers see it (``load`` sees it at once). Equal to the store's own default.
+DEFAULT_SEAL_SECONDS: Final = 600.0
 DEFAULT_MAX_PENDING: Final = 500_000
 
 
@@ -138,6 +141,8 @@ class RecorderConfig:
     flush_size: int = DEFAULT_FLUSH_SIZE
     max_pending: int = DEFAULT_MAX_PENDING
     channel_size: int = DEFAULT_CHANNEL_SIZE
+    #: Raw Parquet readers lag the record by about this much (see the store's sealing).
+    seal_seconds: float = DEFAULT_SEAL_SECONDS
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     rotate_after: float = DEFAULT_ROTATE_AFTER
@@ -173,6 +178,7 @@ class RecorderConfig:
         for name in (
             "receive_timeout",
             "flush_seconds",
+            "seal_seconds",
             "backoff_initial",
             "backoff_max",
             "rotate_after",
@@ -241,6 +247,7 @@ _TOML_KEYS: Final = {
     "endpoints": "endpoints",
     "receive_timeout": "receive_timeout",
     "flush_seconds": "flush_seconds",
+    "seal_seconds": "seal_seconds",
     "flush_size": "flush_size",
     "max_pending": "max_pending",
     "channel_size": "channel_size",

@@ -288,24 +288,24 @@ class Recorder:
     async def _close_owned_store(self) -> None:
         if self._owns_sink and self._sink is not None:
             sink, self._sink = self._sink, None
-            # Shielded: a cancelled recorder still leaves the store compacted and unlocked.
+            # Shielded: a cancelled recorder still leaves the store sealed and unlocked.
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self._close_store, sink)
 
     def _open_store(self) -> CandleSink:
         from .store.dataset import Store  # imported here: a recorder given its own sink never loads pyarrow
 
-        return Store(self.config.data_dir)
+        return Store(self.config.data_dir, seal_seconds=self.config.seal_seconds)
 
     @staticmethod
     def _close_store(sink: Any) -> None:
         try:
             summary = sink.compact()
-            log.info("compacted: %s", summary)
+            log.info("sealed: %s", summary)
         except StoreError as exc:  # a full disk, say: expected, so no traceback
-            log.error("compaction at shutdown failed (%s); the data stays in its append files, readable as is", exc)
+            log.error("sealing at shutdown failed (%s); the rows stay in the landing files, where load sees them", exc)
         except Exception:
-            log.exception("compaction at shutdown failed; the data stays in its append files, readable as is")
+            log.exception("sealing at shutdown failed; the rows stay in the landing files, where load sees them")
         finally:
             sink.close()
 

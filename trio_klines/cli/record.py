@@ -73,6 +73,12 @@ def _record_arguments(parser: argparse.ArgumentParser) -> None:
         help="longest a candle waits to be written (default 1)",
     )
     parser.add_argument(
+        "--seal-seconds",
+        type=positive_float,
+        metavar="SECONDS",
+        help="how long appends wait before they are sealed into the files raw Parquet readers see (default 600)",
+    )
+    parser.add_argument(
         "--since",
         type=argument_type(parse_time),
         metavar="TIME",
@@ -99,7 +105,8 @@ def _record_arguments(parser: argparse.ArgumentParser) -> None:
 def record_config(args: argparse.Namespace) -> RecorderConfig:
     """``record``'s config: :func:`build_config` with the recording flags. Raises ``ConfigError``."""
     extra: dict[str, Any] = {"receive_timeout": args.receive_timeout, "flush_seconds": args.flush_seconds,
-                             "since": args.since, "transport": args.transport}  # fmt: skip
+                             "seal_seconds": args.seal_seconds, "since": args.since,
+                             "transport": args.transport}  # fmt: skip
     if args.no_backfill:
         extra["backfill"] = False
     if args.no_check_symbols:

@@ -113,10 +113,14 @@ def redundant_files(names: Sequence[FileName]) -> list[FileName]:
 
 
 def open_times(table: pa.Table) -> np.ndarray:
-    """The ``candle_begin_time`` column as int64 ms."""
+    """The ``candle_begin_time`` column as int64 ms (a view of its buffer when it is one chunk)."""
     column = table.column("candle_begin_time")
     if column.num_chunks == 0:
         return np.empty(0, np.int64)
+    if column.num_chunks == 1 and column.null_count == 0:
+        # The timestamps' buffer is int64 already: no cast kernel (about 8 µs a call, called per file).
+        chunk = column.chunk(0)
+        return np.frombuffer(chunk.buffers()[1], np.int64, len(chunk), chunk.offset * 8)
     return column.cast(pa.int64()).to_numpy()
 
 

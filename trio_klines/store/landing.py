@@ -153,26 +153,55 @@ def read_landing(path: Path) -> pa.Table:
         table = table.cast(LANDING_SCHEMA)
     except (pa.ArrowException, ValueError) as exc:
         raise CorruptFile(path, f"unexpected schema {table.schema}") from exc
-    try:
-        groups = split_by_series([table])
-    except ConfigError as exc:
-        raise CorruptFile(path, str(exc)) from exc
-    for key, rows in groups.items():
-        problem = _times_problem(key, open_times(rows))
-        if problem is not None:
-            raise CorruptFile(path, f"{key}: {problem}")
+    problem = _problem(table)
+    if problem is not None:
+        raise CorruptFile(path, problem)
     return table
 
 
-def _times_problem(key: Series, times: np.ndarray) -> str | None:
-    if times.size and not (int(times[0]) >= 0 and int(times[-1]) < MAX_OPEN_TIME):
+def _problem(table: pa.Table) -> str | None:
+    """What is wrong with a landing table's names or open times, vectorised by interval, or ``None``."""
+    columns = {name: table.column(name).combine_chunks() for name in SERIES_COLUMNS}
+    if not all(isinstance(c, pa.DictionaryArray) for c in columns.values()):  # pragma: no cover - cast made them
+        return "series columns are not dictionary encoded"
+    indices = [np.asarray(columns[name].indices, dtype=np.int64) for name in SERIES_COLUMNS]
+    values = [columns[name].dictionary.to_pylist() for name in SERIES_COLUMNS]
+    codes = np.zeros(table.num_rows, np.int64)
+    for index, names in zip(indices, values, strict=True):
+        codes = codes * max(len(names), 1) + index
+    firsts = np.unique(codes, return_index=True)[1]
+    for row in firsts.tolist():
+        key = Series(*(names[int(index[row])] for index, names in zip(indices, values, strict=True)))
+        if key not in _checked:
+            try:
+                series_dir(key)
+            except ConfigError as exc:
+                return str(exc)
+            _checked.add(key)
+    times = open_times(table)
+    interval_index, intervals = indices[2], values[2]
+    for code, interval in enumerate(intervals):
+        if interval not in INTERVALS:
+            return f"unknown interval {interval!r}"
+        problem = _times_problem(interval, times[interval_index == code])
+        if problem is not None:
+            return problem
+    return None
+
+
+#: Series whose names were checked already (a few thousand at most; checking costs ~20 µs each).
+_checked: set[Series] = set()
+
+
+def _times_problem(interval: str, times: np.ndarray) -> str | None:
+    if times.size and not (int(times.min()) >= 0 and int(times.max()) < MAX_OPEN_TIME):
         return "open times out of range"
-    length = INTERVALS[key.interval]
+    length = INTERVALS[interval]
     if length is None:
-        off = [t for t in times.tolist() if not is_open_time(key.interval, t)]
+        off = [t for t in times.tolist() if not is_open_time(interval, t)]
     else:
-        off = times[(times - floor_open_time(key.interval, 0)) % length != 0].tolist()
-    return f"open times off the {key.interval} grid: {off[:3]}" if off else None
+        off = times[(times - floor_open_time(interval, 0)) % length != 0].tolist()
+    return f"open times off the {interval} grid: {off[:3]}" if off else None
 
 
 def split_by_series(tables: Iterable[pa.Table]) -> dict[Series, pa.Table]:
@@ -203,9 +232,12 @@ def split_by_series(tables: Iterable[pa.Table]) -> dict[Series, pa.Table]:
     for start, stop in zip(starts, stops, strict=True):
         row = int(keep[start])
         key = Series(*(values_[int(indices[row])] for indices, values_ in keys))
-        try:
-            series_dir(key)
-        except ConfigError as exc:
-            raise ConfigError(f"a landing file holds {key}, which is not a series the store writes: {exc}") from exc
+        if key not in _checked:
+            try:
+                series_dir(key)
+            except ConfigError as exc:
+                message = f"a landing file holds {key}, which is not a series the store writes: {exc}"
+                raise ConfigError(message) from exc
+            _checked.add(key)
         found[key] = values.slice(start, stop - start)
     return found
