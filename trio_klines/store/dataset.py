@@ -110,6 +110,8 @@ DEFAULT_SEAL_SECONDS: Final = 600.0
 MAX_UNSEALED_ROWS: Final = 1_000_000
 #: ... or this many landing files (each costs a read when a round starts).
 MAX_LANDING_FILES: Final = 2_000
+#: Rows of growing segments kept in memory for the next round (about 90 bytes each).
+CACHE_ROWS: Final = 500_000
 #: A round that failed (a full disk, say) is tried again after this long.
 RETRY_SECONDS: Final = 30.0
 #: How many times a series' period is planned again when a file under it turns out corrupt or missing.
@@ -234,7 +236,8 @@ class Store:
         self._landing_dir_made = False
         self._round: _Round | None = None
         self._retry_at = -float("inf")
-        self._cache = TableCache()  # the growing segments just written, so the next round need not read them
+        # The growing segments just written, so the next round need not read them back: ~40 MB at most.
+        self._cache = TableCache(max_rows=CACHE_ROWS, max_tables=CACHE_ROWS // 25, file_rows=CACHE_ROWS // 30)
         self._migrated = [0, 0, 0]  # legacy periods merged, their files before, after
         self._lock: RootLock | None = None
         self._closed = False
