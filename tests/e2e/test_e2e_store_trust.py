@@ -13,13 +13,14 @@ import subprocess
 from pathlib import Path
 
 import msgspec
+import pyarrow.parquet as pq
 import pytest
 import trio
 
 from trio_klines.core.markets import apply_endpoints, series
 from trio_klines.pipeline.verify import verify
 from trio_klines.store.coverage import coverage
-from trio_klines.store.dataset import Store, compact, load
+from trio_klines.store.dataset import Store, load
 from trio_klines.store.periodfiles import serialize
 from trio_klines.store.tables import candles_to_table
 from trio_klines.testing import ground_truth, open_exchange
@@ -41,13 +42,17 @@ def run(*args: str) -> tuple[int, str, str]:
 
 
 def garble_first_file(data: Path) -> str:
-    """Overwrite the data pages of the series' first file (its footer intact); its name."""
-    path = min(data.glob("market=spot/interval=1m/symbol=BTCUSDT/*.parquet"))
+    """Overwrite the data pages of the file holding the series' first candles (its footer intact); its name."""
+    path = min(data.glob("market=spot/interval=1m/symbol=BTCUSDT/*.parquet"), key=_first_open_time)
     raw = bytearray(path.read_bytes())
     footer = int.from_bytes(raw[-8:-4], "little") + 8
     raw[4 : len(raw) - footer] = b"\xa5" * (len(raw) - footer - 4)
     path.write_bytes(bytes(raw))
     return path.name
+
+
+def _first_open_time(path: Path) -> int:
+    return int(pq.read_table(path, columns=["candle_begin_time"])["candle_begin_time"][0].value)
 
 
 def status(data: Path) -> tuple[int, dict[str, object]]:
@@ -73,7 +78,8 @@ def test_backfill_fetches_the_head_a_corrupt_first_file_lost(tmp_path: Path) -> 
                 "--since", str(HEAD), "--until", str(START + 120 * MIN), "--no-progress"]  # fmt: skip
         code, _, err = run(*args)
         assert code == 0, err
-        compact(data)  # one file per period: December's two hours, then January's
+        # Sealed when backfill closed its store: a file per period, December's two hours, then January's.
+        assert len(list(data.glob("market=spot/interval=1m/symbol=BTCUSDT/*.parquet"))) == 2
         name = garble_first_file(data)
 
         code, row = status(data)
@@ -101,8 +107,9 @@ def test_record_catches_up_the_head_a_corrupt_first_file_lost(tmp_path: Path) ->
     data = tmp_path / "data"
     truth = ground_truth(*BTC, HEAD, START, seed=SEED)
     with Store(data) as store:
-        store.append(truth[:60])
         store.append(truth[60:])
+    with Store(data) as store:
+        store.append(truth[:60])  # before the series' only segment: sealed into a segment of its own
     name = garble_first_file(data)
     code, row = status(data)
     assert code == 1
