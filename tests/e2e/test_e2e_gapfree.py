@@ -49,7 +49,7 @@ def test_killed_and_restarted_under_faults_the_record_is_exact(tmp_path: Path) -
         first = start_recorder(endpoints, data, first_log)
         wait_ready(first, first_log)
         wait_for("a few candles of every series", lambda: holds(data, 5), first, first_log)
-        first.kill()  # SIGKILL: no flush, no compaction
+        first.kill()  # SIGKILL: no flush, no sealing (its landing files wait for the next run)
         first.wait(timeout=10)
         time.sleep(1.5)  # not a wait for anything: the exchange moves on, ~15 minutes nobody records live
         second = start_recorder(endpoints, data, second_log)

@@ -44,7 +44,8 @@ def test_clean_run_records_exactly_the_exchange(exchange: Path, tmp_path: Path) 
     assert code == 130, err  # stopped by SIGINT, cleanly: 128 + 2
     assert stop_s < 5, f"stopping took {stop_s:.1f}s"
     assert check_against_truth(data) > 100
-    # Compacted on the way out: one file per period, readable by any reader.
+    # Sealed on the way out: nothing left in landing files, and any reader sees each open time once.
+    assert not list(data.glob("_landing/*.parquet"))
     assert (
         pd.read_parquet(data).groupby(["market", "symbol", "interval", "candle_begin_time"], observed=True).size().max()
         == 1

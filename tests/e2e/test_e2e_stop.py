@@ -1,20 +1,23 @@
-"""A Recorder stopped by cancellation still cleans up: store unlocked and compacted, HTTP client closed.
+"""A Recorder stopped by cancellation still cleans up: store sealed and unlocked, HTTP client closed.
 
 ``with trio.move_on_after(4): async with Recorder(cfg): ...`` (what ``demo`` does) used to skip the
-recorder's own cleanup: the store stayed locked by its own process, nothing was compacted (raw readers then
-saw an open time twice), the HTTP client stayed open and the exchange-gap ledger unsaved.
+recorder's own cleanup: the store stayed locked by its own process, nothing was sealed (raw readers then
+lacked the rows still in landing files), the HTTP client stayed open and the exchange-gap ledger unsaved.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import trio
 
 from trio_klines.config import RecorderConfig
+from trio_klines.core.markets import series
 from trio_klines.recorder import Recorder
-from trio_klines.store.dataset import Store
+from trio_klines.store.dataset import Store, load
+from trio_klines.store.layout import series_dir
 from trio_klines.testing import open_exchange
 
 pytestmark = pytest.mark.timeout(60)
@@ -40,10 +43,20 @@ async def test_a_recorder_cancelled_from_outside_cleans_up(tmp_path: Path, where
                     if seen >= 40:  # the catch-up and a few live candles are durable: stop it from outside
                         outside.cancel()
         assert outside.cancelled_caught
+    sealed = check_sealed(tmp_path)  # before a Store is opened here: its close would seal what was left
+    assert (sealed >= 40) == (where == "running")
     with Store(tmp_path):  # the lock was released (it raised StoreLocked, naming this very process)
         pass
     assert recorder._http is None or recorder._http.is_closed
-    stored = tmp_path / "market=spot" / "interval=1m"
-    for series_dir in stored.iterdir() if stored.exists() else ():
-        periods = [p.name.split("_")[0] for p in series_dir.glob("*.parquet")]
-        assert len(periods) == len(set(periods)), f"{series_dir.name} not compacted: {sorted(periods)}"
+
+
+def check_sealed(root: Path) -> int:
+    """Nothing is left in landing files, so raw readers see exactly the rows :func:`load` does; how many."""
+    assert not list(root.glob("_landing/*.parquet")), "landing files left unsealed"
+    rows = 0
+    for key in (series("spot", symbol, "1m") for symbol in ("BTCUSDT", "ETHUSDT")):
+        directory = root.joinpath(*series_dir(key))
+        raw = pq.read_table(directory).to_pandas()["candle_begin_time"].tolist() if directory.exists() else []
+        assert raw == load(root, *key)["candle_begin_time"].tolist(), key
+        rows += len(raw)
+    return rows
