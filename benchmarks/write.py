@@ -5,21 +5,28 @@
 Measured in the same process, on a temporary directory that is removed afterwards (``--quick`` shrinks
 every size, for the smoke test):
 
-- ``rows_per_s_batch_{1,100,10000}``: one ``1m`` series appended in batches of that size, with fsync
-  and the automatic compaction it triggers, from an empty store across several monthly periods;
+- ``rows_per_s_batch_{1,100,10000}``: one ``1m`` series appended in batches of that size, from an empty
+  store across several monthly periods, until every row is sealed into the series' files: the timed part
+  ends with :meth:`~trio_klines.store.dataset.Store.seal` (the appends alone only make landing files, and a
+  throughput without the seal is not the store's); ``seal_share_batch_*`` is the part of it the seal took;
 - ``append_s_at_1k`` / ``append_s_at_1m``: mean cost of appending one candle to a series that already
-  holds 1,000 or 1,000,000 rows (compacted), the two interleaved so that drifts hit both alike, and
-  their ratio ``append_cost_ratio_1m_vs_1k``;
+  holds 1,000 or 1,000,000 rows (sealed), the two interleaved so that drifts hit both alike, and their
+  ratio ``append_cost_ratio_1m_vs_1k``. Each store runs on a simulated clock that moves one minute per
+  append (a ``1m`` series' pace) with the default ``seal_seconds``, so every tenth append also runs the
+  seal round that came due (``append(seal=True)``): the mean carries the rounds' cost, the median
+  (``append_p50_s_*``) is a landing file alone and the max (``append_max_s_*``) a round;
 - ``rewrite_s_per_candle_at_{1k,100k}``: the seed's way, read the whole series file, concatenate one
   row and write it back; ``ratio_vs_rewrite_at_{1k,100k}`` divides it by the store's cost per candle
   in batches of 10,000 (``..._single_candle``: by the store's cost of a one-candle append);
 - ``closed_rows_per_s_50_series``: the recorder's write side alone, :func:`~trio_klines.pipeline.writer.run_writer`
   with the store in a worker thread, fed closed candles of 50 ``usdt_futures`` ``1m`` series as fast as
-  it takes them (100 per channel send, ``flush_seconds`` 0.5), until the last one is durable; with CPU
-  µs per candle;
+  it takes them (100 per channel send, ``flush_seconds`` 0.5), until the last one is durable and then
+  sealed (the writer seals in steps as rounds come due; what waits at the end is sealed inside the timed
+  part); with CPU µs per candle;
 - ``latency_p99_ms_50_series`` (and ``_p50``, ``_max``): the same path at 200 candles/s spread over the 50
   series, ``flush_seconds`` 0.2, from the channel send to the writer reporting the candle durable (what
-  ``Recorder.candles()`` subscribers see); the target is ``flush_seconds`` + 250 ms.
+  ``Recorder.candles()`` subscribers see), with ``seal_seconds`` 2 so that seal rounds (run by the writer
+  between its flushes) fall inside the run; the target is ``flush_seconds`` + 250 ms.
 """
 
 from __future__ import annotations
@@ -50,6 +57,8 @@ SERIES: Final = ("spot", "BTCUSDT", "1m")
 #: The recorder's case: many series of one market and interval, a few candles of each per flush.
 MANY: Final = tuple(("usdt_futures", f"SYM{i:03d}USDT", "1m") for i in range(50))
 LATENCY_FLUSH_SECONDS: Final = 0.2
+#: Short, so that seal rounds run between the latency run's flushes (the default would wait 10 minutes).
+LATENCY_SEAL_SECONDS: Final = 2.0
 LATENCY_RATE: Final = 200.0  # candles/s, spread over the 50 series
 TARGETS: Final = {
     "rows_per_s_batch_10000": 800_000,
@@ -114,7 +123,9 @@ async def writer_closed(root: Path, count: int) -> tuple[float, float]:
             async with send:
                 for start in range(0, count, 100):  # one send per received chunk, as a connection does
                     await send.send(candles[start : start + 100])
+        store.seal()  # durable is not done: what still waits in landing files is part of the cost
         elapsed = time.perf_counter() - wall, time.process_time() - cpu
+        assert store.sealed_rows >= count, store.sealed_rows  # rows written, rewritten ones too
     assert stats.written == count, stats
     return elapsed
 
@@ -130,7 +141,7 @@ async def writer_latency(root: Path, count: int) -> list[float]:
         latencies.extend(now - sent[c.trade_num] for c in batch)
 
     send, receive = trio.open_memory_channel[Sequence[Candle]](100)
-    with Store(root) as store:
+    with Store(root, seal_seconds=LATENCY_SEAL_SECONDS) as store:
         async with trio.open_nursery() as nursery:
             settings = WriterSettings(flush_seconds=LATENCY_FLUSH_SECONDS)
             nursery.start_soon(lambda: run_writer(receive, store, settings=settings, on_written=written))
@@ -149,8 +160,9 @@ def chunks(items: Sequence[Candle], size: int) -> Iterator[Sequence[Candle]]:
         yield items[start : start + size]
 
 
-def rows_per_second(work: Path, batches: dict[int, int]) -> dict[int, float]:
-    """Rows per second appending ``count`` batches of each size to a fresh store."""
+def rows_per_second(work: Path, batches: dict[int, int]) -> dict[int, tuple[float, float]]:
+    """Rows per second appending ``count`` batches of each size to a fresh store and sealing them all,
+    and the share of that time the seal took."""
     results = {}
     for size, count in batches.items():
         root = work / f"batch_{size}"
@@ -159,17 +171,23 @@ def rows_per_second(work: Path, batches: dict[int, int]) -> dict[int, float]:
             start = time.perf_counter()
             for batch in prepared:
                 store.append(batch)
+            appended = time.perf_counter()
+            store.seal()
             elapsed = time.perf_counter() - start
-        results[size] = size * count / elapsed
+            assert store.sealed_rows >= size * count, store.sealed_rows
+        results[size] = (size * count / elapsed, (elapsed - (appended - start)) / elapsed)
         shutil.rmtree(root)
     return results
 
 
 def append_costs(work: Path, stored: Sequence[int], appends: int) -> dict[int, list[float]]:
-    """Seconds per one-candle append to a series already holding each of ``stored`` rows (compacted)."""
+    """Seconds per one-candle append to a series already holding each of ``stored`` rows (sealed), on a
+    simulated clock moving a minute per append: the due seal rounds run inside the appends."""
     stores = {}
+    clocks = {rows: [0.0] for rows in stored}
     for rows in stored:
-        store = Store(work / f"stored_{rows}")
+        cell = clocks[rows]
+        store = Store(work / f"stored_{rows}", clock=lambda cell=cell: cell[0])
         for batch in chunks(make_candles(rows), 50_000):
             store.append(batch)
         store.compact()
@@ -178,6 +196,7 @@ def append_costs(work: Path, stored: Sequence[int], appends: int) -> dict[int, l
     costs: dict[int, list[float]] = {rows: [] for rows in stored}
     for i in range(appends):
         for rows, store in stores.items():  # interleaved: a drifting machine slows both alike
+            clocks[rows][0] += MINUTE / 1000
             start = time.perf_counter()
             store.append([news[rows][i]])
             costs[rows].append(time.perf_counter() - start)
@@ -216,8 +235,9 @@ def run(quick: bool) -> tuple[dict[str, Any], list[str]]:
     small, large = sizes.stored
     few, many = sorted(sizes.rewrite)
     mean = {rows: statistics.fmean(c) for rows, c in costs.items()}
-    per_candle_10k = 1 / throughput[10_000]
-    results: dict[str, Any] = {f"rows_per_s_batch_{size}": round(rate, 1) for size, rate in throughput.items()}
+    per_candle_10k = 1 / throughput[10_000][0]
+    results: dict[str, Any] = {f"rows_per_s_batch_{size}": round(rate, 1) for size, (rate, _) in throughput.items()}
+    results |= {f"seal_share_batch_{size}": round(share, 3) for size, (_, share) in throughput.items()}
     results |= {
         "append_s_at_1k": mean[small],
         "append_s_at_1m": mean[large],
@@ -247,7 +267,10 @@ def run(quick: bool) -> tuple[dict[str, Any], list[str]]:
     }
     lines = [
         f"store write benchmark{' (quick sizes: not meaningful)' if quick else ''}, {results['seconds']} s",
-        *(f"  append batches of {size:>6,}: {rate:>12,.0f} rows/s" for size, rate in throughput.items()),
+        *(
+            f"  append batches of {size:>6,}, sealed: {rate:>12,.0f} rows/s ({share:.0%} of the time sealing)"
+            for size, (rate, share) in throughput.items()
+        ),
         f"  one-candle append, {small:>9,} rows stored: {mean[small] * 1e3:7.3f} ms mean,"
         f" {results['append_p50_s_at_1k'] * 1e3:.3f} ms median, {results['append_max_s_at_1k'] * 1e3:.1f} ms max",
         f"  one-candle append, {large:>9,} rows stored: {mean[large] * 1e3:7.3f} ms mean,"
@@ -261,7 +284,8 @@ def run(quick: bool) -> tuple[dict[str, Any], list[str]]:
         f" ({results['ratio_vs_rewrite_at_100k_single_candle']:,}x appending one candle at a time)",
         f"  writer + store, 50 series, closed candles: {results['closed_rows_per_s_50_series']:>10,.0f} rows/s,"
         f" {results['cpu_us_per_row_50_series']:.1f} µs CPU per row",
-        f"  writer + store, 50 series, {LATENCY_RATE:.0f} candles/s, flush_seconds {LATENCY_FLUSH_SECONDS}:"
+        f"  writer + store, 50 series, {LATENCY_RATE:.0f} candles/s, flush_seconds {LATENCY_FLUSH_SECONDS},"
+        f" seal_seconds {LATENCY_SEAL_SECONDS}:"
         f" latency p50 {results['latency_p50_ms_50_series']:.0f} ms, p99 {results['latency_p99_ms_50_series']:.0f} ms,"
         f" max {results['latency_max_ms_50_series']:.0f} ms",
         "  targets met: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in results["targets_met"].items()),
