@@ -406,15 +406,16 @@ def test_a_crash_at_any_file_operation_loses_nothing(tmp_path: Path, power_cut: 
         shutil.rmtree(root)
 
 
-@pytest.mark.slow  # every operation of the story, each followed by crashes at several points of its recovery
+@pytest.mark.slow  # every operation of the story, each followed by a crash in its recovery
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("power_cut", [False, True], ids=["crash", "power-cut"])
 def test_a_crash_while_recovering_is_recovered_too(tmp_path: Path, power_cut: bool) -> None:
     total = run_story(tmp_path / "clean", None, power_cut=power_cut)
     for crash_at in range(1, total + 1):
-        for second in (1, 2, 3, 5, 8):
-            root = tmp_path / f"crash_{crash_at}_{second}"
-            run_story(root, crash_at, power_cut=power_cut, second_crash=second)
-            shutil.rmtree(root)
+        second = 1 + crash_at % 9  # a different point of the recovery's seal each time, deterministically
+        root = tmp_path / f"crash_{crash_at}"
+        run_story(root, crash_at, power_cut=power_cut, second_crash=second)
+        shutil.rmtree(root)
 
 
 # --- failing disks ------------------------------------------------------------------------------
