@@ -498,22 +498,28 @@ class Store:
         self._check_open()
         if not candles:
             return 0
-        landed = landing_table(candles)  # InvalidCandles before anything is built
         with _arrow_errors("build the landing file of a batch"):
+            landed = landing_table(candles)  # InvalidCandles before anything is built
             data = serialize_landing(landed.table)
         seq = self._next_landing
         self._next_landing += 1  # spent even if the write fails: a number is never given out twice
-        path = self._write_landing(seq, data)
+        landing = _Landing(seq, directory_path := self.root / LANDING_DIR / landing_name(seq), landed.table.num_rows,
+                           self._clock(), landed.newest)  # fmt: skip
         for key in landed.newest:
             self._states.setdefault(key, None)
-        self._add_landing(_Landing(seq, path, landed.table.num_rows, self._clock(), landed.newest))
-        if seal and self._due():
-            self.seal()
+        try:
+            self._write_landing(directory_path, data)
+        except StoreWriteError as exc:
+            if exc.committed:  # visible and perhaps durable: sealed in its turn, so later writes still win
+                self._add_landing(landing)
+            raise
+        self._add_landing(landing)
+        if seal and self._due():  # the batch is durable: a failing round is logged and retried, never raised
+            self._guarded(self._seal_all)
         return landed.table.num_rows
 
-    def _write_landing(self, seq: int, data: pa.Buffer) -> Path:
-        directory = self.root / LANDING_DIR
-        path = directory / landing_name(seq)
+    def _write_landing(self, path: Path, data: pa.Buffer) -> None:
+        directory = path.parent
         temp = directory / temp_name(path.name)
         renamed = False
         try:
@@ -533,7 +539,6 @@ class Store:
                     message = f"{exc.strerror or exc}; the batch may be stored"
                     raise StoreWriteError(message, exc, committed=True) from exc
             raise StoreWriteError(f"{exc.strerror or exc}; nothing was stored, retry", exc, committed=False) from exc
-        return path
 
     # --- sealing ---------------------------------------------------------------------------------
 
@@ -599,6 +604,9 @@ class Store:
                 self._abandon_round()
                 raise
         return self.sealed_rows - before
+
+    def _seal_all(self) -> None:
+        self.seal()
 
     def _guarded(self, action: Callable[[], None]) -> None:
         try:
@@ -705,7 +713,7 @@ class Store:
         it is found corrupt (quarantined) or gone, after forgetting it."""
         path = state.path(info.name)
         cached = self._cache.get(path)
-        if cached is not None:
+        if cached is not None and path.exists():  # gone: a reader quarantined it (handled below)
             return cached
         try:
             return read_file(path, key, info.name)
@@ -767,7 +775,7 @@ class Store:
             self._unlink_quietly(item.path, "sealed, removed", logging.DEBUG)
         with contextlib.suppress(OSError):  # a landing file that comes back after a power cut is sealed again
             self._ops.fsync_dir(self.root / LANDING_DIR)
-        self.sealed_rows += run.rows
+        self.sealed_rows += sum(item.rows for item in run.landing)
         self.sealed_files += run.files
         logger.debug("sealed %d rows into %d file(s)", run.rows, run.files)
 
@@ -829,4 +837,3 @@ def compact(root: str | os.PathLike[str]) -> CompactionSummary:
     """
     with Store(root, create=False) as store:
         return store.compact()
-

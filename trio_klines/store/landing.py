@@ -64,16 +64,25 @@ def list_landing(root: Path) -> list[tuple[int, Path]]:
     """The landing files under ``root``, oldest first; temporary and foreign names are skipped."""
     directory = root / LANDING_DIR
     try:
-        names = os.listdir(directory)
+        entries = list(os.scandir(directory))
     except FileNotFoundError:
         return []
     found = []
-    for name in names:
-        match = _NAME_RE.fullmatch(name)
-        if match is not None:
-            found.append((int(match[1]), directory / name))
+    for entry in entries:
+        match = _NAME_RE.fullmatch(entry.name)
+        if match is None:
+            continue
+        if not entry.is_file(follow_symlinks=False):  # a link could bring rows from outside the root
+            if entry.name not in _refused:
+                _refused.add(entry.name)
+                logger.error("ignoring %s: not a regular file (the store follows no link)", entry.path)
+            continue
+        found.append((int(match[1]), directory / entry.name))
     found.sort()
     return found
+
+
+_refused: set[str] = set()
 
 
 class Landed(NamedTuple):
@@ -143,6 +152,8 @@ def read_landing(path: Path) -> pa.Table:
     """
     try:
         table = pq.ParquetFile(path, page_checksum_verification=True).read(use_threads=False)
+    except UnicodeDecodeError as exc:  # a garbled name in the footer
+        raise CorruptFile(path, f"unreadable: {exc}") from exc
     except (OSError, pa.ArrowException) as exc:
         if isinstance(exc, OSError) and exc.errno is not None:
             raise

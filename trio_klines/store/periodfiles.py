@@ -173,6 +173,8 @@ def read_footer(path: Path, series: Series, name: FileName) -> FileInfo:
         meta = pq.read_metadata(path)
         schema = meta.schema.to_arrow_schema()
         stats = [meta.row_group(i).column(0).statistics for i in range(meta.num_row_groups)]
+    except UnicodeDecodeError as exc:  # a garbled name in the footer
+        raise CorruptFile(path, f"unreadable footer: {exc}") from exc
     except (OSError, pa.ArrowException) as exc:
         # pyarrow reports parse errors as OSErrors without errno; with one it is the disk, not the file.
         if isinstance(exc, OSError) and exc.errno is not None:
@@ -194,6 +196,8 @@ def read_file(path: Path, series: Series, name: FileName, columns: list[str] | N
     """
     try:
         table = pq.ParquetFile(path, page_checksum_verification=True).read(columns=columns)
+    except UnicodeDecodeError as exc:  # a garbled name in the footer
+        raise CorruptFile(path, f"unreadable: {exc}") from exc
     except (OSError, pa.ArrowException) as exc:
         if isinstance(exc, OSError) and exc.errno is not None:
             raise
