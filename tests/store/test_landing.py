@@ -135,7 +135,7 @@ def test_a_flipped_bit_never_gives_a_wrong_row(tmp_path: Path) -> None:
         path.write_bytes(bytes(damaged))
         try:
             back = read_landing(path)
-        except (CorruptFile, UnicodeDecodeError):  # the latter: see the test below
+        except CorruptFile:
             outcomes["corrupt"] += 1
             continue
         assert rows(back) == rows(table), f"byte {offset} changed a row silently"
@@ -143,12 +143,6 @@ def test_a_flipped_bit_never_gives_a_wrong_row(tmp_path: Path) -> None:
     assert outcomes["corrupt"] > outcomes["same"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeDecodeError,
-    reason="landing.read_landing (and periodfiles.read_file) let pyarrow's UnicodeDecodeError through: "
-    "a column name garbled into invalid UTF-8 must be CorruptFile (quarantined), not crash the store's open",
-)
 def test_a_column_name_garbled_into_invalid_utf8_is_corrupt(tmp_path: Path) -> None:
     path = write(tmp_path / landing_name(1), mixed())
     data = bytearray(path.read_bytes())
