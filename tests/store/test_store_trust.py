@@ -315,11 +315,6 @@ def test_a_symlinked_landing_directory_is_refused(tmp_path: Path) -> None:
     assert not any(outside.iterdir())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="landing.list_landing does not skip symbolic links: a link in ROOT/_landing is read by load() and "
-    "sealed by Store (rows from outside the root), unlike a linked period file (periodfiles.list_series_dir)",
-)
 def test_a_symlinked_landing_file_is_not_read(tmp_path: Path) -> None:
     outside, root = tmp_path / "outside", tmp_path / "data"
     [target] = unsealed(outside, minutes(JAN_1, 5))
