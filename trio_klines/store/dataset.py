@@ -16,9 +16,11 @@ each row lives in, and why rows never move). The guarantees:
   files are removed, so a crash at any point leaves the rows in one place or the other; a round that
   fails is retried whole (sealing the same rows again changes nothing). A caller may run a round in
   small steps (``append(seal=False)``, then :meth:`Store.seal_due`), as the recorder's writer does.
-* **Raw readers never fail nor see an open time twice**, at any instant: a visible file is never
-  removed and its rows never move to another file; it is only replaced whole. They see a candle once
-  its round has sealed it: at most ``seal_seconds`` plus the round's duration after it was durable.
+* **Raw readers never see an open time twice**, at any instant: a visible file is never removed and
+  its rows never move to another file; it is only replaced whole. Those that open a file once (pandas,
+  pyarrow) never fail; polars and DuckDB, which open it again by path, can fail a read overlapping a
+  round (see :mod:`~trio_klines.store.segments`). They see a candle once its round has sealed it: at
+  most ``seal_seconds`` plus the round's duration after it was durable.
 * **Exact readers** (:func:`~trio_klines.store.reading.load`, :func:`~trio_klines.store.reading.scan`)
   read the landing files too: they see every durable candle, one row per open time, the later write
   winning.

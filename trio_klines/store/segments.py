@@ -7,8 +7,11 @@ it sees those rows twice; one that opens them the other way round sees them nowh
 before it was removed fails to open it. Waiting before removing does not help: the reader picks the
 moment. So a row, once visible, stays in the same path for good, and a path changes only by being
 replaced whole (``rename`` over it: atomic, and a reader that opened the old file keeps reading it).
-Then each open time is in exactly one path at every instant, and a raw reader can neither fail nor see
-it twice, however it interleaves with the writer.
+Then each open time is in exactly one path at every instant, and a raw reader never sees it twice,
+however it interleaves with the writer; one that opens each file once (pandas, pyarrow) never fails
+either. polars and DuckDB read a file's footer, then its data, by path, each time opening it again: a
+segment replaced in between fails their read (measured; an error, not a wrong row). Replacements that
+keep the old file's bytes as a prefix (new row groups appended) would let them read the old version.
 
 **Segments.** The files of a series' period are *segments* with disjoint open-time ranges. New rows go
 to the segment whose range holds them (a correction replaces its row), or into the gap after a
