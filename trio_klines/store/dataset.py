@@ -174,13 +174,12 @@ class _Landing(NamedTuple):
 
 
 class _Write(NamedTuple):
-    """A segment a round writes: ``table`` becomes ``info`` in ``state``, replacing ``replaces`` if not None."""
+    """A segment a round writes: ``table`` becomes ``info`` in ``state`` (replacing the file of that name, if any)."""
 
     key: Series
     state: _SeriesState
     info: FileInfo
     table: pa.Table
-    replaces: FileInfo | None
 
 
 @dataclasses.dataclass(slots=True)
@@ -691,7 +690,7 @@ class Store:
                     name = home.segment.name
                 times = open_times(table)
                 info = FileInfo(name, table.num_rows, int(times[0]), int(times[-1]))
-                writes.append(_Write(key, state, info, table, home.segment))
+                writes.append(_Write(key, state, info, table))
                 files = [f for f in after.get(part.period, []) if f.name != name]
                 after[part.period] = [*files, info]
         # One segment keeps growing, uncompressed-ish (snappy: cheap to rewrite at every seal): the last of
@@ -707,7 +706,7 @@ class Store:
                     old = self._segment_table(key, state, info)
                     if old is None:
                         return None
-                    writes.append(_Write(key, state, info._replace(packed=True), old, info))
+                    writes.append(_Write(key, state, info._replace(packed=True), old))
         return writes
 
     def _segment_table(self, key: Series, state: _SeriesState, info: FileInfo) -> pa.Table | None:
