@@ -56,6 +56,10 @@ logger = logging.getLogger("trio_klines.store")
 
 #: Key of the footer metadata naming the file's series, so a file that wanders is recognised.
 SERIES_KEY: Final = b"trio_klines.series"
+#: Key of the footer metadata giving the file's first and last open times and whether it is packed. Read
+#: instead of the column statistics and codec: pyarrow aborts the process (a C++ exception it does not
+#: catch) when those are garbled by a flipped bit, and a bad file must be quarantined, not kill the writer.
+SPAN_KEY: Final = b"trio_klines.span"
 _QUARANTINE_SUFFIX: Final = ".quarantined"
 _T = TypeVar("_T")
 _warned: set[Path] = set()
@@ -94,9 +98,12 @@ def serialize(table: pa.Table, series: Series, *, packed: bool = True) -> pa.Buf
     ``packed``: zstd, the smallest option measured on kline data, for files that take no more rows;
     otherwise snappy, for a segment still growing (rewritten at every seal): 60 % less CPU for 30 % more
     bytes, until it is packed. Page checksums let a reader detect a flipped bit instead of returning a
-    wrong candle; the open times' statistics give a file's range from its footer alone.
+    wrong candle. The footer's :data:`SPAN_KEY` gives the file's range without reading its rows; the open
+    times' statistics are written for raw readers' filters (the store does not read them, see SPAN_KEY).
     """
-    table = table.replace_schema_metadata({SERIES_KEY: _series_tag(series)})
+    times = open_times(table)
+    span = {"first": int(times[0]), "last": int(times[-1]), "packed": packed} if times.size else {}
+    table = table.replace_schema_metadata({SERIES_KEY: _series_tag(series), SPAN_KEY: json.dumps(span).encode()})
     sink = pa.BufferOutputStream()
     pq.write_table(
         table,
@@ -167,12 +174,13 @@ def _check_times(series: Series, name: FileName, first: int, last: int, rows: in
 def read_footer(path: Path, series: Series, name: FileName) -> FileInfo:
     """Rows and first/last open time of a period file, from its footer alone (about 100 µs).
 
+    A file of an older release, whose footer has no :data:`SPAN_KEY`, has its open times read instead.
     Raises :class:`CorruptFile`, :class:`FileNotFoundError` or another :class:`OSError` (``EIO``…).
     """
     try:
         meta = pq.read_metadata(path)
         schema = meta.schema.to_arrow_schema()
-        stats = [meta.row_group(i).column(0).statistics for i in range(meta.num_row_groups)]
+        rows = meta.num_rows
     except UnicodeDecodeError as exc:  # a garbled name in the footer
         raise CorruptFile(path, f"unreadable footer: {exc}") from exc
     except (OSError, pa.ArrowException) as exc:
@@ -181,12 +189,29 @@ def read_footer(path: Path, series: Series, name: FileName) -> FileInfo:
             raise
         raise CorruptFile(path, f"unreadable footer: {exc}") from exc
     _check_schema(schema, series, path)
-    if not stats or any(s is None or not s.has_min_max for s in stats):
-        raise CorruptFile(path, "open time statistics are missing")
-    first, last = min(s.min_raw for s in stats), max(s.max_raw for s in stats)
-    _check_times(series, name, first, last, meta.num_rows, path)
-    packed = meta.row_group(0).column(0).compression != "SNAPPY"
-    return FileInfo(name, meta.num_rows, first, last, packed)
+    span = _span(schema, path)
+    if span is None:
+        times = open_times(read_file(path, series, name, ["candle_begin_time"]))
+        span = (int(times[0]), int(times[-1]), True)  # older releases packed every file
+    first, last, packed = span
+    _check_times(series, name, first, last, rows, path)
+    return FileInfo(name, rows, first, last, packed)
+
+
+def _span(schema: pa.Schema, path: Path) -> tuple[int, int, bool] | None:
+    """The first and last open times and the packing a footer's :data:`SPAN_KEY` gives; ``None`` if it has
+    none (an older release's file)."""
+    raw = (schema.metadata or {}).get(SPAN_KEY)
+    if raw is None:
+        return None
+    try:
+        span = json.loads(raw)
+        first, last, packed = span["first"], span["last"], span["packed"]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CorruptFile(path, f"unreadable span in the footer: {exc}") from exc
+    if type(first) is not int or type(last) is not int or type(packed) is not bool:
+        raise CorruptFile(path, f"unreadable span in the footer: {raw!r}")
+    return first, last, packed
 
 
 def read_file(path: Path, series: Series, name: FileName, columns: list[str] | None = None) -> pa.Table:
@@ -207,6 +232,9 @@ def read_file(path: Path, series: Series, name: FileName, columns: list[str] | N
     if times.size == 0 or (times.size > 1 and not bool(np.all(times[1:] > times[:-1]))):
         raise CorruptFile(path, "open times are not sorted and unique")
     _check_times(series, name, int(times[0]), int(times[-1]), times.size, path)
+    span = _span(table.schema, path)
+    if span is not None and span[:2] != (int(times[0]), int(times[-1])):
+        raise CorruptFile(path, f"open times {times[0]}..{times[-1]} differ from the footer's {span[0]}..{span[1]}")
     if series.interval != "1M":
         length = INTERVALS[series.interval] or 0
         if bool(np.any((times - floor_open_time(series.interval, 0)) % length)):
