@@ -225,6 +225,25 @@ def test_merge_keeps_the_latest_write_of_each_open_time() -> None:
     assert merged.column("open").to_pylist() == [1.0, 2.0, 3.0, 2.0]
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 40), max_size=12), min_size=2, max_size=4), st.booleans())
+def test_merge_equals_a_last_write_wins_dictionary(writes: list[list[int]], in_order: bool) -> None:
+    if in_order:  # the usual seal: sorted unique writes, each after the one before (the fast path)
+        start, ordered = 0, []
+        for times in writes:
+            ordered.append([start + t for t in sorted(set(times))])
+            start += 41
+        writes = ordered
+    tables = [table([t * MINUTE for t in times], float(i)) for i, times in enumerate(writes)]
+    expected: dict[int, float] = {}
+    for i, times in enumerate(writes):
+        for t in times:
+            expected[t * MINUTE] = float(i)
+    merged = merge_tables(tables)
+    assert open_times(merged).tolist() == sorted(expected)
+    assert merged.column("open").to_pylist() == [expected[t] for t in sorted(expected)]
+
+
 def test_sort_unique_keeps_the_last_in_table_order() -> None:
     batch = candles_to_table([candle(MINUTE, 1.0), candle(0, 2.0), candle(MINUTE, 3.0)])
     result = sort_unique(batch)

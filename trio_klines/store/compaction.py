@@ -137,12 +137,27 @@ def merge_tables(tables: Sequence[pa.Table]) -> pa.Table:
     """Tables of one series, oldest write first, as one table sorted by open time, later writes winning."""
     if len(tables) == 1:
         return sort_unique(tables[0])
+    if _in_order(tables):  # the usual seal: a segment's new rows all come after its last one
+        return pa.concat_tables(tables).combine_chunks()
     combined = pa.concat_tables(tables)
     times = open_times(combined)
     # lexsort's last key is the primary one; the stable rank keeps each time's rows in write order.
     rank = np.repeat(np.arange(len(tables)), [t.num_rows for t in tables])
     order = np.lexsort((rank, times))
     return combined.take(_last_of_each(times[order], order))
+
+
+def _in_order(tables: Sequence[pa.Table]) -> bool:
+    """Whether every table is sorted and unique and each one's open times all follow the previous one's."""
+    last = None
+    for table in tables:
+        times = open_times(table)
+        if times.size == 0:
+            continue
+        if (times.size > 1 and not bool(np.all(times[1:] > times[:-1]))) or (last is not None and times[0] <= last):
+            return False
+        last = int(times[-1])
+    return True
 
 
 def _last_of_each(sorted_times: np.ndarray, order: np.ndarray) -> np.ndarray:
