@@ -33,6 +33,7 @@ from ..errors import ConfigError, CorruptFile
 from .batches import refused_candles
 from .compaction import open_times
 from .layout import series_dir
+from .periodfiles import read_parquet_bytes
 from .tables import SCHEMA, SERIES_COLUMNS, candles_to_table
 
 __all__ = [
@@ -151,7 +152,7 @@ def read_landing(path: Path) -> pa.Table:
     it was listed) or another :class:`OSError` (``EIO``…).
     """
     try:
-        table = pq.ParquetFile(path, page_checksum_verification=True).read(use_threads=False)
+        table = read_parquet_bytes(path)
     except UnicodeDecodeError as exc:  # a garbled name in the footer
         raise CorruptFile(path, f"unreadable: {exc}") from exc
     except (OSError, pa.ArrowException) as exc:

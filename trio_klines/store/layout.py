@@ -32,6 +32,7 @@ does not decode shows ``1%4D``, still distinct from ``1m``.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -124,6 +125,7 @@ def periods_of(interval: str, open_times: np.ndarray) -> tuple[np.ndarray, list[
     return keys.astype(np.int64), names
 
 
+@functools.lru_cache(maxsize=4096)  # called for every file read; a handful of periods are live at a time
 def period_bounds(interval: str, name: str) -> tuple[int, int]:
     """``[start, end)`` of the period ``name`` of ``interval``, in ms; ``ValueError`` if malformed."""
     unit = PERIOD_UNITS[interval]
