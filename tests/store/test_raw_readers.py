@@ -1,4 +1,5 @@
-"""Raw Hive readers (pandas, pyarrow, polars, DuckDB) while the store seals: never an error, never a row twice.
+"""Raw Hive readers (pandas, pyarrow, polars, DuckDB) while the store seals: never a row twice, and no error
+for pandas and pyarrow, nor for polars and DuckDB reading through ``trio_klines.scan``.
 
 A writer thread appends and seals in rounds back to back (a fake clock makes each round due at once,
 run in small steps as the recorder's writer does): live candles of many series, corrections of stored
@@ -25,6 +26,7 @@ from trio_klines.core.parse import Candle
 from trio_klines.store.dataset import Store, load
 from trio_klines.store.fileops import FileOps
 from trio_klines.store.landing import list_landing
+from trio_klines.store.reading import scan
 
 SEAL_SECONDS: Final = 60.0
 ROUNDS: Final = 40
@@ -102,11 +104,33 @@ def read_duckdb(root: Path) -> pd.DataFrame:
     return _frame(pd.DataFrame(rows, columns=["market", "interval", "symbol", "candle_begin_time", "open"]))
 
 
+SCAN_COLUMNS: Final = ["market", "interval", "symbol", "candle_begin_time", "open"]
+
+
+def read_polars_scan(root: Path) -> pd.DataFrame:
+    """polars through :func:`trio_klines.scan`, the README's way for polars that never fails."""
+    frame = pl.from_arrow(scan(root, columns=SCAN_COLUMNS)).with_columns(pl.col("candle_begin_time").dt.epoch("ms"))
+    assert isinstance(frame, pl.DataFrame)
+    return _frame(pd.DataFrame({name: frame[name].to_list() for name in frame.columns}))
+
+
+def read_duckdb_scan(root: Path) -> pd.DataFrame:
+    """DuckDB querying :func:`trio_klines.scan`'s stream, the README's way for DuckDB that never fails."""
+    reader = scan(root, columns=SCAN_COLUMNS)
+    with duckdb.connect() as connection:
+        connection.register("candles", reader)
+        query = "SELECT market, interval, symbol, epoch_ms(candle_begin_time) AS candle_begin_time, open FROM candles"
+        rows = connection.execute(query).fetchall()
+    return _frame(pd.DataFrame(rows, columns=SCAN_COLUMNS))
+
+
 READERS: Final[dict[str, Callable[[Path], pd.DataFrame]]] = {
     "pandas": read_pandas,
     "pyarrow": read_pyarrow,
     "polars": read_polars,
     "duckdb": read_duckdb,
+    "polars-scan": read_polars_scan,
+    "duckdb-scan": read_duckdb_scan,
 }
 
 
@@ -263,7 +287,7 @@ def race(root: Path, names: tuple[str, ...], *, tolerate: bool) -> tuple[dict[st
         assert list_landing(root) == []
         expected = canonical(everything_loaded(root))
         assert len(expected) == sum(len(times) for times in writer.written.values())
-        for name, read in READERS.items():  # all four, the writer closed
+        for name, read in READERS.items():  # all of them, the writer closed
             assert canonical(read(root)) == expected, name
         # Segments stay few: a period holds its live segment, plus one per batch of older history.
         for directory in root.glob("market=*/interval=*/symbol=*"):
@@ -275,10 +299,11 @@ def race(root: Path, names: tuple[str, ...], *, tolerate: bool) -> tuple[dict[st
     "names",
     [
         ("pandas", "pyarrow"),
+        ("polars-scan", "duckdb-scan"),
         pytest.param(("polars",), marks=POLARS_REOPENS),
         pytest.param(("duckdb",), marks=DUCKDB_REOPENS),
     ],
-    ids=["pandas-pyarrow", "polars", "duckdb"],
+    ids=["pandas-pyarrow", "polars-duckdb-through-scan", "polars", "duckdb"],
 )
 def test_raw_readers_never_fail_nor_see_a_row_twice_while_the_store_seals(
     tmp_path: Path, names: tuple[str, ...]
