@@ -16,17 +16,19 @@ from typing import Final
 
 import msgspec
 
-from ..errors import MalformedMessage
-from .markets import Market, Series, get_market
+from ..errors import ConfigError, MalformedMessage
+from .markets import Market, Series, get_market, normalize_symbol
 
 __all__ = [
     "CLOSEST_CUTOFF",
     "TRADING",
+    "Listing",
     "SeriesCheck",
     "classify_series",
     "closest_symbols",
     "describe_not_trading",
     "describe_unknown",
+    "parse_listings",
     "parse_symbol_statuses",
 ]
 
@@ -42,6 +44,10 @@ class _Symbol(msgspec.Struct):
     symbol: str
     status: str | None = None  # spot and USDⓈ-M
     contract_status: str | None = msgspec.field(default=None, name="contractStatus")  # COIN-M
+    quote_asset: str | None = msgspec.field(default=None, name="quoteAsset")
+    base_asset: str | None = msgspec.field(default=None, name="baseAsset")
+    contract_type: str | None = msgspec.field(default=None, name="contractType")  # futures
+    onboard_date: int | None = msgspec.field(default=None, name="onboardDate")  # futures, ms
 
 
 class _ExchangeInfo(msgspec.Struct):
@@ -51,19 +57,29 @@ class _ExchangeInfo(msgspec.Struct):
 _DECODER: Final = msgspec.json.Decoder(_ExchangeInfo)
 
 
-def parse_symbol_statuses(market: Market | str, body: bytes | str) -> dict[str, str]:
-    """Symbol → trading status from ``market``'s ``exchangeInfo`` answer, in the exchange's order.
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """One symbol as a market's ``exchangeInfo`` lists it.
 
-    Spot and USDⓈ-M carry ``status``, COIN-M ``contractStatus``; either is accepted on any market (the
-    other field is used when the market's own is missing). Raises :class:`MalformedMessage` for an
-    answer without a ``symbols`` list of ``{"symbol": …, "status": …}`` objects.
+    ``status``: ``status`` on spot and USDⓈ-M, ``contractStatus`` on COIN-M. ``contract_type`` and
+    ``onboard_date`` (ms) are the futures markets' (``None`` on spot).
     """
+
+    symbol: str
+    status: str
+    quote_asset: str | None = None
+    base_asset: str | None = None
+    contract_type: str | None = None
+    onboard_date: int | None = None
+
+
+def _listed(market: Market | str, body: bytes | str) -> list[Listing]:
     m = market if isinstance(market, Market) else get_market(market)
     try:
         info = _DECODER.decode(body)
     except msgspec.DecodeError as exc:
         raise MalformedMessage(f"bad {m.name} exchangeInfo: {exc}", body) from None
-    statuses: dict[str, str] = {}
+    listed = []
     for entry in info.symbols:
         first, second = (
             (entry.contract_status, entry.status) if m.name == "coin_futures" else (entry.status, entry.contract_status)
@@ -71,8 +87,37 @@ def parse_symbol_statuses(market: Market | str, body: bytes | str) -> dict[str, 
         status = first if first is not None else second
         if status is None:
             raise MalformedMessage(f"{m.name} exchangeInfo lists {entry.symbol!r} without a status")
-        statuses[entry.symbol] = status
-    return statuses
+        listed.append(
+            Listing(entry.symbol, status, entry.quote_asset, entry.base_asset, entry.contract_type, entry.onboard_date)
+        )
+    return listed
+
+
+def parse_symbol_statuses(market: Market | str, body: bytes | str) -> dict[str, str]:
+    """Symbol → trading status from ``market``'s ``exchangeInfo`` answer, in the exchange's order.
+
+    Spot and USDⓈ-M carry ``status``, COIN-M ``contractStatus``; either is accepted on any market (the
+    other field is used when the market's own is missing). Raises :class:`MalformedMessage` for an
+    answer without a ``symbols`` list of ``{"symbol": …, "status": …}`` objects.
+    """
+    return {listing.symbol: listing.status for listing in _listed(market, body)}
+
+
+def parse_listings(market: Market | str, body: bytes | str) -> dict[str, Listing]:
+    """Symbol → :class:`Listing` of every symbol in ``market``'s ``exchangeInfo`` answer, in its order.
+
+    A name that could not be a Binance symbol (it would reach a stream name and a URL) is left out.
+    Raises :class:`MalformedMessage` as :func:`parse_symbol_statuses`.
+    """
+    listings = {}
+    for listing in _listed(market, body):
+        try:
+            valid = normalize_symbol(listing.symbol) == listing.symbol  # lower case or padded: not Binance's
+        except ConfigError:
+            valid = False
+        if valid:
+            listings[listing.symbol] = listing
+    return listings
 
 
 def _similarity(a: str, b: str) -> float:
