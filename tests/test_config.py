@@ -54,6 +54,47 @@ rest = "http://127.0.0.1:9000/spot"
     assert cfg.market("usdt_futures").ws_url == "wss://fstream.binance.com/market"
 
 
+def test_universes_come_from_specs_and_toml_tables(tmp_path: Path) -> None:
+    path = tmp_path / "universe.toml"
+    path.write_text(
+        """
+universe_refresh = 60
+streams = [
+  "usdt_futures:1m,1h:*USDT?contract=perpetual",
+  "spot:1m,5m:BTCUSDT",
+  { market = "coin_futures", intervals = ["1d"], symbols = "*", exclude = ["btcusd_perp"], status = ["TRADING"] },
+]
+""",
+        encoding="utf-8",
+    )
+    cfg = RecorderConfig.build(**load_toml(path))
+    assert cfg.streams == (Series("spot", "BTCUSDT", "1m"), Series("spot", "BTCUSDT", "5m"))
+    assert [str(u) for u in cfg.universes] == [
+        "usdt_futures:1m,1h:*USDT?contract=perpetual",
+        "coin_futures:1d:*?exclude=BTCUSD_PERP",
+    ]
+    assert cfg.universe_refresh == 60 and cfg.markets_recorded == ["coin_futures", "spot", "usdt_futures"]
+    only = RecorderConfig.build(streams=["spot:1s:*"])  # a universe alone is enough to record
+    assert only.streams == () and [str(u) for u in only.universes] == ["spot:1s:*"]
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ('streams = [{ market = "spot", intervals = ["1m"], symbols = "BTC*" }]', r"symbols \('\*' or '\*QUOTE'\)"),
+        ('streams = [{ market = "spot", intervals = "1m", symbols = "*" }]', "intervals \\(a list\\)"),
+        ('streams = [{ market = "spot", intervals = ["1m"], symbols = "*", contract = "perpetual" }]', "spot has no"),
+        ('streams = [{ market = "spot", intervals = ["1m"], symbols = "*", colour = 1 }]', "a universe table has"),
+        ('streams = ["spot:1m:*"]\nuniverse_refresh = 0', "universe_refresh must be a positive number"),
+    ],
+)
+def test_bad_universes_say_what_to_fix(tmp_path: Path, text: str, why: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=why):
+        RecorderConfig.build(**load_toml(path))
+
+
 @pytest.mark.parametrize(
     ("text", "why"),
     [

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from .core.markets import MARKETS, Market, Series, apply_endpoints, get_market, series
+from .core.universe import UniverseSpec, is_universe_spec, parse_universe_spec, universe_from_fields
 from .errors import ConfigError
 
 __all__ = [
@@ -44,6 +45,8 @@ DEFAULT_FLUSH_SIZE: Final = 50_000
 #: How long an append waits in the store's landing files before a round seals it into the series'
 #: files, where raw Parquet readers see it (``load`` sees it at once). Equal to the store's own default.
 DEFAULT_SEAL_SECONDS: Final = 600.0
+#: Seconds between two reads of a universe's exchangeInfo (weight 1 on futures, 20 on spot).
+DEFAULT_UNIVERSE_REFRESH: Final = 180.0
 DEFAULT_MAX_PENDING: Final = 500_000
 
 
@@ -116,16 +119,18 @@ def parse_time(value: object) -> int:
 
 
 def parse_stream_spec(spec: str) -> list[Series]:
-    """``MARKET:INTERVAL:SYM[,SYM…]`` → validated series, e.g. ``usdt_futures:1m:BTCUSDT,ETHUSDT``."""
+    """``MARKET:INTERVAL[,INTERVAL…]:SYM[,SYM…]`` → validated series, e.g. ``usdt_futures:1m,1h:BTCUSDT,ETHUSDT``
+    (every symbol in every interval)."""
     parts = spec.split(":") if isinstance(spec, str) else []
     if len(parts) != 3 or not all(p.strip() for p in parts):
         raise ConfigError(
-            f"invalid stream {spec!r}: write MARKET:INTERVAL:SYMBOL[,SYMBOL…], e.g. spot:1m:BTCUSDT,ETHUSDT"
+            f"invalid stream {spec!r}: write MARKET:INTERVAL:SYMBOL[,SYMBOL…], e.g. spot:1m,5m:BTCUSDT,ETHUSDT, or "
+            "MARKET:INTERVAL:* for every symbol"
         )
-    market, interval, symbols = (p.strip() for p in parts)
-    return [series(market, s.strip(), interval) for s in symbols.split(",") if s.strip()] or [
-        series(market, "", interval)  # raises: an empty symbol list
-    ]
+    market, intervals, symbols = (p.strip() for p in parts)
+    names = [s.strip() for s in symbols.split(",") if s.strip()] or [""]  # "": raises, an empty symbol list
+    periods = [i.strip() for i in intervals.split(",") if i.strip()] or [""]
+    return [series(market, s, i) for i in periods for s in names]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -161,11 +166,22 @@ class RecorderConfig:
     check_symbols: bool = True
     #: A market whose exchangeInfo cannot be had within this many seconds is recorded unchecked.
     check_symbols_timeout: float = 60.0
+    #: Universe specs (``usdt_futures:1m:*``): every symbol of a market that the filters keep, read from its
+    #: exchangeInfo at start-up and again every ``universe_refresh`` seconds to follow listings and delistings.
+    universes: tuple[UniverseSpec, ...] = ()
+    universe_refresh: float = DEFAULT_UNIVERSE_REFRESH
 
     def __post_init__(self) -> None:
         streams = tuple(self.streams)
-        if not streams:
-            raise ConfigError("no streams to record: give --stream MARKET:INTERVAL:SYMBOL or streams in the config")
+        universes = tuple(dict.fromkeys(self.universes))
+        if not all(isinstance(u, UniverseSpec) for u in universes):
+            raise ConfigError(f"invalid universe in {universes!r}")
+        object.__setattr__(self, "universes", universes)
+        if not streams and not universes:
+            raise ConfigError(
+                "no streams to record: give --stream MARKET:INTERVAL:SYMBOL (or MARKET:INTERVAL:* for every symbol) "
+                "or streams in the config"
+            )
         for s in streams:
             if not isinstance(s, Series) or series(*s) != s:
                 raise ConfigError(f"invalid stream {s!r}")
@@ -185,6 +201,7 @@ class RecorderConfig:
             "silence_min",
             "stop_grace",
             "check_symbols_timeout",
+            "universe_refresh",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not (0 < value < math.inf):
@@ -226,19 +243,33 @@ class RecorderConfig:
     def build(
         cls,
         *,
-        streams: Iterable[str | Series] = (),
+        streams: Iterable[str | Series | UniverseSpec] = (),
         endpoints: Mapping[str, Mapping[str, str]] | None = None,
         **settings: Any,
     ) -> RecorderConfig:
-        """A config from stream specs (``MARKET:INTERVAL:SYM,…`` or :class:`Series`) and settings."""
-        unknown = set(settings) - {f.name for f in dataclasses.fields(cls)} | ({"markets"} & set(settings))
+        """A config from stream specs (``MARKET:INTERVAL[,…]:SYM,…``, a universe ``MARKET:INTERVAL[,…]:*…``,
+        :class:`Series` or :class:`UniverseSpec`) and settings."""
+        unknown = set(settings) - {f.name for f in dataclasses.fields(cls)} | ({"markets", "universes"} & set(settings))
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         parsed: list[Series] = []
+        universes: list[UniverseSpec] = []
         for spec in streams:
-            parsed.extend([spec] if isinstance(spec, Series) else parse_stream_spec(spec))
+            if isinstance(spec, Series):
+                parsed.append(spec)
+            elif isinstance(spec, UniverseSpec):
+                universes.append(spec)
+            elif is_universe_spec(spec):
+                universes.append(parse_universe_spec(spec))
+            else:
+                parsed.extend(parse_stream_spec(spec))
         markets = apply_endpoints(endpoints) if endpoints else dict(MARKETS)
-        return cls(streams=tuple(parsed), markets=markets, **settings)
+        return cls(streams=tuple(parsed), universes=tuple(universes), markets=markets, **settings)
+
+    @property
+    def markets_recorded(self) -> list[str]:
+        """The markets of the series and universes, sorted."""
+        return sorted({s.market for s in self.streams} | {u.market for u in self.universes})
 
 
 _TOML_KEYS: Final = {
@@ -261,6 +292,7 @@ _TOML_KEYS: Final = {
     "stop_grace": "stop_grace",
     "check_symbols": "check_symbols",
     "check_symbols_timeout": "check_symbols_timeout",
+    "universe_refresh": "universe_refresh",
 }
 
 
@@ -296,13 +328,15 @@ def load_toml(path: Path | str) -> dict[str, Any]:
     return out
 
 
-def _toml_streams(value: object, path: Path) -> list[Series]:
+def _toml_streams(value: object, path: Path) -> list[Series | UniverseSpec]:
     if not isinstance(value, list):
         raise ConfigError(f"'streams' in {path} must be a list")
-    out: list[Series] = []
+    out: list[Series | UniverseSpec] = []
     for item in value:
         if isinstance(item, str):
-            out.extend(parse_stream_spec(item))
+            out.extend([parse_universe_spec(item)] if is_universe_spec(item) else parse_stream_spec(item))
+        elif isinstance(item, dict) and isinstance(item.get("symbols"), str):
+            out.append(_toml_universe(item, path))
         elif isinstance(item, dict):
             extra = set(item) - {"market", "interval", "symbols"}
             symbols = item.get("symbols")
@@ -314,6 +348,31 @@ def _toml_streams(value: object, path: Path) -> list[Series]:
         else:
             raise ConfigError(f"a stream in {path} is a string or a table, not {item!r}")
     return out
+
+
+_UNIVERSE_KEYS: Final = {"market", "intervals", "symbols", "contract", "status", "exclude"}
+
+
+def _toml_universe(item: dict[str, Any], path: Path) -> UniverseSpec:
+    """``{market=…, intervals=[…], symbols="*USDT", contract=…, status=[…], exclude=[…]}`` → a universe."""
+    where = f"{item!r} in {path}"
+    extra = set(item) - _UNIVERSE_KEYS
+    pattern = item["symbols"]
+    lists = [item.get(k, []) for k in ("intervals", "status", "exclude")]
+    if extra or not pattern.startswith("*") or "*" in pattern[1:] or not all(isinstance(v, list) for v in lists):
+        raise ConfigError(
+            f"a universe table has market, intervals (a list), symbols ('*' or '*QUOTE') and optionally contract, "
+            f"status and exclude (lists), not {where}"
+        )
+    return universe_from_fields(
+        item.get("market"),
+        item.get("intervals", []),
+        quote=pattern[1:].upper() or None,
+        contract=item.get("contract", "any"),
+        statuses=item.get("status"),
+        exclude=item.get("exclude", []),
+        where=where,
+    )
 
 
 def load_endpoints(path: Path | str) -> dict[str, dict[str, str]]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -40,16 +40,17 @@ from .core.markets import (
 )
 from .core.paging import catch_up_plan
 from .core.parse import Candle
-from .core.symbols import describe_not_trading, describe_unknown
+from .core.symbols import Listing, describe_not_trading, describe_unknown
 from .core.validity import STORED_AHEAD_MS
 from .errors import ConfigError, StoreError
-from .net.exchange_info import check_series
+from .net.exchange_info import check_series, fetch_listings
 from .net.rest import RestClient, new_http_client, rest_clients
 from .net.stream import ConnectionStats, StreamConnection
 from .net.transport import Transport, trio_websocket_transport
 from .pipeline.backfill import Backfiller
 from .pipeline.supervision import single_error
 from .pipeline.threads import run_in_thread
+from .pipeline.universe import UniverseFollower
 from .pipeline.writer import CandleSink, SinkRunner, WriterStats, run_writer
 from .store.ledger import ExchangeGapLedger
 
@@ -161,6 +162,10 @@ class Recorder:
         self._receive: trio.MemoryReceiveChannel[Sequence[Candle]] | None = None
         # Set by the writer each time it has emptied the channel: a stop waits for it, not by polling.
         self._caught_up = trio.Event()
+        #: Follows ``config.universes`` (None without any): the listings, the series they selected.
+        self.universe: UniverseFollower | None = None
+        self._universe_scope = trio.CancelScope()
+        self._explicit = frozenset(config.streams)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -168,8 +173,10 @@ class Recorder:
         if self._stack is not None:
             raise RuntimeError("this Recorder is already running")
         try:
-            if self.config.check_symbols:
+            if self.config.check_symbols and self.config.streams:
                 await self._check_symbols()
+            if self.config.universes:
+                await self._resolve_universe()
             if self._sink is None:
                 self._sink = await trio.to_thread.run_sync(self._open_store)
             sink = self._sink
@@ -189,10 +196,13 @@ class Recorder:
             self._conn_nursery = await outer.start(self._run_connections)
             if ledger is not None:
                 self._start_backfill(plan, ledger)
-            for market in sorted({s.market for s in self.config.streams}):
-                streams = [stream_name(s.symbol, s.interval) for s in self.config.streams if s.market == market]
+            recorded = list(self._series)
+            for market in sorted({s.market for s in recorded}):
+                streams = [stream_name(s.symbol, s.interval) for s in recorded if s.market == market]
                 for group in plan_connections(self.config.market(market), streams):
                     self._start_connection(market, group)
+            if self.universe is not None:
+                self._conn_nursery.start_soon(self._follow_universe, name="universe")
         except BaseException as exc:
             try:
                 await _exit_unwrapped(stack, exc)
@@ -228,6 +238,7 @@ class Recorder:
 
     async def _stop(self) -> None:
         """Stop the connections, give the writer and running backfills a moment, then drain and flush."""
+        self._universe_scope.cancel()
         for _conn, scope in self._connections.values():
             scope.cancel()
         try:
@@ -348,6 +359,9 @@ class Recorder:
                 first = last = stored.get(s)
                 holes = ()
             start = self.config.since if first is None or self.config.since is None else min(first, self.config.since)
+            listed = self.universe.listed_at.get(s) if self.universe is not None else None
+            if start is not None and listed is not None and first is None:
+                start = max(start, listed)  # nothing to fetch from before the listing
             plan += [(s, lo, hi) for lo, hi in catch_up_plan(s.interval, first, last, holes, start)]
         return plan
 
@@ -365,7 +379,7 @@ class Recorder:
         if self._clients is None:
             if self._http is None:
                 self._http = new_http_client()
-            markets = sorted({s.market for s in self.config.streams})
+            markets = self.config.markets_recorded
             self._clients = rest_clients([self.config.market(m) for m in markets], self._http)
         return self._clients
 
@@ -386,6 +400,46 @@ class Recorder:
             )
             self._series = dict.fromkeys(check.recordable)
             self._sync_config()
+
+    async def _resolve_universe(self) -> None:
+        """The universes' first selection, from the markets' listings: recorded from the start."""
+        clients = self._rest_clients()
+        timeout = self.config.check_symbols_timeout
+
+        async def fetch(markets: Sequence[str]) -> Mapping[str, Mapping[str, Listing]]:
+            return await fetch_listings(clients, markets, give_up_after=timeout)
+
+        self.universe = UniverseFollower(self.config.universes, fetch, refresh=self.config.universe_refresh)
+        selected = await self.universe.resolve()
+        log.info(
+            "universe: %d series from %s",
+            len(selected),
+            "; ".join(str(spec) for spec in self.config.universes),
+        )
+        if not selected and not self._series:
+            log.warning("nothing to record yet: no listing selected a series; trying again every %gs",
+                        self.config.universe_refresh)  # fmt: skip
+        self._series.update(dict.fromkeys(selected))
+        self._sync_config()
+
+    async def _follow_universe(self) -> None:
+        assert self.universe is not None
+        with self._universe_scope:
+            await self.universe.run(self._universe_added, self._universe_ended)
+
+    async def _universe_added(self, added: Sequence[Series], starts: Mapping[Series, int | None]) -> None:
+        """Record series a listing added; backfill each from its listing (or ``since``, if later)."""
+        await self.add_streams(added)
+        if self.backfiller is None:
+            return
+        for s in added:
+            known = [t for t in (starts.get(s), self.config.since) if t is not None]
+            if known:
+                self.backfiller.request(s, max(known))
+
+    async def _universe_ended(self, ended: Sequence[Series]) -> None:
+        """Stop recording series a listing no longer selects (delisted, halted), unless also listed by name."""
+        await self.remove_streams([s for s in ended if s not in self._explicit])
 
     def _on_gap(self, gap: Gap) -> None:
         self.gaps.append(gap)

@@ -133,7 +133,8 @@ def test_a_bug_still_shows_its_traceback(monkeypatch: pytest.MonkeyPatch, tmp_pa
 def test_bad_configuration_is_one_line_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["record", "--data", str(tmp_path)]) == 2
     assert one_line(capsys) == (
-        f"{PROG} record: error: no streams to record: give --stream MARKET:INTERVAL:SYMBOL or streams in the config"
+        f"{PROG} record: error: no streams to record: give --stream MARKET:INTERVAL:SYMBOL (or MARKET:INTERVAL:* "
+        "for every symbol) or streams in the config"
     )
 
 

@@ -52,6 +52,9 @@ def _run_backfill(args: argparse.Namespace) -> int:
     import trio
 
     config = build_config(args, since=args.since)
+    if config.universes:
+        names = ", ".join(str(u) for u in config.universes)
+        raise ConfigError(f"backfill takes symbols by name, not universes ({names}); `record --since` records one")
     if args.until is not None and args.until <= args.since:
         raise ConfigError(f"--until ({args.until}) must come after --since ({args.since})")
     bar = _ProgressBar() if not args.no_progress and sys.stderr.isatty() else None

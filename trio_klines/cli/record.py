@@ -37,8 +37,10 @@ def add_recording_arguments(parser: argparse.ArgumentParser) -> None:
         "--stream",
         action="append",
         dest="streams",
-        metavar="MARKET:INTERVAL:SYM[,SYM…]",
-        help="series: a market, an interval and symbols, e.g. usdt_futures:1m:BTCUSDT,ETHUSDT (repeatable)",
+        metavar="MARKET:INTERVAL[,…]:SYM[,SYM…]",
+        help="series: a market, intervals and symbols, e.g. usdt_futures:1m,1h:BTCUSDT,ETHUSDT; or every symbol "
+        "the market trades: usdt_futures:1m:* (all), spot:1m:*USDT (quote asset USDT), "
+        "'usdt_futures:1h:*?contract=perpetual&exclude=BTCDOMUSDT' (record only; repeatable)",
     )
     parser.add_argument("--config", type=Path, help="TOML file with data, streams, endpoints, timeouts, flush settings")
     parser.add_argument("--data", type=Path, dest="data_dir", help=f"data directory (default ./{DEFAULT_DATA_DIR})")
@@ -85,6 +87,13 @@ def _record_arguments(parser: argparse.ArgumentParser) -> None:
         help="backfill each series from this ISO date-time or epoch ms: on the first run, and on any later run "
         "whose stored record starts after it (default: start at the first live candle)",
     )
+    parser.add_argument(
+        "--universe-refresh",
+        type=positive_float,
+        metavar="SECONDS",
+        help="how often universe streams (MARKET:INTERVAL:*) re-read the market's listing to follow listings and "
+        "delistings (default 180)",
+    )
     parser.add_argument("--no-backfill", action="store_true", help="do not fill holes from REST (gaps are only logged)")
     parser.add_argument(
         "--no-check-symbols",
@@ -106,7 +115,7 @@ def record_config(args: argparse.Namespace) -> RecorderConfig:
     """``record``'s config: :func:`build_config` with the recording flags. Raises ``ConfigError``."""
     extra: dict[str, Any] = {"receive_timeout": args.receive_timeout, "flush_seconds": args.flush_seconds,
                              "seal_seconds": args.seal_seconds, "since": args.since,
-                             "transport": args.transport}  # fmt: skip
+                             "transport": args.transport, "universe_refresh": args.universe_refresh}  # fmt: skip
     if args.no_backfill:
         extra["backfill"] = False
     if args.no_check_symbols:
@@ -172,7 +181,7 @@ async def record_until_signalled(config: RecorderConfig, quiet: bool, summary_ev
                 async with rec:
                     # Said once the signal handlers are installed and the connections started: what a
                     # supervisor (or a test) waits for before it may stop the recorder cleanly.
-                    log.info("ready: recording %d series; SIGINT or SIGTERM stops", len(config.streams))
+                    log.info("ready: recording %d series; SIGINT or SIGTERM stops", len(rec.series))
                     if quiet:
                         nursery.start_soon(_summaries, rec, summary_every)
                     await stop.requested.wait()

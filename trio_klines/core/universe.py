@@ -22,16 +22,20 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterable, Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from ..errors import ConfigError
 from .markets import Series, get_market, normalize_symbol, validate_interval
-from .symbols import Listing
+
+if TYPE_CHECKING:  # symbols imports msgspec, which `--help` must not load
+    from .symbols import Listing
 
 __all__ = [
     "CONTRACTS",
     "PERPETUAL_TYPES",
+    "UniverseChange",
     "UniverseSpec",
+    "follow_universe",
     "is_universe_spec",
     "parse_universe_spec",
     "select_symbols",
@@ -186,3 +190,32 @@ def universe_series(specs: Iterable[UniverseSpec], listings: Mapping[str, Mappin
         for symbol in select_symbols(spec, listing):
             found.update(Series(spec.market, symbol, interval) for interval in spec.intervals)
     return sorted(found)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UniverseChange:
+    """What a fresh listing changes: series to start, series to end, and series missing from it for the
+    first time (``doubtful``), ended only if the next listing confirms it, so that one odd answer (a
+    symbol briefly absent, an answer cut short) never ends a series."""
+
+    added: tuple[Series, ...] = ()
+    removed: tuple[Series, ...] = ()
+    doubtful: frozenset[Series] = frozenset()
+
+
+def follow_universe(
+    specs: Iterable[UniverseSpec],
+    listings: Mapping[str, Mapping[str, Listing]],
+    recorded: Iterable[Series],
+    doubtful: frozenset[Series] = frozenset(),
+) -> UniverseChange:
+    """How the universe series ``recorded`` now become what ``specs`` select from ``listings``.
+
+    ``listings`` holds the markets fetched this time: a market missing from it (its fetch failed) keeps
+    its series and ends none. ``doubtful``: the previous change's, the series missing from that listing.
+    """
+    selected = set(universe_series(specs, listings))
+    current = set(recorded)
+    missing = {s for s in current if s.market in listings and s not in selected}
+    removed = missing & doubtful
+    return UniverseChange(tuple(sorted(selected - current)), tuple(sorted(removed)), frozenset(missing - removed))

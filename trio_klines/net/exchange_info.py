@@ -18,11 +18,11 @@ from typing import Final
 import trio
 
 from ..core.markets import Series
-from ..core.symbols import SeriesCheck, classify_series, parse_symbol_statuses
+from ..core.symbols import Listing, SeriesCheck, classify_series, parse_listings, parse_symbol_statuses
 from ..errors import BinanceError, ConfigError, MalformedMessage, RestError
 from .rest import RestClient
 
-__all__ = ["DEFAULT_CHECK_TIMEOUT", "check_series", "fetch_symbol_statuses"]
+__all__ = ["DEFAULT_CHECK_TIMEOUT", "check_series", "fetch_listings", "fetch_symbol_statuses"]
 
 log = logging.getLogger("trio_klines.symbols")
 
@@ -82,3 +82,43 @@ async def check_series(
             "exchangeInfo of %s not fetched within %gs; their symbols are not checked", ", ".join(late), give_up_after
         )
     return classify_series(wanted, listings)
+
+
+async def fetch_listings(
+    clients: Mapping[str, RestClient], markets: Iterable[str], *, give_up_after: float = DEFAULT_CHECK_TIMEOUT
+) -> dict[str, dict[str, Listing]]:
+    """Each of ``markets``' listing (symbol → :class:`Listing`), fetched at once through its client.
+
+    A market whose listing cannot be had within ``give_up_after`` seconds, or at all, is logged as a
+    warning and left out of the answer: nothing is known of it this time. Raises :class:`ConfigError`
+    when a market's REST URL cannot be built; cancelled, it stops every fetch under way.
+    """
+    wanted = sorted(set(markets))
+    found: dict[str, dict[str, Listing]] = {}
+    failed: set[str] = set()
+    bad_url: list[ConfigError] = []
+
+    async def fetch(name: str) -> None:
+        client = clients[name]
+        try:
+            found[name] = parse_listings(client.market, await client.exchange_info())
+        except (RestError, BinanceError, MalformedMessage) as exc:
+            failed.add(name)
+            log.warning("%s: exchangeInfo not available (%s); its universe is not updated this time", name, exc)
+        except ConfigError as exc:  # raised after the nursery: one exception, never a group
+            bad_url.append(exc)
+
+    with trio.move_on_after(give_up_after):
+        async with trio.open_nursery() as nursery:
+            for name in wanted:
+                nursery.start_soon(fetch, name)
+    if bad_url:
+        raise bad_url[0]
+    late = [m for m in wanted if m not in found and m not in failed]
+    if late:
+        log.warning(
+            "exchangeInfo of %s not fetched within %gs; their universes are not updated this time",
+            ", ".join(late),
+            give_up_after,
+        )
+    return found
