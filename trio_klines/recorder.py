@@ -52,6 +52,7 @@ from .pipeline.supervision import single_error
 from .pipeline.threads import run_in_thread
 from .pipeline.universe import UniverseFollower
 from .pipeline.writer import CandleSink, SinkRunner, WriterStats, run_writer
+from .store.ended import mark_ended, unmark_ended
 from .store.ledger import ExchangeGapLedger
 
 __all__ = ["Recorder", "RecorderStats"]
@@ -421,6 +422,7 @@ class Recorder:
                         self.config.universe_refresh)  # fmt: skip
         self._series.update(dict.fromkeys(selected))
         self._sync_config()
+        await self._mark_ended(selected, None)
 
     async def _follow_universe(self) -> None:
         assert self.universe is not None
@@ -430,6 +432,7 @@ class Recorder:
     async def _universe_added(self, added: Sequence[Series], starts: Mapping[Series, int | None]) -> None:
         """Record series a listing added; backfill each from its listing (or ``since``, if later)."""
         await self.add_streams(added)
+        await self._mark_ended(added, None)
         if self.backfiller is None:
             return
         for s in added:
@@ -437,9 +440,26 @@ class Recorder:
             if known:
                 self.backfiller.request(s, max(known))
 
-    async def _universe_ended(self, ended: Sequence[Series]) -> None:
-        """Stop recording series a listing no longer selects (delisted, halted), unless also listed by name."""
-        await self.remove_streams([s for s in ended if s not in self._explicit])
+    async def _universe_ended(self, ended: Sequence[Series], why: Mapping[Series, str]) -> None:
+        """Stop recording series a listing no longer selects (delisted, halted), unless also listed by name;
+        the store notes them as ended, for ``status``."""
+        gone = [s for s in ended if s not in self._explicit]
+        await self.remove_streams(gone)
+        await self._mark_ended(gone, why)
+
+    async def _mark_ended(self, series: Sequence[Series], why: Mapping[Series, str] | None) -> None:
+        """Note ``series`` as ended in the store (``why`` given) or as recorded again; a failure is logged."""
+        if not series or not self._owns_sink:
+            return
+        root, at = self.config.data_dir, int(time.time() * 1000)
+        try:
+            if why is None:
+                await trio.to_thread.run_sync(unmark_ended, root, series)
+            else:
+                await trio.to_thread.run_sync(mark_ended, root, series, at, why)
+        except OSError as exc:
+            log.error("cannot note %d series as %s in the store (%s)", len(series), "ended" if why else "recorded",
+                      exc)  # fmt: skip
 
     def _on_gap(self, gap: Gap) -> None:
         self.gaps.append(gap)

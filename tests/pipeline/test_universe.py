@@ -41,12 +41,14 @@ class Calls:
     def __init__(self) -> None:
         self.added: list[tuple[list[Series], dict[Series, int | None]]] = []
         self.removed: list[list[Series]] = []
+        self.why: dict[Series, str] = {}
 
     async def add(self, series: Sequence[Series], starts: Mapping[Series, int | None]) -> None:
         self.added.append((list(series), dict(starts)))
 
-    async def remove(self, series: Sequence[Series]) -> None:
+    async def remove(self, series: Sequence[Series], why: Mapping[Series, str]) -> None:
         self.removed.append(list(series))
+        self.why.update(why)
 
 
 SPECS = [parse_universe_spec("usdt_futures:1m,1h:*USDT"), parse_universe_spec("spot:1m:*")]
@@ -90,6 +92,7 @@ async def test_a_listing_is_added_from_its_onboard_date_and_a_delisting_ends_aft
         assert calls.removed == [[Series("usdt_futures", "ETHUSDT", "1h"), Series("usdt_futures", "ETHUSDT", "1m")]]
         nursery.cancel_scope.cancel()
     assert Series("usdt_futures", "ETHUSDT", "1m") not in universe.recorded
+    assert calls.why[Series("usdt_futures", "ETHUSDT", "1m")] == "SETTLING"
     assert Series("usdt_futures", "NEWUSDT", "1m") in universe.recorded and universe.refreshes == 2
 
 

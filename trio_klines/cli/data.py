@@ -171,7 +171,8 @@ def _run_status(args: argparse.Namespace) -> int:
 
 
 def _notes(rows: Sequence[SeriesStatus]) -> str:
-    """What the table's counts do not say: the quarantined files, and rows that cannot be real candles."""
+    """What the table's counts do not say: the quarantined files, rows that cannot be real candles, and the
+    series that ended."""
     lines = []
     if any(r.quarantined for r in rows):
         lines.append("quarantined files (their candles count as missing until record or backfill fetches them):")
@@ -179,6 +180,9 @@ def _notes(rows: Sequence[SeriesStatus]) -> str:
     if any(r.beyond_clock for r in rows):
         lines.append("rows beyond the clock (not real closed candles; neither counted nor missing):")
         lines += [f"  {r.series}: {r.beyond_clock} from {_when(r.beyond_clock_first)}" for r in rows if r.beyond_clock]
+    if any(r.ended is not None for r in rows):
+        lines.append("ended (a universe stopped recording them: delisted or halted; not missing):")
+        lines += [f"  {r.series}: {_when(r.ended)} ({r.ended_why})" for r in rows if r.ended is not None]
     return "\n".join(lines)
 
 

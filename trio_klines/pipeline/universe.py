@@ -25,7 +25,8 @@ log = logging.getLogger("trio_klines.universe")
 Fetch = Callable[[Sequence[str]], Awaitable[Mapping[str, Mapping[str, Listing]]]]
 #: Starts recording series; the mapping gives where each one's record starts (ms), if known.
 AddSeries = Callable[[Sequence[Series], Mapping[Series, int | None]], Awaitable[None]]
-RemoveSeries = Callable[[Sequence[Series]], Awaitable[None]]
+#: Ends series; the mapping gives why (the listing status, or ``delisted`` when the listing dropped it).
+RemoveSeries = Callable[[Sequence[Series], Mapping[Series, str]], Awaitable[None]]
 
 
 class UniverseFollower:
@@ -87,7 +88,7 @@ class UniverseFollower:
             self.recorded.update(change.added)
         if change.removed:
             log.info("universe: %d series ended, delisted or halted (%s)", len(change.removed), _sample(change.removed))
-            await remove(change.removed)
+            await remove(change.removed, {s: _why(s, listings) for s in change.removed})
             self.recorded.difference_update(change.removed)
             self.ended.extend(change.removed)
         if change.doubtful - self._doubtful:
@@ -115,6 +116,11 @@ class UniverseFollower:
 
     def _now(self) -> int:
         return int(self._clock() * 1000)
+
+
+def _why(s: Series, listings: Mapping[str, Mapping[str, Listing]]) -> str:
+    listing = listings.get(s.market, {}).get(s.symbol)
+    return "delisted" if listing is None else listing.status
 
 
 def _sample(series: Sequence[Series], count: int = 5) -> str:

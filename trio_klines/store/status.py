@@ -15,6 +15,7 @@ from typing import Any
 from ..core.markets import Series, count_open_times
 from ..core.validity import STORED_AHEAD_MS
 from .coverage import coverage
+from .ended import read_ended
 from .layout import series_dir
 from .ledger import ExchangeGapLedger
 
@@ -34,12 +35,15 @@ class SeriesStatus:
     quarantined: tuple[str, ...] = ()  # its files in quarantine, relative to the root
     beyond_clock: int = 0  # rows opening after the clock (plus tolerance): not real candles
     beyond_clock_first: int | None = None  # the earliest of them
+    ended: int | None = None  # when a universe stopped recording it (delisted, halted), if it did
+    ended_why: str | None = None  # the listing status that ended it, or "delisted"
 
     def as_dict(self) -> dict[str, Any]:
         return {"market": self.series.market, "symbol": self.series.symbol, "interval": self.series.interval,
                 "first": self.first, "last": self.last, "rows": self.rows, "missing": self.missing,
                 "exchange_gaps": self.exchange_gaps, "files": self.files, "quarantined": list(self.quarantined),
-                "beyond_clock": self.beyond_clock, "beyond_clock_first": self.beyond_clock_first}  # fmt: skip
+                "beyond_clock": self.beyond_clock, "beyond_clock_first": self.beyond_clock_first,
+                "ended": self.ended, "ended_why": self.ended_why}  # fmt: skip
 
 
 def store_status(root: Path, *, now: int | None = None) -> list[SeriesStatus]:
@@ -51,6 +55,7 @@ def store_status(root: Path, *, now: int | None = None) -> list[SeriesStatus]:
     """
     clock = int(time.time() * 1000) if now is None else now
     ledger = ExchangeGapLedger(root)
+    ended = read_ended(root)
     out = []
     for key, cov in coverage(root, until=clock + STORED_AHEAD_MS).items():
         known = ledger.ranges(key)
@@ -62,6 +67,7 @@ def store_status(root: Path, *, now: int | None = None) -> list[SeriesStatus]:
         directory = root.joinpath(*series_dir(key))
         files = sum(1 for p in directory.glob("*.parquet") if not p.name.startswith(".")) if directory.is_dir() else 0
         quarantined = tuple(q.path.relative_to(root).as_posix() for q in cov.quarantined)
+        end = ended.get(key)
         out.append(SeriesStatus(key, cov.first, cov.last, cov.rows, missing, exchange, files, quarantined,
-                                cov.beyond, cov.beyond_first))  # fmt: skip
+                                cov.beyond, cov.beyond_first, end and end.at, end and end.why))  # fmt: skip
     return out
