@@ -32,8 +32,22 @@ def test_series_benchmark_reports_its_keys(capsys: pytest.CaptureFixture[str]) -
     assert set(result["targets_met"]) == {
         "spread_cpu_us_per_candle_total",
         "universe_cpu_us_per_candle_total",
+        "universe_day_cpu_us_per_candle",
         "burst_durable_wall_s",
     }
+    classes = result["universe_classes"]
+    costs = [c["cpu_us_per_candle_total"] for c in classes.values()]
+    assert min(costs) <= result["universe_day_cpu_us_per_candle"] <= max(costs)  # a weighted mean of them
+
+
+def test_a_day_weighs_each_class_by_the_candles_it_closes_in_a_day() -> None:
+    classes = {name: {"cpu_us_per_candle_total": 0.0} for name in bench.CLASSES}
+    classes["1s"]["cpu_us_per_candle_total"] = 100.0
+    one_spot_symbol_share = 86_400 / (86_400 + 1_440 + 480 + 288 + 96 + 48 + 24 + 12 + 6 + 4 + 3 + 2 + 1 + 1 / 3
+                                      + 1 / 7 + 1 / 30)  # fmt: skip
+    # Scaled down to one symbol per market: spot's 1s closes 86,400 candles a day of about 92,000.
+    day = bench.day_weighted(classes, spot_1s=1, scale=0.0001)
+    assert 90 < day < 100 * one_spot_symbol_share + 1
 
 
 def test_spread_flushes_close_each_series_once_a_minute_round_robin() -> None:
