@@ -555,6 +555,48 @@ async def test_receive_batch_hands_over_a_burst_in_order_and_cancelled_loses_not
         assert await conn.receive_batch() == ["late"]
 
 
+class CountingStream(trio.abc.Stream):
+    """A stream that counts the reads made of it (the wake-ups a paced feed costs)."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner, self.reads = inner, 0
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        self.reads += 1
+        return await self.inner.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_paced_feed_is_read_once_per_read_interval_at_most() -> None:
+    # Frames trickle in 2 ms apart, as at Binance's paced rates: each read takes what came meanwhile.
+    interval = 0.05
+
+    async def script(peer: Peer) -> None:
+        for i in range(40):
+            await peer.send(wse.TextMessage(data=f"m{i}"))
+            await trio.sleep(0.002)
+
+    async with scripted_server(script) as (url, _), websockets_transport(read_interval=interval)(url) as conn:
+        counting = CountingStream(conn._stream)  # type: ignore[attr-defined]
+        conn._stream = counting  # type: ignore[attr-defined]
+        started = trio.current_time()
+        got: list[str | bytes] = []
+        while len(got) < 40:
+            got += await conn.receive_batch()  # type: ignore[attr-defined]
+        elapsed, reads = trio.current_time() - started, counting.reads  # before the close handshake's reads
+    assert got == [f"m{i}" for i in range(40)]
+    # Never two reads of a drained socket within the interval, however the machine's load spreads them.
+    assert reads <= elapsed / interval + 1, (reads, elapsed)
+
+
 # --- TLS ---------------------------------------------------------------------------------------
 
 
