@@ -6,6 +6,11 @@ its market — never closer than a minimum wall-clock gap, so a fast-forwarded e
 candle instead of thousands — then its closed event (``x`` true, ``E`` = close time + 1 ms). When the
 sender falls behind, stale open updates are dropped (only the newest is sent, and none for a candle
 that has already closed) but every closed candle is emitted, in order.
+
+Only while the symbol trades: no update before its listing, during a halt or after its delisting (the
+subscription stays, silent, and wakes at the listing or the halt's end). A candle in which trading stops
+for good closes early, its closed event at the stop (:meth:`~.history.History.close_at`); one the symbol
+never trades in sends nothing.
 """
 
 from __future__ import annotations
@@ -76,16 +81,22 @@ class _Series:
     open_time: int
     next_open: int
     next_update: int
+    #: When the current candle closes: ``next_open``, or earlier when trading stops for good inside it.
+    close_at: int = 0
     due_at: int = 0
     live: bool = True
+    #: The symbol never trades again: nothing is due, ever.
+    dormant: bool = False
+    #: Whether the current candle exists (:meth:`History.exists`).
+    exists: bool = True
     #: The current candle in full, computed once for all its open updates.
     full: Kline | None = None
 
 
-def _first_update(open_time: int, next_open: int, spacing: int) -> int:
+def _first_update(open_time: int, close_at: int, spacing: int) -> int:
     # Mid-way into the first period, and always before the close: even a candle shorter than the
     # spacing gets one open update when the sender keeps up.
-    return open_time + min(spacing // 2, (next_open - open_time) // 2)
+    return open_time + min(spacing // 2, (close_at - open_time) // 2)
 
 
 class Feed:
@@ -115,13 +126,25 @@ class Feed:
             return
         spacing = max(self._market.update_period_for(interval), self._min_gap)
         open_time = floor_open_time(interval, now)
-        next_open = next_open_time(interval, open_time)
-        update = _first_update(open_time, next_open, spacing)
-        if update < now:
-            update += -(-(now - update) // spacing) * spacing
-        series = _Series(stream, spec, interval, spacing, open_time, next_open, min(update, next_open))
+        series = _Series(stream, spec, interval, spacing, open_time, open_time, open_time)
         self._series[stream] = series
+        self._begin(series, open_time, now)
         self._push(series)
+
+    def _begin(self, s: _Series, open_time: int, now: int | None = None) -> None:
+        """Make ``s``'s current candle the first one from ``open_time`` on in which its symbol trades."""
+        t = self._history.next_trading_open(s.spec, s.interval, open_time)
+        if t is None:
+            s.dormant = True
+            return
+        s.open_time = t
+        s.next_open = next_open_time(s.interval, t)
+        s.close_at = self._history.close_at(s.spec, s.interval, t)
+        s.exists = self._history.exists(s.spec, s.interval, t)
+        update = _first_update(t, s.close_at, s.spacing)
+        if now is not None and update < now:
+            update += -(-(now - update) // s.spacing) * s.spacing
+        s.next_update = min(update, s.close_at)
 
     def unsubscribe(self, stream: str) -> None:
         """Stop feeding ``stream``; unknown streams are ignored."""
@@ -145,29 +168,35 @@ class Feed:
             t, _, s = heapq.heappop(heap)
             if not s.live or t != s.due_at:
                 continue
-            if s.next_update < s.next_open:
-                if now >= s.next_open:
-                    s.next_update = s.next_open  # behind: the close makes the open updates moot
+            if s.next_update < s.close_at:
+                if now >= s.close_at:
+                    s.next_update = s.close_at  # behind: the close makes the open updates moot
                 else:
                     u = s.next_update + (now - s.next_update) // s.spacing * s.spacing
-                    if history.exists(s.spec, s.interval, s.open_time):
+                    if not s.exists:
+                        s.next_update = s.close_at
+                    elif not s.spec.trading_at(u):
+                        # Listed or resuming later in this candle: the next update is at that moment.
+                        resume = s.spec.next_trading(u)
+                        s.next_update = s.close_at if resume is None else min(resume, s.close_at)
+                    else:
                         if s.full is None or s.full.open_time != s.open_time:
                             s.full = history.kline(s.spec, s.interval, s.open_time)
                         kline = history.partial(s.spec, s.interval, s.open_time, u, s.full)
                         out.append(FeedEvent(u, s.stream, s.spec, s.interval, kline, False))
-                    s.next_update = min(u + s.spacing, s.next_open)
+                        s.next_update = min(u + s.spacing, s.close_at)
             else:
-                if history.exists(s.spec, s.interval, s.open_time):
+                if s.exists:
                     kline = s.full if s.full is not None and s.full.open_time == s.open_time else None
                     kline = kline or history.kline(s.spec, s.interval, s.open_time)
-                    out.append(FeedEvent(s.next_open, s.stream, s.spec, s.interval, kline, True))
-                s.open_time = s.next_open
-                s.next_open = next_open_time(s.interval, s.open_time)
-                s.next_update = _first_update(s.open_time, s.next_open, s.spacing)
+                    out.append(FeedEvent(s.close_at, s.stream, s.spec, s.interval, kline, True))
+                self._begin(s, s.next_open)
             self._push(s)
         return out
 
     def _push(self, s: _Series) -> None:
-        s.due_at = min(s.next_update, s.next_open)
+        if s.dormant:
+            return
+        s.due_at = min(s.next_update, s.close_at)
         self._seq += 1
         heapq.heappush(self._heap, (s.due_at, self._seq, s))

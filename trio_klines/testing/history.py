@@ -8,6 +8,14 @@ truth is ``float`` of those strings, which is what :mod:`trio_klines.core.parse`
 The price of a symbol is one continuous path in time — slow waves plus a little noise, both hashed from
 the seed — so a candle closes where the next one opens and candles of different intervals tell the same
 story. Highs and lows add a random excursion beyond the path's sampled extremes.
+
+A candle exists when the symbol trades at some instant of its span (:attr:`SymbolSpec.segments`: from its
+listing to its delisting, outside its halts) and its open time is outside every outage. So the candle in
+which a symbol is listed exists (its values are those of a full candle), candles wholly inside a halt or
+after the delisting do not, and one that spans a short halt does. A candle in which trading stops for
+good — at a halt that lasts past its end, or at the delisting — closes early, as Binance's do
+(``shared/realdata``: the 2023-03-24 12:39 candle closes at 12:39:41.646): its close time is the stop
+minus 1 ms and its values are the candle as it stood at the stop (:meth:`History.close_at`).
 """
 
 from __future__ import annotations
@@ -15,12 +23,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Final, NamedTuple
 
 from ..core.markets import floor_open_time, get_market, next_open_time, normalize_symbol, validate_interval
 from ..core.parse import Candle
 from ..errors import ConfigError
+from .schedule import normalize_halts, normalize_moments
 from .symbols import SymbolSpec, Universe
 from .wire import kline_floats
 
@@ -171,18 +180,59 @@ class History:
         return None
 
     def exists(self, spec: SymbolSpec, interval: str, open_time: int) -> bool:
-        """Whether the candle opening at ``open_time`` exists: after the listing, outside any outage."""
-        return next_open_time(interval, open_time) > spec.listed_at and self.outage_at(open_time) is None
+        """Whether the candle opening at ``open_time`` exists: the symbol trades during it, outside any outage."""
+        end = next_open_time(interval, open_time)
+        segments = spec.segments
+        if len(segments) == 1:  # the usual symbol: listed once, never halted
+            traded = segments[0][0] < end and segments[0][1] > open_time
+        else:
+            traded = any(a < end and b > open_time for a, b in segments)
+        return traded and self.outage_at(open_time) is None
 
     def first_open_time(self, spec: SymbolSpec, interval: str) -> int:
         """Open time of the symbol's first candle of ``interval``."""
         return floor_open_time(interval, spec.listed_at)
 
+    def next_trading_open(self, spec: SymbolSpec, interval: str, open_time: int) -> int | None:
+        """The first open time from ``open_time`` on of a candle during which the symbol trades (outages aside),
+        or ``None`` when it never trades again."""
+        for a, b in spec.segments:
+            if b > open_time:
+                return open_time if a <= open_time else floor_open_time(interval, a)
+        return None
+
+    def prev_trading_open(self, spec: SymbolSpec, interval: str, open_time: int) -> int | None:
+        """The last open time up to ``open_time`` of a candle during which the symbol trades (outages aside),
+        or ``None`` when it had not traded by then."""
+        end = next_open_time(interval, open_time)
+        for a, b in reversed(spec.segments):
+            if a < end:
+                return open_time if b > open_time else floor_open_time(interval, b - 1)
+        return None
+
+    def close_at(self, spec: SymbolSpec, interval: str, open_time: int) -> int:
+        """The instant the candle opening at ``open_time`` closes: the next open time, or earlier when trading
+        stops for good inside it (a halt lasting past its end, or the delisting). Its closed WebSocket event
+        has this ``E``, and its close time is this minus 1 ms."""
+        end = next_open_time(interval, open_time)
+        for a, b in reversed(spec.segments):
+            if a < end:
+                return b if open_time < b < end else end
+        return end
+
+    def first_trade(self, spec: SymbolSpec, interval: str, open_time: int) -> int | None:
+        """The first instant of the candle opening at ``open_time`` at which the symbol trades, if any."""
+        t = spec.next_trading(open_time)
+        return t if t is not None and t < next_open_time(interval, open_time) else None
+
     def open_times(self, spec: SymbolSpec, interval: str, start: int, end: int, limit: int | None = None) -> list[int]:
         """Open times of the existing candles opening in ``[start, end)``, oldest first (``limit`` at most)."""
         out: list[int] = []
-        t = _ceil_open_time(interval, max(start, self.first_open_time(spec, interval)))
-        while t < end and (limit is None or len(out) < limit):
+        t: int | None = _ceil_open_time(interval, max(start, self.first_open_time(spec, interval)))
+        while t is not None and t < end and (limit is None or len(out) < limit):
+            t = self.next_trading_open(spec, interval, t)
+            if t is None or t >= end:
+                break
             outage = self.outage_at(t)
             if outage is not None:
                 t = _ceil_open_time(interval, outage.end)
@@ -195,8 +245,11 @@ class History:
         """Open times of the ``count`` newest existing candles opening in ``[floor, end]``, oldest first."""
         out: list[int] = []
         lowest = max(floor, self.first_open_time(spec, interval))
-        t = floor_open_time(interval, end)
-        while len(out) < count and t >= lowest:
+        t: int | None = floor_open_time(interval, end)
+        while t is not None and len(out) < count and t >= lowest:
+            t = self.prev_trading_open(spec, interval, t)
+            if t is None or t < lowest:
+                break
             outage = self.outage_at(t)
             if outage is not None:
                 t = floor_open_time(interval, outage.start - 1)
@@ -209,7 +262,28 @@ class History:
     # --- candles ------------------------------------------------------------------------------
 
     def kline(self, spec: SymbolSpec, interval: str, open_time: int) -> Kline:
-        """The full (closed) candle opening at ``open_time``, existing or not (see :meth:`exists`)."""
+        """The closed candle opening at ``open_time``, existing or not (see :meth:`exists`).
+
+        A full candle, or one closed early (:meth:`close_at`): its values as they stood then.
+        """
+        full = self._full(spec, interval, open_time)
+        close = self.close_at(spec, interval, open_time)
+        if close == full.close_time + 1:
+            return full
+        return self._partial(spec, open_time, close, full)._replace(close_time=close - 1)
+
+    def kline_at(self, spec: SymbolSpec, interval: str, open_time: int, now: int) -> Kline:
+        """The candle opening at ``open_time`` as REST serves it at ``now``: closed (:meth:`kline`) once it has
+        closed, else as it stood at the last instant it traded (during a halt: when the halt began)."""
+        if self.close_at(spec, interval, open_time) <= now:
+            return self.kline(spec, interval, open_time)
+        at = now
+        if not spec.trading_at(now):
+            at = max((b for a, b in spec.segments if b <= now), default=open_time)
+        return self.partial(spec, interval, open_time, max(at, open_time))
+
+    def _full(self, spec: SymbolSpec, interval: str, open_time: int) -> Kline:
+        """The candle opening at ``open_time`` over its whole interval, whatever the symbol's trading."""
         end = next_open_time(interval, open_time)
         length = end - open_time
         price = self._path(spec)
@@ -251,10 +325,19 @@ class History:
 
         Every value grows (or the low falls) as ``at`` advances and stays within the final candle, so a
         sequence of open updates always ends consistently with the closed one. ``at`` is clamped to the
-        candle's span. ``full`` is the closed candle when the caller already has it.
+        candle's span; from its close on (:meth:`close_at`) this is the closed candle. ``full`` is the
+        closed candle (:meth:`kline`) when the caller already has it.
         """
         if full is None:
             full = self.kline(spec, interval, open_time)
+        close = full.close_time + 1
+        if at >= close:
+            return full
+        if close != next_open_time(interval, open_time):  # closed early: grow towards the whole candle
+            full = self._full(spec, interval, open_time)
+        return self._partial(spec, open_time, at, full)
+
+    def _partial(self, spec: SymbolSpec, open_time: int, at: int, full: Kline) -> Kline:
         end = full.close_time + 1
         length = end - open_time
         elapsed = min(max(at - open_time, 0), length)
@@ -319,17 +402,37 @@ def ground_truth(
     seed: int = 0,
     outages: Sequence[tuple[int, int]] = (),
     symbols: int = 0,
+    listings: Mapping[str, object] | None = None,
+    delistings: Mapping[str, object] | None = None,
+    halts: Mapping[str, object] | None = None,
+    exchange_start: int | None = None,
 ) -> list[Candle]:
-    """The candles an exchange with this seed, outages and symbol count serves, opening in ``[start, end)``.
+    """The candles an exchange with this seed, outages, symbol count and schedule serves, opening in
+    ``[start, end)``.
 
-    Same as :meth:`FakeExchange.ground_truth`, without a running exchange. Raises :class:`ConfigError`
-    for an unknown market, unlisted symbol or unserved interval.
+    Same as :meth:`FakeExchange.ground_truth`, without a running exchange. ``listings``, ``delistings``
+    and ``halts`` are those of :class:`~.symbols.Universe`; relative times in them count from
+    ``exchange_start`` (the exchange's ``start``, epoch ms). Raises :class:`ConfigError` for an unknown
+    market, unlisted symbol, unserved interval or a bad schedule.
     """
     key = tuple(sorted(Outage(*o) for o in outages))
-    return _history(seed, key, symbols).candles(market, symbol, interval, start, end)
+    schedule = (
+        tuple(normalize_moments(listings, "listing").items()),
+        tuple(normalize_moments(delistings, "delisting").items()),
+        tuple(normalize_halts(halts).items()),
+    )
+    return _history(seed, key, symbols, schedule, exchange_start).candles(market, symbol, interval, start, end)
 
 
 @functools.lru_cache(maxsize=8)
-def _history(seed: int, outages: tuple[Outage, ...], symbols: int) -> History:
+def _history(
+    seed: int,
+    outages: tuple[Outage, ...],
+    symbols: int,
+    schedule: tuple[tuple[tuple[str, object], ...], ...] = ((), (), ()),
+    start: int | None = None,
+) -> History:
     # Tests call ground_truth over and over with the same exchange settings.
-    return History(seed, universe=Universe(symbols), outages=outages)
+    listings, delistings, halts = (dict(items) for items in schedule)
+    universe = Universe(symbols, listings=listings, delistings=delistings, halts=halts, start=start)
+    return History(seed, universe=universe, outages=outages)

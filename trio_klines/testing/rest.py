@@ -4,8 +4,11 @@ No sockets here: :meth:`RestApi.handle` maps (market, path, query, exchange time
 :class:`RestResponse`. Window rules (``shared/binance.md`` §5): spot and USDⓈ-M return the oldest
 candles from ``startTime`` or the newest up to ``endTime``/now; COIN-M returns the ``limit`` candles
 closest to ``endTime`` within a window of at most 200 days (``-4088`` beyond). The still-open candle is
-included as it stands. Request weight is counted per exchange-time minute, in one pool for spot and
-one shared by USDⓈ-M and COIN-M.
+included as it stands (once the symbol has traded in it). The universe is read at the exchange's time:
+``exchangeInfo`` lists what :meth:`~.symbols.Universe.listed` says then; klines of a symbol it does not
+list yet are ``-1121 Invalid symbol.``, and a listed one's are the candles that exist (none while it is
+``PENDING_TRADING``; a delisted one keeps its history). Request weight is counted per exchange-time
+minute, in one pool for spot and one shared by USDⓈ-M and COIN-M.
 
 The REST faults (:class:`~trio_klines.testing.faults.Faults`): ``rest418``, ``rest429`` and ``rest5xx`` replace
 the answer before the request is served; ``rest_bad_gzip`` serves the klines (weight charged) but marks the
@@ -31,7 +34,7 @@ from collections.abc import Callable
 from typing import Final
 from urllib.parse import parse_qsl
 
-from ..core.markets import Market, next_open_time
+from ..core.markets import Market
 from .faults import Dice, Faults
 from .history import History, key_of
 from .wire import binance_error, encode_json, exchange_info, rest_row
@@ -45,6 +48,8 @@ _MICROS: Final = 10**14
 _DIGITS: Final = "^[0-9]{1,20}$"
 _SYMBOLS_RANGE: Final = r'^\[("[A-Z0-9-_.]{1,20}"(,"[A-Z0-9-_.]{1,20}"){0,}){0,1}\]$'
 _UTC_ZONES: Final = frozenset({"0", "+0", "-0", "00:00", "+00:00", "-00:00", "0:00", "+0:00"})
+# What spot's exchangeInfo takes for symbolStatus (binance.md §6).
+_SPOT_STATUSES: Final = ("TRADING", "HALT", "BREAK")
 #: Wall seconds after a 429 is delivered during which requests the client had already sent may still
 #: arrive without counting as ignoring it.
 IN_FLIGHT_GRACE_S: Final = 0.1
@@ -254,7 +259,7 @@ class RestApi:
         return 1, lambda: encode_json({"serverTime": now})
 
     def _exchange_info(self, market: Market, params: dict[str, str], now: int) -> tuple[int, Callable[[], bytes]]:
-        symbols = self._history.universe.symbols(market.name)
+        symbols = self._history.universe.listed(market.name, now)
         if market.name == "spot":
             _only(params, {"symbol", "symbols", "permissions", "showPermissionSets", "symbolStatus"})
         else:
@@ -266,6 +271,14 @@ class RestApi:
             wanted = _symbol_list(params["symbols"])
         if any(s not in symbols for s in wanted):
             raise _bad(-1121, "Invalid symbol.")
+        status = params.get("symbolStatus")
+        if status is not None:
+            if status not in _SPOT_STATUSES:
+                legal = "|".join(_SPOT_STATUSES)
+                raise _bad(-1100, f"Illegal characters found in parameter 'symbolStatus'; legal range is '{legal}'.")
+            if "symbol" in params or "symbols" in params:
+                raise _bad(-1128, "Combination of optional parameters invalid.")
+            wanted = [s for s in wanted if symbols[s].status == status]
         weight = 20 if market.name == "spot" else 1
         return weight, lambda: exchange_info(market.name, [symbols[s] for s in wanted], now)
 
@@ -276,8 +289,9 @@ class RestApi:
             if not params.get(name):
                 raise _bad(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
         start, end, limit = (_integer(params, n) for n in ("startTime", "endTime", "limit"))
-        spec = self._history.universe.get(market.name, params["symbol"])
-        if spec is None:
+        universe = self._history.universe
+        spec = universe.get(market.name, params["symbol"])
+        if spec is None or universe.status_at(market.name, spec.symbol, now) is None:
             raise _bad(-1121, "Invalid symbol.")
         interval = params["interval"]
         if interval not in market.intervals:
@@ -307,16 +321,15 @@ class RestApi:
         else:
             times = history.open_times_before(spec, interval, min(end, now) if end is not None else now, limit, 0)
 
+        if times:
+            # The newest candle may not have started: the symbol is listed, or resumes, later inside it.
+            first = history.first_trade(spec, interval, times[-1])
+            if first is None or first > now:
+                times.pop()
         times = self._transient_fault(market, params, times)
 
         def body() -> bytes:
-            rows = []
-            for t in times:
-                kline = history.kline(spec, interval, t)
-                if next_open_time(interval, t) > now:
-                    kline = history.partial(spec, interval, t, now, kline)
-                rows.append(rest_row(spec, kline))
-            return encode_json(rows)
+            return encode_json([rest_row(spec, history.kline_at(spec, interval, t, now)) for t in times])
 
         return market.kline_weight(limit), body
 

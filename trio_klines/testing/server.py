@@ -22,14 +22,15 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
-from ..core.markets import MARKETS, Market, apply_endpoints
+from ..core.markets import MARKETS, Market, apply_endpoints, validate_interval
 from ..core.parse import Candle
 from ..errors import ConfigError
 from .faults import Dice, Faults, parse_faults
 from .feed import DEFAULT_MIN_UPDATE_GAP_S, ExchangeClock
 from .history import History
 from .rest import RestApi
-from .symbols import Universe
+from .schedule import normalize_halts, normalize_moments
+from .symbols import PENDING_LEAD_MS, Universe
 from .ws import Receive, Send, WsConnection, resolve_ws_path
 
 __all__ = ["ExchangeConfig", "FakeExchange", "open_exchange"]
@@ -59,6 +60,16 @@ class ExchangeConfig:
     symbols: int = 0
     #: Listed symbols that do not trade: ``{"spot:ETHBTC": "BREAK"}`` (see :class:`Universe`).
     statuses: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: When symbols are listed: ``{"usdt_futures:SYM0003USDT": "+20s"}``. Moments are exchange time, relative
+    #: to ``start`` (``"+20s"``, ``"-1h"``, a ``timedelta``) or absolute (epoch ms, ISO text, a ``datetime``);
+    #: see :mod:`.schedule`. Kept normalised: canonical keys, epoch ms or ``timedelta`` values.
+    listings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: When symbols are delisted: ``{"usdt_futures:SYM0002USDT": "+40s"}``.
+    delistings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: When symbols halt: ``{"spot:SYM0001USDT": "+10s..+30s"}``, or a ``(from, to)`` pair, or a list of them.
+    halts: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: How long (exchange seconds) before its listing a futures symbol shows as ``PENDING_TRADING``.
+    pending_lead: float = PENDING_LEAD_MS / 1000
     host: str = "127.0.0.1"
     port: int = 0
     #: Seconds between server pings; ``None`` for spot's 20 s divided by the speed (0.05 s at least).
@@ -83,7 +94,29 @@ class ExchangeConfig:
             raise ConfigError("min_update_gap and shutdown_notice must be >= 0")
         if not isinstance(self.faults, Faults):
             object.__setattr__(self, "faults", parse_faults(self.faults))
-        Universe(self.symbols, statuses=self.statuses)  # validates the count and the statuses
+        if not isinstance(self.pending_lead, int | float) or not 0 <= self.pending_lead < math.inf:
+            raise ConfigError(f"pending_lead must be a number of seconds >= 0, not {self.pending_lead!r}")
+        object.__setattr__(self, "listings", normalize_moments(self.listings, "listing"))
+        object.__setattr__(self, "delistings", normalize_moments(self.delistings, "delisting"))
+        object.__setattr__(self, "halts", normalize_halts(self.halts))
+        # Validates the count, the statuses and the schedule; without a start, from now (relative moments
+        # keep their order whatever the start).
+        self.universe(self.start if self.start is not None else int(time.time() * 1000))
+
+    def universe(self, start: int) -> Universe:
+        """The symbol universe of an exchange started at ``start`` (epoch ms), its schedule resolved.
+
+        Raises :class:`ConfigError` for a bad schedule (see :class:`Universe`).
+        """
+        return Universe(
+            self.symbols,
+            statuses=self.statuses,
+            listings=self.listings,
+            delistings=self.delistings,
+            halts=self.halts,
+            start=start,
+            pending_lead=round(self.pending_lead * 1000),
+        )
 
 
 class FakeExchange:
@@ -102,8 +135,9 @@ class FakeExchange:
         self.shutdown_notice_ms = math.ceil(config.shutdown_notice * 1000)
         start = config.start if config.start is not None else int(time.time() * 1000)
         self.clock = ExchangeClock(start, self.speed)
-        universe = Universe(config.symbols, statuses=config.statuses)
-        self.history = History(config.seed, universe=universe, outages=config.faults.outages)
+        #: The exchange's symbols, their schedule resolved against the clock's start.
+        self.universe = config.universe(start)
+        self.history = History(config.seed, universe=self.universe, outages=config.faults.outages)
         self.dice = Dice(config.seed)
         self.stats: collections.Counter[str] = collections.Counter()
         self.rest = RestApi(
@@ -129,20 +163,34 @@ class FakeExchange:
         """The market table pointed at this exchange (:func:`trio_klines.core.markets.apply_endpoints`)."""
         return apply_endpoints(self.endpoints)
 
+    @property
+    def start(self) -> int:
+        """The exchange time at start-up, ms since the epoch: relative schedule moments count from it."""
+        return self.clock.start
+
     def now(self) -> int:
         """The exchange time, ms since the epoch."""
         return self.clock.now()
 
+    def status(self, market: str, symbol: str, now: int | None = None) -> str | None:
+        """What ``exchangeInfo`` says of ``symbol`` at ``now`` (default: the exchange's current time);
+        ``None`` when it does not list it then."""
+        return self.universe.status_at(market, symbol, self.now() if now is None else now)
+
     def ground_truth(self, market: str, symbol: str, interval: str, start: int, end: int | None = None) -> list[Candle]:
         """The candles this exchange serves for a series, opening in ``[start, end)``, oldest first.
 
-        With ``end`` omitted: every candle that has closed by the exchange's current time. Outages and
-        the symbol's listing are respected. Raises :class:`ConfigError` for an unknown market, unlisted
-        symbol or unserved interval.
+        With ``end`` omitted: every candle that has closed by the exchange's current time (a candle closed
+        early at a halt or delisting counts from that moment). Outages, the symbol's listing, halts and
+        delisting are respected. Raises :class:`ConfigError` for an unknown market, unlisted symbol or
+        unserved interval.
         """
         if end is None:
             now = self.now()
-            return [c for c in self.history.candles(market, symbol, interval, start, now) if c.end_time <= now]
+            spec = self.history.spec(market, symbol)
+            interval = validate_interval(spec.market, interval)
+            candles = self.history.candles(market, symbol, interval, start, now)
+            return [c for c in candles if self.history.close_at(spec, interval, c.open_time) <= now]
         return self.history.candles(market, symbol, interval, start, end)
 
     def cut_connections(self, code: int = 1001, reason: str = "Server shutting down") -> None:

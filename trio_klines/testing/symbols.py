@@ -1,10 +1,29 @@
-"""The fake exchange's symbol universe: which symbols each market lists and how they trade.
+"""The fake exchange's symbol universe: which symbols each market lists, when, and how they trade.
 
 Pure data and arithmetic. A :class:`SymbolSpec` fixes everything the wire format depends on (decimal
 places, tick and lot size, COIN-M contract size) and the scale of the generated history (price level,
 volume, trade count, volatility, listing date). The defaults copy the real instruments' formats as seen
 in ``shared/realdata`` (spot: 8 decimals everywhere; USDⓈ-M: ``pricePrecision`` / ``quantityPrecision``
 decimals and their sum for the quote volume; COIN-M: integer contracts and 8-decimal base volume).
+
+The universe changes over time when a :class:`Universe` is given listings, delistings and halts
+(:mod:`.schedule` reads their syntax). A symbol trades from its listing to its delisting outside its
+halts; :meth:`SymbolSpec.status_at` says what ``exchangeInfo`` shows of it at any moment:
+
+========================  ====================  ==========================  ===========================
+moment                    spot ``status``       USDⓈ-M ``status``           COIN-M ``contractStatus``
+========================  ====================  ==========================  ===========================
+before the listing        absent                absent, then                same as USDⓈ-M
+                                                ``PENDING_TRADING`` from
+                                                ``pending_lead`` before
+trading                   ``TRADING``           ``TRADING``                 ``TRADING``
+halted                    ``HALT``              ``PENDING_TRADING``         ``PENDING_TRADING``
+delisted (kept listed)    ``BREAK``             ``SETTLING``                ``DELIVERED``
+========================  ====================  ==========================  ===========================
+
+Futures have no halt status (binance.md §6): ``PENDING_TRADING`` is the one status of both futures
+enums that means "not trading now, trading later"; ``SETTLING``/``DELIVERED`` are where delisted
+perpetuals stay on Binance.
 """
 
 from __future__ import annotations
@@ -20,14 +39,35 @@ from typing import Final
 
 from ..core.markets import MARKET_NAMES, get_market, normalize_symbol
 from ..errors import ConfigError
+from .schedule import Halts, ParsedMoment, format_moment, normalize_halts, normalize_moments, resolve_schedule
 
-__all__ = ["GENERATED_PREFIX", "SymbolSpec", "Universe", "generated_symbol"]
+__all__ = [
+    "DELISTED_STATUS",
+    "FOREVER",
+    "GENERATED_PREFIX",
+    "HALT_STATUS",
+    "PENDING_LEAD_MS",
+    "PENDING_TRADING",
+    "SymbolSpec",
+    "Universe",
+    "generated_symbol",
+]
 
 #: Generated symbols are ``SYM0001USDT`` (spot, USDⓈ-M) and ``SYM0001USD_PERP`` (COIN-M).
 GENERATED_PREFIX: Final = "SYM"
 _MAX_GENERATED: Final = 9999
 _STATUS_RE: Final = re.compile(r"[A-Z_]{1,32}")
 _SPOT_DECIMALS: Final = 8
+#: The end of a trading span that no delisting closes: far beyond any exchange time.
+FOREVER: Final = 1 << 62
+PENDING_TRADING: Final = "PENDING_TRADING"
+#: How long before its listing a futures symbol shows as ``PENDING_TRADING`` (spot shows nothing): an
+#: hour, our assumption (Binance announces futures listings hours ahead; the lead is not documented).
+PENDING_LEAD_MS: Final = 3_600_000
+#: The status of a halted symbol, per market (futures have no halt status: see the module's docstring).
+HALT_STATUS: Final = {"spot": "HALT", "usdt_futures": PENDING_TRADING, "coin_futures": PENDING_TRADING}
+#: The status of a delisted symbol, which stays in ``exchangeInfo`` (spot ``BREAK``, futures settled).
+DELISTED_STATUS: Final = {"spot": "BREAK", "usdt_futures": "SETTLING", "coin_futures": "DELIVERED"}
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,10 +104,54 @@ class SymbolSpec:
     #: Its trading status in ``exchangeInfo``. A symbol that is not ``TRADING`` (spot ``BREAK``, futures
     #: ``SETTLING``…) is listed there and nowhere else: its streams stay silent, its klines are refused.
     status: str = "TRADING"
+    #: Closing instant of trading (ms): no candle opens from then on, and the one open then closes early.
+    delisted_at: int | None = None
+    #: Trading halts ``(from, to)`` in ms, in time order and apart: no trade in ``[from, to)``; the candle
+    #: open at ``from`` closes early unless trading resumes before its end.
+    halts: tuple[tuple[int, int], ...] = ()
+    #: The spans ``[start, end)`` in which the symbol trades, made of the three fields above.
+    segments: tuple[tuple[int, int], ...] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        spans = []
+        start, end = self.listed_at, FOREVER if self.delisted_at is None else self.delisted_at
+        for a, b in self.halts:
+            spans.append((start, min(a, end)))
+            start = max(start, b)
+        spans.append((start, end))
+        object.__setattr__(self, "segments", tuple((a, b) for a, b in spans if a < b))
 
     @property
     def trading(self) -> bool:
+        """Whether it has no fixed status other than ``TRADING`` (then it trades in its :attr:`segments`)."""
         return self.status == "TRADING"
+
+    def trading_at(self, t: int) -> bool:
+        """Whether it trades at instant ``t`` (ms)."""
+        segments = self.segments
+        if len(segments) == 1:  # the usual symbol: listed once, never halted
+            return segments[0][0] <= t < segments[0][1]
+        return any(a <= t < b for a, b in segments)
+
+    def next_trading(self, t: int) -> int | None:
+        """The first instant from ``t`` on at which it trades, or ``None`` when it never trades again."""
+        for a, b in self.segments:
+            if t < b:
+                return max(a, t)
+        return None
+
+    def status_at(self, now: int, pending_lead: int = PENDING_LEAD_MS) -> str | None:
+        """What ``exchangeInfo`` shows of it at ``now``, or ``None`` when it is not listed yet.
+
+        A fixed status (``status`` other than ``TRADING``) holds at every moment.
+        """
+        if not self.trading:
+            return self.status
+        if now < self.listed_at:
+            return PENDING_TRADING if self.market != "spot" and now >= self.listed_at - pending_lead else None
+        if self.delisted_at is not None and now >= self.delisted_at:
+            return DELISTED_STATUS[self.market]
+        return "TRADING" if self.trading_at(now) else HALT_STATUS[self.market]
 
     @property
     def tick_size(self) -> str:
@@ -265,21 +349,44 @@ def _generated(market: str, index: int) -> SymbolSpec:
 
 
 class Universe:
-    """Every symbol each market lists: the defaults plus ``extra`` generated ones per market.
+    """Every symbol each market lists: the defaults plus ``extra`` generated ones per market, and when they trade.
 
-    ``statuses`` maps ``"market:SYMBOL"`` to a status other than ``TRADING`` (``{"spot:ETHBTC": "BREAK"}``):
+    ``statuses`` maps ``"market:SYMBOL"`` to a fixed status other than ``TRADING`` (``{"spot:ETHBTC": "BREAK"}``):
     such a symbol is listed in :meth:`symbols` (so ``exchangeInfo`` shows it with that status) but is not
     found by :meth:`get` and :meth:`spec`, so its streams stay silent and its klines are refused, as for
     a symbol under a trading break.
 
-    Raises :class:`ConfigError` when ``extra`` is negative or above 9999, or for a status given to a
-    market or symbol that is not listed, or that is not an upper-case word.
+    ``listings``, ``delistings`` and ``halts`` schedule changes (keys ``"market:SYMBOL"``, moments as
+    :mod:`.schedule` reads them): a listing moves the symbol's ``listed_at`` (into the future: a symbol
+    listed during a run is one of this universe's symbols), a delisting sets its ``delisted_at``, halts
+    its ``halts`` (``"+10s..+30s"``, a ``(from, to)`` pair or a list of them). Relative moments count from
+    ``start``, the exchange's start in epoch ms. ``pending_lead`` (ms) is how long before its listing a
+    futures symbol shows as ``PENDING_TRADING``.
+
+    Raises :class:`ConfigError` when ``extra`` is negative or above 9999; for a status, listing, delisting
+    or halt given to a market or symbol that is not listed; for a status that is not an upper-case word;
+    for a bad time, a relative one without ``start``, a delisting not after the listing, a halt that does
+    not end after it starts, starts before the listing or from the delisting on, or overlaps another; and
+    for a symbol with a fixed status that is also scheduled.
     """
 
-    def __init__(self, extra: int = 0, *, statuses: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        extra: int = 0,
+        *,
+        statuses: Mapping[str, str] | None = None,
+        listings: Mapping[str, object] | None = None,
+        delistings: Mapping[str, object] | None = None,
+        halts: Mapping[str, object] | None = None,
+        start: int | None = None,
+        pending_lead: int = PENDING_LEAD_MS,
+    ) -> None:
         if not isinstance(extra, int) or not 0 <= extra <= _MAX_GENERATED:
             raise ConfigError(f"the number of generated symbols must be 0 to {_MAX_GENERATED}, not {extra!r}")
+        if not isinstance(pending_lead, int) or isinstance(pending_lead, bool) or pending_lead < 0:
+            raise ConfigError(f"pending_lead must be a whole number of ms >= 0, not {pending_lead!r}")
         self.extra = extra
+        self.pending_lead = pending_lead
         self._specs = _defaults()
         for market in MARKET_NAMES:
             for i in range(1, extra + 1):
@@ -290,6 +397,13 @@ class Universe:
             if not isinstance(status, str) or not _STATUS_RE.fullmatch(status):
                 raise ConfigError(f"a symbol status is an upper-case word such as BREAK, not {status!r}")
             self._specs[market][symbol] = dataclasses.replace(self._specs[market][symbol], status=status)
+        self._scheduled: list[SymbolSpec] = []
+        self._schedule(
+            normalize_moments(listings, "listing"),
+            normalize_moments(delistings, "delisting"),
+            normalize_halts(halts),
+            start,
+        )
 
     def _status_key(self, key: object) -> tuple[str, str]:
         market, sep, symbol = key.partition(":") if isinstance(key, str) else ("", "", "")
@@ -300,16 +414,76 @@ class Universe:
             raise ConfigError(f"the fake exchange lists no {name} symbol {symbol!r}")
         return name, symbol
 
+    def _schedule(
+        self,
+        listings: dict[str, ParsedMoment],
+        delistings: dict[str, ParsedMoment],
+        halts: dict[str, Halts],
+        start: int | None,
+    ) -> None:
+        for key in dict.fromkeys([*listings, *delistings, *halts]):
+            market, _, symbol = key.partition(":")
+            spec = self._specs[market].get(symbol)
+            if spec is None:
+                raise ConfigError(f"{key}: the fake exchange lists no {market} symbol {symbol!r}")
+            if not spec.trading:
+                raise ConfigError(
+                    f"{key} has the fixed status {spec.status}: it cannot also be listed, delisted or halted"
+                )
+            listed, delisted, halted = resolve_schedule(
+                key, spec.listed_at, listings.get(key), delistings.get(key), halts.get(key, ()), start
+            )
+            spec = dataclasses.replace(spec, listed_at=listed, delisted_at=delisted, halts=halted)
+            self._specs[market][symbol] = spec
+            self._scheduled.append(spec)
+
     def symbols(self, market: str) -> Mapping[str, SymbolSpec]:
-        """Symbol → spec of every symbol ``market`` lists, trading or not, in listing order.
+        """Symbol → spec of every symbol ``market`` lists at any time, trading or not, in listing order.
 
         Raises :class:`ConfigError` for a bad market.
         """
         return self._specs[get_market(market).name]
 
+    def listed(self, market: str, now: int) -> dict[str, SymbolSpec]:
+        """Symbol → spec of every symbol ``exchangeInfo`` shows at ``now`` (ms), each spec's ``status`` the one
+        it has then (see :meth:`SymbolSpec.status_at`), in listing order.
+
+        Raises :class:`ConfigError` for a bad market.
+        """
+        out: dict[str, SymbolSpec] = {}
+        for symbol, spec in self._specs[get_market(market).name].items():
+            status = spec.status_at(now, self.pending_lead)
+            if status is not None:
+                out[symbol] = spec if status == spec.status else dataclasses.replace(spec, status=status)
+        return out
+
+    def status_at(self, market: str, symbol: str, now: int) -> str | None:
+        """The status ``exchangeInfo`` shows for ``symbol`` at ``now``; ``None`` when it does not list it then.
+
+        Raises :class:`ConfigError` for a bad market.
+        """
+        spec = self._specs[get_market(market).name].get(symbol)
+        return None if spec is None else spec.status_at(now, self.pending_lead)
+
+    @property
+    def scheduled(self) -> tuple[SymbolSpec, ...]:
+        """The specs of the symbols given a listing, delisting or halt, in the order they were given."""
+        return tuple(self._scheduled)
+
+    def describe_schedule(self) -> list[str]:
+        """One line per scheduled symbol, in exchange time: ``usdt_futures:SYM0003USDT listed 2026-…Z``."""
+        lines = []
+        for spec in self._scheduled:
+            parts = [f"listed {format_moment(spec.listed_at)}"]
+            parts += [f"halted {format_moment(a)} to {format_moment(b)}" for a, b in spec.halts]
+            if spec.delisted_at is not None:
+                parts.append(f"delisted {format_moment(spec.delisted_at)}")
+            lines.append(f"{spec.market}:{spec.symbol} " + ", ".join(parts))
+        return lines
+
     def get(self, market: str, symbol: str) -> SymbolSpec | None:
-        """The spec of ``symbol`` on ``market``, or ``None`` when the market does not list it or it does not
-        trade."""
+        """The spec of ``symbol`` on ``market``, or ``None`` when the market never lists it or it has a fixed
+        status other than ``TRADING``. When it trades is the spec's business (:attr:`SymbolSpec.segments`)."""
         spec = self._specs[get_market(market).name].get(symbol)
         return spec if spec is not None and spec.trading else None
 

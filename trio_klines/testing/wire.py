@@ -256,7 +256,8 @@ def _futures_symbol(spec: SymbolSpec) -> dict[str, object]:
         "symbol": spec.symbol,
         "pair": spec.symbol.removesuffix("_PERP"),
         "contractType": "PERPETUAL",
-        "deliveryDate": _PERPETUAL_DELIVERY,
+        # A perpetual being delisted shows its settlement moment; the others the far future.
+        "deliveryDate": _PERPETUAL_DELIVERY if spec.delisted_at is None else spec.delisted_at,
         "onboardDate": spec.listed_at,
     }
     if spec.market == "coin_futures":
@@ -279,7 +280,9 @@ def exchange_info(market: str, specs: Iterable[SymbolSpec], server_time: int) ->
     """The ``exchangeInfo`` body of ``market`` listing ``specs``: rate limits and per-symbol formats.
 
     Spot symbols carry ``status``; USDⓈ-M ``status`` and COIN-M ``contractStatus``, as on Binance: each
-    spec's :attr:`~trio_klines.testing.symbols.SymbolSpec.status`.
+    spec's :attr:`~trio_klines.testing.symbols.SymbolSpec.status` (give the specs of
+    :meth:`~trio_klines.testing.symbols.Universe.listed` for the statuses at a moment). Futures carry
+    ``onboardDate`` (the listing moment) and ``deliveryDate`` (the delisting moment when one is scheduled).
     """
     name = get_market(market).name
     body: dict[str, object] = {"timezone": "UTC", "serverTime": server_time, "rateLimits": _rate_limits(name)}
