@@ -7,6 +7,7 @@ import math
 import os
 import random
 import time
+import types
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 import trio
 import trio.testing
 
+import trio_klines.pipeline.threads
 from trio_klines.config import WriterSettings
 from trio_klines.core.gaps import ContinuityTracker, Gap
 from trio_klines.core.markets import Series
@@ -337,6 +339,15 @@ async def test_the_default_runner_hands_the_gil_to_its_thread_while_the_loop_is_
         with trio.fail_after(5):  # ~0.4 s with the handoff; without it, still waiting at the 10 s timeout
             assert await run_in_thread(gil_hungry, 1000) == 1000
         done.set()
+
+
+async def test_an_idle_loop_makes_no_gil_pauses_while_the_thread_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Idle, the loop waits in epoll with the GIL released: a pause would only cost the loop its time.
+    pauses: list[float] = []
+    fake_time = types.SimpleNamespace(sleep=pauses.append)
+    monkeypatch.setattr(trio_klines.pipeline.threads, "time", fake_time)
+    assert await run_in_thread(lambda seconds: time.sleep(seconds) or seconds, 0.1) == 0.1
+    assert pauses == []
 
 
 async def test_the_default_runner_raises_the_sinks_error_as_it_is() -> None:
