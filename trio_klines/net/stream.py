@@ -21,6 +21,12 @@ The states a connection goes through are :class:`ConnectionState`::
            any state → stopped                             cancelled
 
 A rotation that fails while the old session lives on stays ``rotating`` until its next attempt.
+
+Binance's WebSocket limits (:mod:`~trio_klines.core.pacing`) are kept here. Every connect, first, rotation
+or reconnect, takes a slot of one :class:`RateLimiter` shared by every connection of the trio run (or the
+one given), before the receive timeout starts: waiting for a slot is not a failure. Every control request
+takes a slot of the connection's own limiter; requests queued meanwhile for the same socket and method
+go out together, in as few requests as the size bounds allow.
 """
 
 from __future__ import annotations
@@ -37,13 +43,14 @@ import trio
 from ..config import StreamSettings
 from ..core.backoff import Backoff
 from ..core.markets import Market, combined_stream_url
+from ..core.pacing import Pacer, connect_pacer, control_pacer, pack_params
 from ..core.parse import Candle, frame_parser
 from ..core.silence import SilenceMonitor
 from ..core.throttle import LogThrottle
 from ..errors import BinanceError, ConfigError, ConnectionLost, MalformedMessage, ReceiveTimeout, ServerShutdown
 from .transport import Connection, Transport, trio_websocket_transport
 
-__all__ = ["ConnectionState", "ConnectionStats", "StreamConnection"]
+__all__ = ["ConnectionState", "ConnectionStats", "RateLimiter", "StreamConnection", "shared_connect_limiter"]
 
 log = logging.getLogger("trio_klines.stream")
 
@@ -78,6 +85,10 @@ class ConnectionStats:
     unsent: int = 0
     last_error: str | None = None
     connected_since: float | None = None
+    #: Control requests sent (SUBSCRIBE, UNSUBSCRIBE), each counted once per socket it went on.
+    requests: int = 0
+    #: Seconds spent waiting for a connect slot (Binance's new-connection limit, shared by all connections).
+    connect_waited: float = 0.0
 
 
 @dataclass(eq=False)
@@ -99,6 +110,70 @@ class _Live:
 
     session: _Session
     rotate_at: float
+
+
+@dataclass(eq=False)
+class _Request:
+    """A control request waiting for its socket's turn; its params leave as they are put into a message."""
+
+    conn: Connection
+    method: str
+    params: list[str]
+    done: bool = False
+
+
+class RateLimiter:
+    """Hands out the slots of a :class:`~trio_klines.core.pacing.Pacer` to trio tasks, on trio's clock.
+
+    Shared by any number of tasks; first come, first served (a ``trio.Lock`` is fair), so one waiter never
+    overtakes another. A slot is taken only when :meth:`acquire` returns: a waiter cancelled while waiting
+    takes none and costs the others nothing, and a slot once taken stays taken.
+    """
+
+    def __init__(self, pacer: Pacer) -> None:
+        self.pacer = pacer
+        self._turn = trio.Lock()
+        #: Slots handed out, and the seconds their takers spent waiting, all together.
+        self.granted = 0
+        self.waited = 0.0
+
+    def __repr__(self) -> str:
+        return f"RateLimiter({self.pacer!r})"
+
+    async def acquire(self) -> float:
+        """Wait for a slot and take it; returns the seconds waited.
+
+        Cancelled while waiting, it raises ``trio.Cancelled`` and takes no slot.
+        """
+        start = trio.current_time()
+        async with self._turn:
+            # Only the holder of the turn takes, so the time it waits for cannot move meanwhile. It sleeps
+            # until the pacer's own time, not now + delay: that sum can round to just before it.
+            ready = self.pacer.ready_at()
+            if ready > trio.current_time():
+                await trio.sleep_until(ready)
+            now = trio.current_time()
+            self.pacer.take(now)  # no checkpoint between the check and the take
+        self.granted += 1
+        self.waited += now - start
+        return now - start
+
+
+_CONNECT_LIMITER: trio.lowlevel.RunVar[RateLimiter] = trio.lowlevel.RunVar("trio_klines.connect_limiter")
+
+
+def shared_connect_limiter() -> RateLimiter:
+    """The connect limiter of the current trio run, made on first use: every connection that is given none
+    shares it, whichever recorder or market it belongs to (Binance counts new connections per IP).
+
+    Must be called inside ``trio.run``.
+    """
+    try:
+        return _CONNECT_LIMITER.get()
+    except LookupError:
+        limiter = RateLimiter(connect_pacer())
+        _CONNECT_LIMITER.set(limiter)
+        return limiter
 
 
 def _stream_of(frame: str | bytes) -> str | None:
@@ -131,6 +206,10 @@ class StreamConnection:
 
     Run it with :meth:`run` in a nursery; it returns only when cancelled, and closes ``send`` then.
     :meth:`subscribe` and :meth:`unsubscribe` change its streams while it runs.
+
+    ``connect_limiter`` paces its connects; pass one limiter to every connection that shares an IP.
+    Without one it uses :func:`shared_connect_limiter`, the trio run's. ``control_limiter`` paces its control
+    requests; by default its own, at its market's rate (:func:`~trio_klines.core.pacing.control_pacer`).
     """
 
     def __init__(
@@ -143,6 +222,8 @@ class StreamConnection:
         settings: StreamSettings | None = None,
         transport: Transport | None = None,
         rng: random.Random | None = None,
+        connect_limiter: RateLimiter | None = None,
+        control_limiter: RateLimiter | None = None,
     ) -> None:
         self.name = name
         self.market = market
@@ -161,6 +242,10 @@ class StreamConnection:
         self._parse = frame_parser(market)
         self._open: set[_Session] = set()  # sessions with a socket, live or not yet: two while rotating
         self._request_id = 0
+        self._connect_limiter = connect_limiter  # None: the run's, looked up when run() starts
+        self._control_limiter = control_limiter or RateLimiter(control_pacer(market.name))
+        self._outbox: list[_Request] = []  # control requests not sent yet, in the order they were made
+        self._sender = trio.Lock()  # whoever holds it sends for every caller, in turn
         self._silence = SilenceMonitor(
             market, self._streams, periods=settings.silence_periods, minimum=settings.silence_min
         )
@@ -184,6 +269,8 @@ class StreamConnection:
         A bug in a session is logged and retried too, never raised: it must not take the other
         connections down.
         """
+        if self._connect_limiter is None:
+            self._connect_limiter = shared_connect_limiter()
         async with self._send, trio.open_nursery() as nursery:
             try:
                 await self._supervise(nursery)
@@ -216,7 +303,15 @@ class StreamConnection:
         """Runs ``session`` in ``nursery`` until its first frame: None once it is live, else why it failed.
 
         A session that fails, or delivers nothing within the receive timeout, has ended when this returns.
+        The wait for a connect slot comes first and counts for neither.
         """
+        limiter = self._connect_limiter
+        assert limiter is not None
+        waited = await limiter.acquire()
+        if waited > 0:
+            self.stats.connect_waited += waited
+            log.info("%s: waited %.1fs for a connect slot (%d new connections per %gs per IP)",
+                     self.name, waited, limiter.pacer.limit, limiter.pacer.per_seconds)  # fmt: skip
         nursery.start_soon(self._run_session, session)
         with trio.move_on_after(self.settings.receive_timeout):
             await session.settled.wait()
@@ -403,17 +498,71 @@ class StreamConnection:
         return gone
 
     async def _request(self, method: str, params: list[str], conn: Connection | None = None) -> None:
-        """Send a control request on ``conn``, or on every open socket (two while rotating).
+        """Send a control request on ``conn``, or on every open socket (two while rotating); returns once sent.
 
-        With none open there is nothing to do: the next connection's URL carries the change.
+        With none open there is nothing to do: the next connection's URL carries the change. A request
+        waits its turn and a slot of the control limiter; the requests made meanwhile for the same socket
+        and method go out with it (:meth:`_send_next`). A socket that closes first drops the requests
+        still waiting for it, as the reconnect carries them. Cancelled, the caller leaves its request
+        queued: the next request sends it.
         """
         targets = [conn] if conn is not None else [s.conn for s in list(self._open) if s.conn is not None]
-        for target in targets:
-            self._request_id += 1
-            try:
-                await target.send(json.dumps({"method": method, "params": params, "id": self._request_id}))
-            except ConnectionLost as exc:
-                log.info("%s: %s not sent (%s); the reconnect will carry it", self.name, method, exc)
+        mine = [_Request(target, method, list(params)) for target in targets if params]
+        if not mine:
+            return
+        self._outbox.extend(mine)
+        async with self._sender:
+            while not all(request.done for request in mine):
+                await self._send_next()
+
+    async def _send_next(self) -> None:
+        """Send one message: the first waiting request, with what follows it for the same socket and method.
+
+        A request never overtakes one of another method for its socket (SUBSCRIBE then UNSUBSCRIBE of a
+        stream must stay in that order); within one method order does not matter, and a stream asked twice
+        goes once. A message carries at most what :func:`~trio_klines.core.pacing.pack_params` allows;
+        the rest waits for the next.
+        """
+        self._drop_closed()
+        if not self._outbox:
+            return
+        await self._control_limiter.acquire()
+        self._drop_closed()  # the wait may have outlived a socket: its slot is spent for nothing, safely
+        if not self._outbox:
+            return
+        conn, method = self._outbox[0].conn, self._outbox[0].method
+        run: list[_Request] = []
+        for request in self._outbox:
+            if request.conn is not conn:
+                continue
+            if request.method != method:
+                break
+            run.append(request)
+        wanted = list(dict.fromkeys(p for request in run for p in request.params))
+        params = wanted[: pack_params(method, wanted)]
+        chosen = set(params)
+        for request in run:
+            request.params = [p for p in request.params if p not in chosen]
+            request.done = not request.params
+        self._outbox = [request for request in self._outbox if not request.done]
+        self._request_id += 1
+        self.stats.requests += 1
+        try:
+            await conn.send(json.dumps({"method": method, "params": params, "id": self._request_id}))
+        except ConnectionLost as exc:
+            log.info("%s: %s not sent (%s); the reconnect will carry it", self.name, method, exc)
+            self._drop(lambda request: request.conn is conn)
+
+    def _drop_closed(self) -> None:
+        """Forget the requests waiting for a socket that is no longer open (the reconnect carries them)."""
+        open_conns = {id(s.conn) for s in self._open if s.conn is not None}
+        self._drop(lambda request: id(request.conn) not in open_conns)
+
+    def _drop(self, gone: Callable[[_Request], bool]) -> None:
+        for request in self._outbox:
+            if gone(request):
+                request.done = True
+        self._outbox = [request for request in self._outbox if not request.done]
 
     # --- silence and error reporting ----------------------------------------------------------
 
