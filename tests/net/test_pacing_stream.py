@@ -22,7 +22,8 @@ from trio_klines.config import StreamSettings
 from trio_klines.core.markets import MARKETS, stream_name
 from trio_klines.core.pacing import CONNECT_LIMIT, MAX_REQUEST_BYTES, MAX_REQUEST_PARAMS, Pacer
 from trio_klines.core.parse import Candle
-from trio_klines.net.stream import RateLimiter, StreamConnection, shared_connect_limiter
+from trio_klines.net.pacing import RateLimiter, shared_connect_limiter
+from trio_klines.net.stream import StreamConnection
 from trio_klines.testing.scripted import Pause
 
 from fakes import FakeConnection, FakeTransport, kline_frame
