@@ -31,10 +31,8 @@ import trio
 from .config import RecorderConfig
 from .core.gaps import ContinuityTracker, Gap
 from .core.markets import (
-    DEFAULT_MAX_URL_LENGTH,
     Market,
     Series,
-    combined_stream_url,
     plan_connections,
     stream_name,
 )
@@ -200,7 +198,7 @@ class Recorder:
             recorded = list(self._series)
             for market in sorted({s.market for s in recorded}):
                 streams = [stream_name(s.symbol, s.interval) for s in recorded if s.market == market]
-                for group in plan_connections(self.config.market(market), streams):
+                for group in plan_connections(self.config.market(market), streams, max_url_length=None):
                     self._start_connection(market, group)
             if self.universe is not None:
                 self._conn_nursery.start_soon(self._follow_universe, name="universe")
@@ -554,15 +552,11 @@ class Recorder:
             if conn.market.name != market.name or not streams:
                 continue
             room = market.max_streams_per_connection - len(conn.streams)
-            take: list[str] = []
-            for stream in streams:
-                url = combined_stream_url(market, (*conn.streams, *take, stream))
-                if len(take) < room and len(url) <= DEFAULT_MAX_URL_LENGTH:
-                    take.append(stream)
+            take = streams[: max(room, 0)]  # beyond its URL, a connection subscribes (see url_streams)
             if take:
                 await conn.subscribe(take)
-                streams = [s for s in streams if s not in take]
-        for group in plan_connections(market, streams):
+                streams = streams[len(take) :]
+        for group in plan_connections(market, streams, max_url_length=None):
             self._start_connection(market.name, group)
 
     async def remove_streams(self, series: Iterable[Series]) -> None:

@@ -34,6 +34,7 @@ from trio_klines.core.markets import (
     raw_stream_url,
     series,
     stream_name,
+    url_streams,
     validate_interval,
 )
 from trio_klines.errors import ConfigError
@@ -317,3 +318,27 @@ def test_apply_endpoints_overrides_urls() -> None:
 def test_bad_endpoints_are_config_errors(bad: object) -> None:
     with pytest.raises(ConfigError):
         apply_endpoints(bad)  # type: ignore[arg-type]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.from_regex(r"[a-z0-9]{1,20}@kline_1m", fullmatch=True), unique=True, max_size=400),
+       st.integers(60, 5000))  # fmt: skip
+def test_url_streams_is_the_longest_prefix_that_fits(streams: list[str], limit: int) -> None:
+    spot = MARKETS["spot"]
+    fitting = url_streams(spot, streams, limit)
+    assert fitting == streams[: len(fitting)]
+    assert len(combined_stream_url(spot, fitting)) <= limit or not fitting
+    if len(fitting) < len(streams):
+        assert len(combined_stream_url(spot, streams[: len(fitting) + 1])) > limit
+
+
+def test_without_a_url_bound_connections_fill_to_the_market_s_limit() -> None:
+    streams = [stream_name(f"SYM{i:04d}USDT", "1m") for i in range(2500)] * 2  # repeats dropped
+    groups = plan_connections(MARKETS["spot"], streams, max_url_length=None)
+    assert [len(g) for g in groups] == [1024, 1024, 452]
+    assert [s for g in groups for s in g] == list(dict.fromkeys(streams))
+    assert [len(g) for g in plan_connections(MARKETS["usdt_futures"], streams[:450], max_url_length=None)] == [
+        200,
+        200,
+        50,
+    ]

@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 from trio_klines.config import StreamSettings
-from trio_klines.core.markets import MARKETS, stream_name
+from trio_klines.core.markets import DEFAULT_MAX_URL_LENGTH, MARKETS, stream_name
 from trio_klines.core.parse import Candle
 from trio_klines.errors import ConfigError
 from trio_klines.net.stream import ConnectionState, ConnectionStats, StreamConnection
@@ -258,6 +258,29 @@ async def test_subscribe_and_unsubscribe_on_the_live_connection(autojump_clock: 
         ws.cut()
         ws2 = await transport.next_connection(2)
         assert ws2.url.endswith("streams=btcusdt@kline_1m/bnbusdt@kline_1m")  # the reconnect carries the change
+        nursery.cancel_scope.cancel()
+
+
+async def test_streams_beyond_one_url_are_subscribed_once_connected(autojump_clock: trio.testing.MockClock) -> None:
+    # A universe fills a spot connection with 1,024 streams, about five URLs' worth: the URL takes what fits,
+    # and the rest follows in SUBSCRIBE requests (paced and packed, see core/pacing.py), on every reconnect.
+    spot = MARKETS["spot"]
+    streams = [stream_name(f"SYM{i:04d}USDT", "1m") for i in range(1024)]
+    transport = FakeTransport()
+    send, _receive = trio.open_memory_channel[Sequence[Candle]](100)
+    conn = StreamConnection("spot-0", spot, streams, send, settings=SETTINGS, transport=transport)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        for attempt in (1, 2):
+            ws = await transport.next_connection(attempt)
+            assert len(ws.url) <= DEFAULT_MAX_URL_LENGTH
+            in_url = ws.url.split("streams=")[1].split("/")
+            assert in_url == streams[: len(in_url)] and len(in_url) < 1024
+            await ws.push(kline_frame("SYM0000USDT", "1m", 60_000, closed=False))
+            await trio.sleep(10)  # the paced requests go out meanwhile
+            subscribed = [p for message in ws.sent for p in message["params"] if message["method"] == "SUBSCRIBE"]
+            assert in_url + subscribed == streams
+            ws.cut()
         nursery.cancel_scope.cancel()
 
 

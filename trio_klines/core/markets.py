@@ -42,6 +42,7 @@ __all__ = [
     "raw_stream_url",
     "series",
     "stream_name",
+    "url_streams",
     "validate_interval",
 ]
 
@@ -352,18 +353,40 @@ def raw_stream_url(market: Market, stream: str) -> str:
     return f"{market.ws_url}/ws/{stream}"
 
 
+def url_streams(market: Market, streams: Iterable[str], max_url_length: int = DEFAULT_MAX_URL_LENGTH) -> list[str]:
+    """The longest prefix of ``streams`` whose combined-stream URL is at most ``max_url_length`` characters:
+    what a connection asks for in its URL; it subscribes to the rest once connected (``SUBSCRIBE``)."""
+    length = len(combined_stream_url(market, ()))
+    fitting: list[str] = []
+    for stream in streams:
+        length += len(stream) + (1 if fitting else 0)
+        if length > max_url_length:
+            break
+        fitting.append(stream)
+    return fitting
+
+
 def plan_connections(
     market: Market,
     streams: Iterable[str],
     *,
-    max_url_length: int = DEFAULT_MAX_URL_LENGTH,
+    max_url_length: int | None = DEFAULT_MAX_URL_LENGTH,
 ) -> list[tuple[str, ...]]:
     """Split ``streams`` over as few combined-stream connections as the market's limits allow.
 
-    Each group holds at most ``market.max_streams_per_connection`` streams and its URL is at most
-    ``max_url_length`` characters. Every distinct stream lands in exactly one group, in input order;
-    repeats in the input are dropped. Raises :class:`ConfigError` when one stream alone is too long.
+    Each group holds at most ``market.max_streams_per_connection`` streams and, unless ``max_url_length`` is
+    ``None``, its URL is at most ``max_url_length`` characters (``None``: a connection takes what its URL
+    cannot hold by ``SUBSCRIBE``, see :func:`url_streams`). Every distinct stream lands in exactly one
+    group, in input order; repeats in the input are dropped. Raises :class:`ConfigError` when one stream
+    alone is too long.
     """
+    if max_url_length is None:
+        unique = list(dict.fromkeys(streams))
+        size = market.max_streams_per_connection
+        too_long = [s for s in unique if len(combined_stream_url(market, (s,))) > DEFAULT_MAX_URL_LENGTH]
+        if too_long:
+            raise ConfigError(f"stream {too_long[0]!r} makes a URL longer than {DEFAULT_MAX_URL_LENGTH} characters")
+        return [tuple(unique[i : i + size]) for i in range(0, len(unique), size)]
     base = len(combined_stream_url(market, ()))
     groups: list[tuple[str, ...]] = []
     current: list[str] = []

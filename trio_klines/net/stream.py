@@ -42,7 +42,7 @@ import trio
 
 from ..config import StreamSettings
 from ..core.backoff import Backoff
-from ..core.markets import Market, combined_stream_url
+from ..core.markets import Market, combined_stream_url, url_streams
 from ..core.pacing import control_pacer, pack_params
 from ..core.parse import Candle, frame_parser
 from ..core.silence import SilenceMonitor
@@ -293,11 +293,13 @@ class StreamConnection:
     async def _run_session(self, session: _Session) -> None:
         with session.scope:
             try:
-                asked = dict(self._streams)
+                # What fits in a URL is asked for there; the rest (a universe fills a spot connection with
+                # 1,024 streams, about five URLs' worth) is subscribed at once, within the control pace.
+                asked = dict.fromkeys(url_streams(self.market, self._streams))
                 async with self._transport(combined_stream_url(self.market, asked)) as conn:
                     session.conn = conn
                     self._open.add(session)
-                    # Streams changed while this one was connecting: catch up on the live socket.
+                    # The rest, and streams that changed while this one was connecting: on the live socket.
                     added = [s for s in self._streams if s not in asked]
                     removed = [s for s in asked if s not in self._streams]
                     if added:
