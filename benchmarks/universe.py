@@ -39,10 +39,10 @@ connections, for CI), ``1k`` (≈1,000 msg/s over 5 connections), ``10k`` (≈10
 20 s before the boundary and 10 s after it (``full``: 30 and 30; ``quick``: 2 and 1). Each size runs once
 per transport (``--transport``, repeatable; default both).
 
-The recorder plans its connections with a URL of at most 4,096 characters, which holds about 200 spot
-streams of these names: to get the issue's 1,024 spot streams per connection, the recorder process runs
-with that cap lifted (``--max-url-length``, default 1,000,000; give 4096 to measure the recorder's own
-plan: 227 connections at full universe). The benchmark changes nothing else in the recorder.
+A recorder's connection takes up to the market's stream limit (spot 1,024, futures 200); its URL asks for
+what fits in 4,096 characters (about 200 spot streams of these names) and it subscribes to the rest once
+connected, so the sender honours ``SUBSCRIBE`` and the clock starts once every stream is on the wire. The
+benchmark runs the recorder as it is.
 
 Figures per size and transport: recorder CPU per message (µs, from /proc: all of its threads), % of one
 core (its CPU over the seconds the traffic ran; the steady part before the boundary and the burst's
@@ -60,7 +60,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import functools
 import itertools
 import json
 import math
@@ -81,7 +80,6 @@ from benchmarks._util import emit, environment
 from benchmarks.soak import proc_sample
 from trio_klines.config import DEFAULT_SEAL_SECONDS
 from trio_klines.core.markets import (
-    DEFAULT_MAX_URL_LENGTH,
     MARKETS,
     count_open_times,
     floor_open_time,
@@ -168,7 +166,7 @@ def caps_for(
     return {m: min(cap, natural[m]) for m in counts}
 
 
-def plan(series: Sequence[tuple[str, str, str]], caps: Mapping[str, int], max_url_length: int) -> int:
+def plan(series: Sequence[tuple[str, str, str]], caps: Mapping[str, int]) -> int:
     """How many connections the recorder opens for ``series`` (its own planning, with these caps)."""
     total = 0
     for market, cap in caps.items():
@@ -176,7 +174,7 @@ def plan(series: Sequence[tuple[str, str, str]], caps: Mapping[str, int], max_ur
             MARKETS[market], ws_url=f"ws://127.0.0.1:65535/{market}", max_streams_per_connection=cap
         )
         names = [stream_name(s, i) for mk, s, i in series if mk == market]
-        total += len(plan_connections(m, names, max_url_length=max_url_length))
+        total += len(plan_connections(m, names, max_url_length=None))
     return total
 
 
@@ -225,15 +223,9 @@ async def recorder_child(spec: Mapping[str, Any]) -> None:
 
     import trio
 
-    import trio_klines.recorder
     from trio_klines import Recorder, RecorderConfig
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if spec["max_url_length"] != DEFAULT_MAX_URL_LENGTH:
-        # The one change to the recorder: its connection plan with a longer URL (see the module's docstring).
-        trio_klines.recorder.plan_connections = functools.partial(  # type: ignore[attr-defined]
-            plan_connections, max_url_length=spec["max_url_length"]
-        )
     config = RecorderConfig.build(
         streams=spec["streams"], endpoints={m: {"ws": f"ws://127.0.0.1:{spec['port']}/{m}"} for m in spec["caps"]},
         data_dir=spec["data"], backfill=False, check_symbols=False, transport=spec["transport"],
@@ -312,9 +304,11 @@ class Child:
             self.latest[event["event"]] = event
             self.events.put(event)
 
-    def wait_for(self, name: str, until: Callable[[dict[str, Any]], bool] = lambda e: True,
+    def wait_for(self, name: str | tuple[str, ...], until: Callable[[dict[str, Any]], bool] = lambda e: True,
                  timeout: float = START_TIMEOUT_S) -> dict[str, Any]:  # fmt: skip
-        """The next event ``name`` for which ``until`` holds; RuntimeError if the process ends or time runs out."""
+        """The next event ``name`` (or one of them) for which ``until`` holds; RuntimeError if the process ends
+        or time runs out."""
+        names = (name,) if isinstance(name, str) else name
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -326,7 +320,7 @@ class Child:
                 if self.proc.poll() is not None and self.events.empty():
                     raise RuntimeError(f"{self.proc.args[2]} exited ({self.proc.returncode}) before {name!r}") from None
                 continue
-            if event["event"] == name and until(event):
+            if event["event"] in names and until(event):
                 return event
 
     def send(self, line: str) -> None:
@@ -427,7 +421,7 @@ def run_once(size: Size, transport: str, opts: argparse.Namespace) -> dict[str, 
         by_pair.setdefault((m, i), []).append(s)
     out: dict[str, Any] = {
         "streams": len(series), "msgs_per_s_offered": round(offered_rate(series), 1), "caps": caps,
-        "connections_planned": plan(series, caps, opts.max_url_length), "before_s": before, "after_s": after,
+        "connections_planned": plan(series, caps), "before_s": before, "after_s": after,
         "closes_due": sum(c for c, _, _ in expected.values()),
         "burst_closes_due": sum(is_open_time(i, boundary) for _, _, i in series),
     }  # fmt: skip
@@ -443,12 +437,14 @@ def run_once(size: Size, transport: str, opts: argparse.Namespace) -> dict[str, 
                 port = sender.wait_for("listening", timeout=60)["port"]
                 spec = {"streams": [f"{m}:{i}:{','.join(s)}" for (m, i), s in by_pair.items()], "port": port,
                         "data": str(root / "data"), "transport": transport, "caps": caps, "boundary": boundary,
-                        "max_url_length": opts.max_url_length, "flush_seconds": opts.flush_seconds,
+                        "flush_seconds": opts.flush_seconds,
                         "seal_seconds": opts.seal_seconds}  # fmt: skip
                 (root / "spec.json").write_text(json.dumps(spec), encoding="utf-8")
                 recorder = Child(["benchmarks.universe", "--child-recorder", str(root / "spec.json")], rlog)
                 connections = recorder.wait_for("ready")["connections"]
-                sender.wait_for("upgraded", lambda e: e["connections"] >= connections)
+                # Every stream on the wire: those beyond a connection's URL come by SUBSCRIBE once it is up.
+                sender.wait_for(("upgraded", "subscribed"),
+                                lambda e: e["connections"] >= connections and e["streams"] >= len(series))  # fmt: skip
                 out |= _measure(sender, recorder, opts.flush_seconds, boundary, sim_start, sim_end)
                 out["connections"] = connections
                 stop_timeout = STOP_TIMEOUT_S
@@ -605,8 +601,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--futures-per-connection", type=int, default=MARKETS["usdt_futures"].max_streams_per_connection
     )
-    parser.add_argument("--max-url-length", type=int, default=1_000_000,
-                        help=f"the recorder's URL cap (its own: {DEFAULT_MAX_URL_LENGTH})")  # fmt: skip
     parser.add_argument("--child-recorder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child_recorder is not None:
@@ -635,7 +629,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {
         "boundary": BOUNDARIES[args.boundary], "flush_seconds": args.flush_seconds, "tick_ms": args.tick_ms,
         "seal_seconds": args.seal_seconds,
-        "max_url_length": args.max_url_length, "default_transport": DEFAULT_TRANSPORT, "runs": runs,
+        "default_transport": DEFAULT_TRANSPORT, "runs": runs,
         "targets": {name: {"size": s, "figure": f, "op": op, "bound": b} for name, (s, f, op, b) in TARGETS.items()},
         "environment": environment(),
     }  # fmt: skip

@@ -329,9 +329,12 @@ class Sender:
                 self._queue(conn, encode_frame(payload, 0xA))
             elif opcode == 0x1:  # SUBSCRIBE and the like: acknowledged by id, as Binance does
                 try:
-                    request_id = json.loads(payload).get("id")
+                    request = json.loads(payload)
+                    request_id = request.get("id")
                 except (ValueError, AttributeError):
-                    request_id = None
+                    request, request_id = {}, None
+                if request.get("method") == "SUBSCRIBE" and isinstance(request.get("params"), list):
+                    self._subscribe(conn, request["params"])
                 if request_id is not None:
                     self._queue(conn, encode_frame(json.dumps({"result": None, "id": request_id}).encode()))
             elif opcode == 0x8:  # echo the close, then nothing more
@@ -356,8 +359,26 @@ class Sender:
         self.upgrades += 1
         self._queue(conn, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                           b"Sec-WebSocket-Accept: " + accept.encode() + b"\r\n\r\n")  # fmt: skip
-        self.say(event="upgraded", connections=sum(c.upgraded for c in self.conns.values()), streams=len(series),
-                 market=market)  # fmt: skip
+        self.say(event="upgraded", connections=sum(c.upgraded for c in self.conns.values()),
+                 streams=sum(len(c.series) for c in self.conns.values()), market=market)  # fmt: skip
+
+    def _subscribe(self, conn: Conn, params: list[object]) -> None:
+        """Add the kline streams a SUBSCRIBE names to ``conn``'s schedule (a connection carries what its URL
+        could not, as the recorder's do); anything else in it is ignored, as Binance ignores no stream."""
+        known = set(conn.series)
+        added = []
+        for name in params:
+            match = _STREAM_RE.fullmatch(name) if isinstance(name, str) else None
+            if match is not None and match[2] in get_market(conn.market).intervals:
+                pair = (match[1].upper(), match[2])
+                if pair not in known:
+                    known.add(pair)
+                    added.append(pair)
+        if added:
+            conn.templates.clear()
+            conn.schedule(conn.market, conn.series + added, self.sim_start, self.tick_ms, self.seed)
+            self.say(event="subscribed", connections=sum(c.upgraded for c in self.conns.values()),
+                     streams=sum(len(c.series) for c in self.conns.values()))  # fmt: skip
 
     def _refuse(self, conn: Conn, reason: str) -> None:
         self.refused += 1
