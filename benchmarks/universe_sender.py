@@ -337,6 +337,7 @@ class Sender:
                     self._subscribe(conn, request["params"])
                 if request_id is not None:
                     self._queue(conn, encode_frame(json.dumps({"result": None, "id": request_id}).encode()))
+                    self.frames += 1  # the recorder counts the reply as a message received
             elif opcode == 0x8:  # echo the close, then nothing more
                 self._queue(conn, encode_frame(payload[:2], 0x8))
                 conn.closing = True
