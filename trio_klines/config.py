@@ -47,6 +47,8 @@ DEFAULT_FLUSH_SIZE: Final = 50_000
 #: How long an append waits in the store's landing files before a round seals it into the series'
 #: files, where raw Parquet readers see it (``load`` sees it at once). Equal to the store's own default.
 DEFAULT_SEAL_SECONDS: Final = 600.0
+#: Seconds between reads of a drained socket (the websockets transport): fewer wake-ups at paced rates.
+DEFAULT_READ_INTERVAL: Final = 0.1
 #: Seconds between two reads of a universe's exchangeInfo (weight 1 on futures, 20 on spot).
 DEFAULT_UNIVERSE_REFRESH: Final = 180.0
 DEFAULT_MAX_PENDING: Final = 500_000
@@ -155,6 +157,9 @@ class RecorderConfig:
     rotate_after: float = DEFAULT_ROTATE_AFTER
     silence_min: float = 60.0
     transport: str = TRANSPORTS[0]
+    #: The websockets transport reads a drained socket at most this often (0: at every arrival); see
+    #: trio_klines.net.websockets_transport.DEFAULT_READ_INTERVAL.
+    read_interval: float = DEFAULT_READ_INTERVAL
     #: Fill holes from REST: on start-up from the last stored candle, and after every gap.
     backfill: bool = True
     #: Where the record of every series starts (ms): a series with nothing stored is backfilled from here, and
@@ -215,6 +220,10 @@ class RecorderConfig:
         for name in ("backfill", "check_symbols"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, not {getattr(self, name)!r}")
+        if isinstance(self.read_interval, bool) or not isinstance(self.read_interval, int | float) or not (
+            0 <= self.read_interval <= 1
+        ):
+            raise ConfigError(f"read_interval must be 0 to 1 seconds, not {self.read_interval!r}")
         if self.transport not in TRANSPORTS:
             raise ConfigError(f"unknown transport {self.transport!r}; choose one of: {', '.join(TRANSPORTS)}")
         # Building these validates the remaining combinations with their own messages.
@@ -295,6 +304,7 @@ _TOML_KEYS: Final = {
     "check_symbols": "check_symbols",
     "check_symbols_timeout": "check_symbols_timeout",
     "universe_refresh": "universe_refresh",
+    "read_interval": "read_interval",
 }
 
 

@@ -101,7 +101,7 @@ def _configured_transport(config: RecorderConfig) -> Transport:
     if config.transport == "websockets":
         from .net.websockets_transport import websockets_transport  # only this transport needs the websockets library
 
-        return websockets_transport(connect_timeout=connect_timeout)
+        return websockets_transport(connect_timeout=connect_timeout, read_interval=config.read_interval)
     return trio_websocket_transport(connect_timeout=connect_timeout)
 
 
