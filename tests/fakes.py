@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
+from fractions import Fraction
 
 import httpx
 import trio
@@ -73,3 +75,15 @@ def rest_client(fake: FakeBinance, budget: WeightBudget | None = None, retries: 
     return RestClient(
         market, http, budget or WeightBudget(2400), max_retries=retries, backoff=Backoff(0.2, 2.0, rng=random.Random(5))
     )
+
+
+def max_in_window(times: Sequence[float], width: float) -> int:
+    """The most of ``times`` that one half-open window ``[a, a + width)`` holds, in exact arithmetic."""
+    times = sorted(times)
+    most, j = 0, 0
+    for i, start in enumerate(times):
+        j = max(j, i)
+        while j < len(times) and Fraction(times[j]) < Fraction(start) + Fraction(width):
+            j += 1
+        most = max(most, j - i)
+    return most

@@ -28,18 +28,9 @@ from trio_klines.core.pacing import (
     request_size,
 )
 
+from fakes import max_in_window
+
 pytestmark = pytest.mark.timeout(60)
-
-
-def max_in_window(times: list[float], width: float) -> int:
-    """The most of ``times`` (sorted) that one half-open window ``[a, a + width)`` holds, in exact arithmetic."""
-    most, j = 0, 0
-    for i, start in enumerate(times):
-        j = max(j, i)
-        while j < len(times) and Fraction(times[j]) < Fraction(start) + Fraction(width):
-            j += 1
-        most = max(most, j - i)
-    return most
 
 
 def first_float_at_or_after(x: Fraction) -> float:

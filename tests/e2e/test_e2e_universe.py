@@ -22,7 +22,7 @@ from trio_klines.store.dataset import load
 from trio_klines.store.tables import COLUMNS
 from trio_klines.testing import ground_truth
 
-from e2e_support import MIN, START, python, run_status, wait_for, wait_ready
+from e2e_support import MIN, START, python, run_status, stop, wait_for, wait_ready
 
 pytestmark = [pytest.mark.timeout(150), pytest.mark.slow]
 
@@ -78,12 +78,7 @@ def test_a_universe_follows_a_listing_and_a_delisting_and_stores_the_exchange_s_
                 recorder.kill()
                 recorder.wait()
     finally:
-        exchange.send_signal(signal.SIGTERM)
-        try:
-            exchange.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            exchange.kill()
-            exchange.wait()
+        stop(exchange)
     text = log.read_text(encoding="utf-8")
     assert recorder.returncode == 130, text[-3000:]
     assert "Traceback" not in text

@@ -9,7 +9,6 @@ import json
 import random
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from fractions import Fraction
 from itertools import accumulate
 
 import pytest
@@ -26,25 +25,13 @@ from trio_klines.net.pacing import RateLimiter, shared_connect_limiter
 from trio_klines.net.stream import StreamConnection
 from trio_klines.testing.scripted import Pause
 
-from fakes import FakeConnection, FakeTransport, kline_frame
+from fakes import FakeConnection, FakeTransport, kline_frame, max_in_window
 
 pytestmark = pytest.mark.timeout(30)
 SPOT = MARKETS["spot"]
 UM = MARKETS["usdt_futures"]
 #: Sessions that stay up without traffic: these tests are about connects and requests, not silence.
 QUIET = StreamSettings(receive_timeout=10_000, silence_min=100_000, healthy_after=1, backoff_initial=1)
-
-
-def max_in_window(times: Sequence[float], width: float) -> int:
-    """The most of ``times`` that one half-open window ``[a, a + width)`` holds, in exact arithmetic."""
-    times = sorted(times)
-    most, j = 0, 0
-    for i, start in enumerate(times):
-        j = max(j, i)
-        while j < len(times) and Fraction(times[j]) < Fraction(start) + Fraction(width):
-            j += 1
-        most = max(most, j - i)
-    return most
 
 
 class _Timed:
