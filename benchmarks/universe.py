@@ -79,6 +79,7 @@ from typing import IO, Any, Final
 from benchmarks._util import emit, environment
 from benchmarks.soak import proc_sample
 from trio_klines.config import DEFAULT_SEAL_SECONDS
+from trio_klines.config import TRANSPORTS as CONFIG_TRANSPORTS
 from trio_klines.core.markets import (
     MARKETS,
     count_open_times,
@@ -96,7 +97,8 @@ BOUNDARIES: Final = {
     "hour": "2024-07-02T13:00",  # an odd hour: every interval up to 1h
     "all": "2024-07-01T00:00",  # a Monday, a month start, a 3d boundary: every interval
 }
-TRANSPORTS: Final = ("trio-websocket", "websockets")
+#: The recorder's transports, its default first (the targets on CPU apply to the default).
+TRANSPORTS: Final = CONFIG_TRANSPORTS
 DEFAULT_TRANSPORT: Final = TRANSPORTS[0]
 FLUSH_SECONDS: Final = 1.0  # the recorder's default
 #: Seconds between two /proc samples.
