@@ -34,7 +34,7 @@ DEFAULT_DATA_DIR: Final = Path("data")
 #: Batches the channel between the connections and the writer holds before senders wait.
 DEFAULT_CHANNEL_SIZE: Final = 1024
 #: The WebSocket clients, the default first: websockets' Sans-I/O protocol is the one that records the whole
-#: universe within a core (benchmarks/universe.py: 51 % of a core against trio-websocket's 114 %).
+#: universe within a core (benchmarks/universe.py: 37 % of a core against trio-websocket's 119 %).
 TRANSPORTS: Final = ("websockets", "trio-websocket")
 DEFAULT_RECEIVE_TIMEOUT: Final = 60.0
 #: Binance cuts every connection after 24 h; rotate well before.
