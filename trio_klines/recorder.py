@@ -180,6 +180,8 @@ class Recorder:
                 self._sink = await trio.to_thread.run_sync(self._open_store)
             sink = self._sink
             stored, plan, ledger = await trio.to_thread.run_sync(self._prepare, sink)
+            if self.universe is not None:  # with the store locked: ours to write
+                await self._mark_ended(sorted(self.universe.recorded), None)
         except BaseException:  # nothing runs yet: close what was opened (a locked store, say, after the check)
             await self._close_http()
             await self._close_owned_store()
@@ -420,7 +422,6 @@ class Recorder:
                         self.config.universe_refresh)  # fmt: skip
         self._series.update(dict.fromkeys(selected))
         self._sync_config()
-        await self._mark_ended(selected, None)
 
     async def _follow_universe(self) -> None:
         assert self.universe is not None

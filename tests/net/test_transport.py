@@ -597,6 +597,24 @@ async def test_a_paced_feed_is_read_once_per_read_interval_at_most() -> None:
     assert reads <= elapsed / interval + 1, (reads, elapsed)
 
 
+async def test_a_fast_stream_is_read_without_waiting_out_the_interval() -> None:
+    # A burst (a backlog, a blaster) must not be capped at one socket buffer per read interval.
+    payload = "x" * 400
+
+    async def script(peer: Peer) -> None:
+        for _ in range(10):
+            await peer.send(*(wse.TextMessage(data=payload) for _ in range(500)))  # 2 MB in all
+
+    async with scripted_server(script) as (url, _), websockets_transport(read_interval=1.0)(url) as conn:
+        started = trio.current_time()
+        count = 0
+        while count < 5000:
+            count += len(await conn.receive_batch())  # type: ignore[attr-defined]
+        elapsed = trio.current_time() - started
+    assert count == 5000
+    assert elapsed < 1.0, elapsed  # a read interval waited out would take seconds
+
+
 # --- TLS ---------------------------------------------------------------------------------------
 
 
