@@ -84,6 +84,7 @@ def mark_ended(
 def unmark_ended(root: Path, listed: Iterable[Series], ops: FileOps | None = None) -> None:
     """Take ``listed`` (recorded again) off the ended series, if any is there. Raises :class:`OSError`."""
     current = read_ended(root)
-    kept = {s: e for s, e in current.items() if s not in set(listed)}
+    again = set(listed)
+    kept = {s: e for s, e in current.items() if s not in again}
     if len(kept) != len(current):
         _write(root, kept, ops or FileOps())
