@@ -612,7 +612,9 @@ async def test_a_fast_stream_is_read_without_waiting_out_the_interval() -> None:
             count += len(await conn.receive_batch())  # type: ignore[attr-defined]
         elapsed = trio.current_time() - started
     assert count == 5000
-    assert elapsed < 1.0, elapsed  # a read interval waited out would take seconds
+    # Paced like a slow feed, the 2 MB take one socket buffer per interval: over 10 s (measured). A loaded
+    # machine can stall the sender once or twice, which looks like a slow feed for one interval each.
+    assert elapsed < 4.0, elapsed
 
 
 # --- TLS ---------------------------------------------------------------------------------------
