@@ -12,8 +12,8 @@ that market's series are ``unchecked``, recorded as if the check did not exist.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
-from typing import Final
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Final, TypeVar
 
 import trio
 
@@ -28,6 +28,7 @@ log = logging.getLogger("trio_klines.symbols")
 
 #: Seconds the start-up check may take before the markets not yet fetched are recorded unchecked.
 DEFAULT_CHECK_TIMEOUT: Final = 60.0
+_T = TypeVar("_T")
 
 
 async def fetch_symbol_statuses(client: RestClient) -> dict[str, str]:
@@ -59,28 +60,7 @@ async def check_series(
     wanted = list(dict.fromkeys(series))
     markets = sorted({s.market for s in wanted})
     chosen = {m: clients[m] for m in markets}
-    listings: dict[str, dict[str, str]] = {}
-    bad_url: list[ConfigError] = []
-
-    async def fetch(name: str) -> None:
-        try:
-            listings[name] = await fetch_symbol_statuses(chosen[name])
-        except (RestError, BinanceError, MalformedMessage) as exc:
-            log.warning("%s: exchangeInfo not available (%s); its symbols are not checked", name, exc)
-        except ConfigError as exc:  # raised after the nursery: one exception, never a group
-            bad_url.append(exc)
-
-    with trio.move_on_after(give_up_after) as scope:
-        async with trio.open_nursery() as nursery:
-            for name in markets:
-                nursery.start_soon(fetch, name)
-    if bad_url:
-        raise bad_url[0]
-    if scope.cancelled_caught:
-        late = [m for m in markets if m not in listings]
-        log.warning(
-            "exchangeInfo of %s not fetched within %gs; their symbols are not checked", ", ".join(late), give_up_after
-        )
+    listings = await _fetch_each(chosen, markets, fetch_symbol_statuses, give_up_after, "symbols are not checked")
     return classify_series(wanted, listings)
 
 
@@ -93,32 +73,42 @@ async def fetch_listings(
     warning and left out of the answer: nothing is known of it this time. Raises :class:`ConfigError`
     when a market's REST URL cannot be built; cancelled, it stops every fetch under way.
     """
-    wanted = sorted(set(markets))
-    found: dict[str, dict[str, Listing]] = {}
+
+    async def listing(client: RestClient) -> dict[str, Listing]:
+        return parse_listings(client.market, await client.exchange_info())
+
+    return await _fetch_each(clients, sorted(set(markets)), listing, give_up_after, "universe is not updated this time")
+
+
+async def _fetch_each(
+    clients: Mapping[str, RestClient],
+    markets: Sequence[str],
+    fetch: Callable[[RestClient], Awaitable[_T]],
+    give_up_after: float,
+    unless: str,
+) -> dict[str, _T]:
+    """``fetch`` of each market's client, all at once; a market that fails or is late is left out, with a
+    warning ending "its/their ``unless``". Raises the first :class:`ConfigError` (a bad URL), never a group."""
+    found: dict[str, _T] = {}
     failed: set[str] = set()
     bad_url: list[ConfigError] = []
 
-    async def fetch(name: str) -> None:
-        client = clients[name]
+    async def one(name: str) -> None:
         try:
-            found[name] = parse_listings(client.market, await client.exchange_info())
+            found[name] = await fetch(clients[name])
         except (RestError, BinanceError, MalformedMessage) as exc:
             failed.add(name)
-            log.warning("%s: exchangeInfo not available (%s); its universe is not updated this time", name, exc)
+            log.warning("%s: exchangeInfo not available (%s); its %s", name, exc, unless)
         except ConfigError as exc:  # raised after the nursery: one exception, never a group
             bad_url.append(exc)
 
     with trio.move_on_after(give_up_after):
         async with trio.open_nursery() as nursery:
-            for name in wanted:
-                nursery.start_soon(fetch, name)
+            for name in markets:
+                nursery.start_soon(one, name)
     if bad_url:
         raise bad_url[0]
-    late = [m for m in wanted if m not in found and m not in failed]
+    late = [m for m in markets if m not in found and m not in failed]
     if late:
-        log.warning(
-            "exchangeInfo of %s not fetched within %gs; their universes are not updated this time",
-            ", ".join(late),
-            give_up_after,
-        )
+        log.warning("exchangeInfo of %s not fetched within %gs; their %s", ", ".join(late), give_up_after, unless)
     return found
