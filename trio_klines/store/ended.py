@@ -18,9 +18,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Final, NamedTuple
 
-from ..core.markets import Series, series
+from ..core.markets import Series
 from ..errors import ConfigError
 from .fileops import FileOps
+from .layout import key_series, series_key
 
 __all__ = ["ENDED_PATH", "Ended", "mark_ended", "read_ended", "unmark_ended"]
 
@@ -35,10 +36,6 @@ class Ended(NamedTuple):
     why: str
 
 
-def _key(s: Series) -> str:
-    return f"{s.market}/{s.interval}/{s.symbol}"
-
-
 def read_ended(root: Path) -> dict[Series, Ended]:
     """The ended series of the store at ``root`` (none if the file is absent or unreadable, logged)."""
     path = Path(root) / ENDED_PATH
@@ -49,11 +46,10 @@ def read_ended(root: Path) -> dict[Series, Ended]:
             raise ValueError(f"not a format {_FORMAT} file")
         found = {}
         for key, value in entries.items():
-            market, interval, symbol = key.split("/")
             at, why = value["at"], value["why"]
             if type(at) is not int or not isinstance(why, str) or len(why) > 64:
                 raise ValueError(f"bad entry {key!r}")
-            found[series(market, symbol, interval)] = Ended(at, why)
+            found[key_series(key)] = Ended(at, why)
         return found
     except FileNotFoundError:
         return {}
@@ -64,7 +60,7 @@ def read_ended(root: Path) -> dict[Series, Ended]:
 
 def _write(root: Path, ended: Mapping[Series, Ended], ops: FileOps) -> None:
     path = Path(root) / ENDED_PATH
-    data = {"format": _FORMAT, "ended": {_key(s): {"at": e.at, "why": e.why} for s, e in sorted(ended.items())}}
+    data = {"format": _FORMAT, "ended": {series_key(s): {"at": e.at, "why": e.why} for s, e in sorted(ended.items())}}
     temp = path.with_name(f".{path.name}.tmp")
     ops.makedirs(path.parent)
     ops.write(temp, json.dumps(data).encode())

@@ -40,7 +40,7 @@ from typing import Final, Literal, NamedTuple
 
 import numpy as np
 
-from ..core.markets import DAY, INTERVALS, Series, get_market, normalize_symbol, validate_interval
+from ..core.markets import DAY, INTERVALS, Series, get_market, normalize_symbol, series, validate_interval
 from ..errors import ConfigError
 
 __all__ = [
@@ -52,12 +52,14 @@ __all__ = [
     "FileName",
     "PeriodUnit",
     "is_temp_name",
+    "key_series",
     "parse_series_dir",
     "period_bounds",
     "period_of",
     "period_unit",
     "periods_of",
     "series_dir",
+    "series_key",
     "temp_name",
 ]
 
@@ -206,3 +208,14 @@ def parse_series_dir(market_dir: str, interval_dir: str, symbol_dir: str) -> Ser
         return found if series_dir(found) == (market_dir, interval_dir, symbol_dir) else None
     except ConfigError:  # a directory someone else made
         return None
+
+
+def series_key(s: Series) -> str:
+    """A series as the ``market/interval/symbol`` key of the store's JSON files (``_meta/``)."""
+    return f"{s.market}/{s.interval}/{s.symbol}"
+
+
+def key_series(key: str) -> Series:
+    """The series of a :func:`series_key`; ``ValueError`` or :class:`ConfigError` for anything else."""
+    market, interval, symbol = key.split("/")
+    return series(market, symbol, interval)

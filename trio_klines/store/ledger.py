@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Final, NamedTuple
 
 from ..core.gaps import RangeSet
-from ..core.markets import Series, series
+from ..core.markets import Series
 from ..errors import KlinesError
+from .layout import key_series, series_key
 
 __all__ = ["LEDGER_FORMAT", "LEDGER_PATH", "ExchangeGapLedger", "LedgerSnapshot"]
 
@@ -97,8 +98,7 @@ class ExchangeGapLedger:
     def _read_ranges(self, raw: Mapping[str, object], into: dict[Series, RangeSet]) -> None:
         for key, ranges in raw.items():
             try:
-                market, interval, symbol = key.split("/")
-                into[series(market, symbol, interval)] = RangeSet((int(a), int(b)) for a, b in ranges)  # type: ignore[attr-defined]
+                into[key_series(key)] = RangeSet((int(a), int(b)) for a, b in ranges)  # type: ignore[attr-defined]
             except (KlinesError, ValueError, TypeError):
                 log.error("ignoring a bad entry %r in %s", key, self.path)
 
@@ -165,7 +165,7 @@ class ExchangeGapLedger:
             return None
 
         def dump(gaps: dict[Series, RangeSet]) -> dict[str, list[tuple[int, int]]]:
-            return {f"{s.market}/{s.interval}/{s.symbol}": list(r) for s, r in sorted(gaps.items()) if len(r)}
+            return {series_key(s): list(r) for s, r in sorted(gaps.items()) if len(r)}
 
         data = {"format": LEDGER_FORMAT, "confirmed": dump(self._confirmed), "suspected": dump(self._suspected)}
         return LedgerSnapshot(self._version, data)
