@@ -53,7 +53,6 @@ class UniverseFollower:
         #: Each universe series' listing moment (futures' onboardDate), where the exchange gives one.
         self.listed_at: dict[Series, int] = {}
         self.refreshes = 0
-        self.ended: list[Series] = []
 
     async def resolve(self) -> list[Series]:
         """The first selection (the series to record from the start), from listings fetched now.
@@ -90,7 +89,6 @@ class UniverseFollower:
             log.info("universe: %d series ended, delisted or halted (%s)", len(change.removed), _sample(change.removed))
             await remove(change.removed, {s: _why(s, listings) for s in change.removed})
             self.recorded.difference_update(change.removed)
-            self.ended.extend(change.removed)
         if change.doubtful - self._doubtful:
             log.info("universe: %d series missing from the listing; ended if the next one confirms it",
                      len(change.doubtful - self._doubtful))  # fmt: skip
