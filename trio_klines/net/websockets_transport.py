@@ -39,7 +39,7 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from ..config import DEFAULT_READ_INTERVAL as DEFAULT_RECORDER_READ_INTERVAL
+from ..config import DEFAULT_READ_INTERVAL
 from ..errors import ConfigError, ConnectionLost
 from .transport import (
     MAX_MESSAGE_SIZE,
@@ -56,12 +56,6 @@ __all__ = ["DEFAULT_READ_INTERVAL", "READ_SIZE", "websockets_transport"]
 
 #: Bytes asked of the socket per read: a burst of hundreds of kline frames in one wakeup.
 READ_SIZE: Final = 1 << 16
-#: Seconds between two reads of a socket that the last read drained. At Binance's paced rates frames
-#: arrive a few at a time, and a read per arrival makes the wake-ups cost more than the frames: waiting
-#: lets each read take what came meanwhile. A read that fills READ_SIZE is followed at once (a burst).
-#: Measured (benchmarks/universe.py, 1,000 msg/s over 5 connections): 6.1 % of a core at 20 ms, 1.8 % at
-#: 100 ms; a candle waits 100 ms more at most, well inside the flush interval's second.
-DEFAULT_READ_INTERVAL: Final = DEFAULT_RECORDER_READ_INTERVAL
 #: Bytes per second above which a connection is read without waiting: 4× what Binance's busiest paced
 #: connection sends (200 futures streams × 4 updates/s × ~330 bytes ≈ 264 KB/s).
 FAST_READ_RATE: Final = 1_000_000
