@@ -107,6 +107,9 @@ class Market:
     update_period_ms: int
     #: How often the server pings; a pong is due well within the deadline.
     server_ping_interval_s: float
+    #: Base URL of Binance's public data archive; a client appends the file's path (``data/spot/…``,
+    #: :func:`trio_klines.core.archive.archive_file`). One archive serves every market.
+    archive_url: str = "https://data.binance.vision"
 
     def kline_weight(self, limit: int) -> int:
         """Request weight of one klines call asking for ``limit`` rows."""
@@ -124,12 +127,18 @@ class Market:
         """Push period of an open candle of ``interval`` (spot pushes ``1s`` twice as often)."""
         return SECOND if interval == "1s" else self.update_period_ms
 
-    def with_urls(self, *, ws_url: str | None = None, rest_url: str | None = None) -> Market:
-        """This market pointed at other hosts (a test exchange, a proxy, a market-data-only host)."""
+    def with_urls(
+        self, *, ws_url: str | None = None, rest_url: str | None = None, archive_url: str | None = None
+    ) -> Market:
+        """This market pointed at other hosts (a test exchange, a proxy, a market-data-only host, a mirror
+        of the archive)."""
         return dataclasses.replace(
             self,
             ws_url=_check_url(ws_url, ("ws", "wss"), f"{self.name}.ws") if ws_url else self.ws_url,
             rest_url=_check_url(rest_url, ("http", "https"), f"{self.name}.rest") if rest_url else self.rest_url,
+            archive_url=(
+                _check_url(archive_url, ("http", "https"), f"{self.name}.archive") if archive_url else self.archive_url
+            ),
         )
 
 
@@ -422,15 +431,18 @@ def apply_endpoints(endpoints: Mapping[str, Mapping[str, str]]) -> dict[str, Mar
     """The market table with URLs replaced from an *endpoints map*.
 
     The map is what ``python -m trio_klines exchange`` prints first:
-    ``{"spot": {"ws": "ws://…", "rest": "http://…"}, …}``. Markets it leaves out keep Binance's URLs;
-    unknown markets or keys are a :class:`ConfigError`.
+    ``{"spot": {"ws": "ws://…", "rest": "http://…", "archive": "http://…"}, …}`` (``archive`` optional:
+    the data archive's base URL). Markets it leaves out keep Binance's URLs; unknown markets or keys are a
+    :class:`ConfigError`.
     """
     if not isinstance(endpoints, Mapping):
         raise ConfigError(f"endpoints must be a mapping of market to {{'ws': URL, 'rest': URL}}, not {endpoints!r}")
     markets = dict(MARKETS)
     for name, urls in endpoints.items():
         market = get_market(name)
-        if not isinstance(urls, Mapping) or not set(urls) <= {"ws", "rest"}:
-            raise ConfigError(f"endpoints for {name} must have only the keys 'ws' and 'rest', not {urls!r}")
-        markets[name] = market.with_urls(ws_url=urls.get("ws"), rest_url=urls.get("rest"))
+        if not isinstance(urls, Mapping) or not set(urls) <= {"ws", "rest", "archive"}:
+            raise ConfigError(f"endpoints for {name} must have only the keys 'ws', 'rest' and 'archive', not {urls!r}")
+        markets[name] = market.with_urls(
+            ws_url=urls.get("ws"), rest_url=urls.get("rest"), archive_url=urls.get("archive")
+        )
     return markets
