@@ -16,7 +16,8 @@ from .history import Outage, key_of, mix64
 
 __all__ = ["FAULT_KEYS", "Dice", "Faults", "parse_faults"]
 
-#: Probabilities in [0, 1]: per WebSocket frame (drop … reorder) or per REST request (rest429 … rest_short).
+#: Probabilities in [0, 1]: per WebSocket frame (drop … reorder), per REST request (rest429 … rest_short) or
+#: per archive zip response (archive_bad_checksum, archive_truncated).
 _PROBABILITIES: Final = (
     "drop",
     "close",
@@ -31,9 +32,13 @@ _PROBABILITIES: Final = (
     "rest_bad_gzip",
     "rest_empty",
     "rest_short",
+    "archive_bad_checksum",
+    "archive_truncated",
 )
 #: Durations in wall-clock seconds.
-_SECONDS: Final = ("stall_s", "rest_slow")
+_SECONDS: Final = ("stall_s", "rest_slow", "archive_slow")
+#: Whole numbers >= 0.
+_INTEGERS: Final = ("retry_after", "archive_missing_days")
 _HELP: Final = {
     "drop": "probability per frame of cutting the connection without a close frame",
     "close": "probability per frame of closing the connection with a close frame",
@@ -54,6 +59,13 @@ _HELP: Final = {
     "rest_short": "probability per REST klines answer of a page lacking its first row(s) (per window and repeat of it)",
     "rest_slow": "delay of every REST response in wall-clock seconds",
     "retry_after": "Retry-After seconds sent with 429/418 (default: until the next weight window)",
+    "archive_bad_checksum": "probability per archive zip response of one byte flipped, so it fails its .CHECKSUM "
+    "(per file and repeat of it)",
+    "archive_truncated": "probability per archive zip response of a body cut short with a matching Content-Length "
+    "(per file and repeat of it)",
+    "archive_missing_days": "N: the archive answers 404 for the N newest published daily files of every series "
+    "and for the monthly files holding those days",
+    "archive_slow": "delay of every archive response in wall-clock seconds",
 }
 #: Every key ``--faults`` accepts, with what it does.
 FAULT_KEYS: Final[Mapping[str, str]] = _HELP
@@ -85,6 +97,14 @@ class Faults:
     rest_short: float = 0.0
     rest_slow: float = 0.0
     retry_after: int | None = None
+    #: An archive zip whose bytes differ from its ``.CHECKSUM`` (one byte flipped, same length).
+    archive_bad_checksum: float = 0.0
+    #: An archive zip cut short, its Content-Length that of the cut body: only the checksum tells.
+    archive_truncated: float = 0.0
+    #: The newest this many published days are missing from the archive (daily files, and monthly ones
+    #: holding them): a 404 for a file that should exist.
+    archive_missing_days: int = 0
+    archive_slow: float = 0.0
 
     def __post_init__(self) -> None:
         for name in _PROBABILITIES:
@@ -99,6 +119,9 @@ class Faults:
             raise ConfigError(f"fault cutoff is a number of exchange seconds > 0, not {self.cutoff!r}")
         if self.retry_after is not None and not (isinstance(self.retry_after, int) and self.retry_after >= 0):
             raise ConfigError(f"fault retry_after is a whole number of seconds >= 0, not {self.retry_after!r}")
+        days = self.archive_missing_days
+        if not (isinstance(days, int) and not isinstance(days, bool) and days >= 0):
+            raise ConfigError(f"fault archive_missing_days is a whole number of days >= 0, not {days!r}")
         for outage in self.outages:
             if not (isinstance(outage, Outage) and 0 <= outage.start < outage.end):
                 raise ConfigError(f"an outage is START-END in epoch ms with START < END, not {outage!r}")
@@ -171,10 +194,11 @@ def parse_faults(spec: str | Mapping[str, object] | Faults | None) -> Faults:
             continue
         if key in values:
             raise ConfigError(f"fault {key} given twice")
-        if key == "retry_after":
+        if key in _INTEGERS:
             number = _number(key, value) if isinstance(value, str) else value
-            if not isinstance(number, int | float) or number != int(number):
-                raise ConfigError(f"fault retry_after is a whole number of seconds, not {value!r}")
+            if not isinstance(number, int | float) or not math.isfinite(number) or number != int(number):
+                unit = "seconds" if key == "retry_after" else "days"
+                raise ConfigError(f"fault {key} is a whole number of {unit}, not {value!r}")
             values[key] = int(number)
         else:
             values[key] = _number(key, value) if isinstance(value, str) else value
@@ -195,7 +219,7 @@ class Dice:
     __slots__ = ("_keys",)
 
     def __init__(self, seed: int) -> None:
-        kinds = ("garbage_kind", "error_kind", "5xx_kind", "short_rows")
+        kinds = ("garbage_kind", "error_kind", "5xx_kind", "short_rows", "archive_flip_at", "archive_cut_at")
         self._keys = {name: key_of("fault", seed, name) for name in (*_PROBABILITIES, *kinds)}
 
     def roll(self, fault: str, *keys: int) -> float:

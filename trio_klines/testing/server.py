@@ -1,7 +1,8 @@
 """The fake exchange as a server: one hypercorn ASGI app on 127.0.0.1 serving all three markets.
 
 Each market lives under its own path prefix (``/spot``, ``/usdt_futures``, ``/coin_futures``); WebSocket
-and REST share the port. :func:`open_exchange` runs it inside the caller's trio program and yields a
+and REST share the port, and Binance's data archive (data.binance.vision, :mod:`.archive`) is under
+``/archive`` for all three. :func:`open_exchange` runs it inside the caller's trio program and yields a
 :class:`FakeExchange` holding the *endpoints map* and the ground truth.
 """
 
@@ -25,6 +26,7 @@ from hypercorn.trio import serve
 from ..core.markets import MARKETS, Market, apply_endpoints, validate_interval
 from ..core.parse import Candle
 from ..errors import ConfigError
+from .archive import ARCHIVE_PREFIX, ArchiveServer
 from .faults import Dice, Faults, parse_faults
 from .feed import DEFAULT_MIN_UPDATE_GAP_S, ExchangeClock
 from .history import History
@@ -78,6 +80,9 @@ class ExchangeConfig:
     min_update_gap: float = DEFAULT_MIN_UPDATE_GAP_S
     #: How long (exchange seconds) before a cutoff spot announces ``serverShutdown``.
     shutdown_notice: float = 30.0
+    #: How long (exchange seconds) after its period ends an archive file is published (Binance: within
+    #: about a day for a daily file, a day or so after the month for a monthly one).
+    archive_lag: float = 86400.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
@@ -94,6 +99,8 @@ class ExchangeConfig:
             raise ConfigError("min_update_gap and shutdown_notice must be >= 0")
         if not isinstance(self.faults, Faults):
             object.__setattr__(self, "faults", parse_faults(self.faults))
+        if not isinstance(self.archive_lag, int | float) or not 0 <= self.archive_lag < math.inf:
+            raise ConfigError(f"archive_lag must be a number of seconds >= 0, not {self.archive_lag!r}")
         if not isinstance(self.pending_lead, int | float) or not 0 <= self.pending_lead < math.inf:
             raise ConfigError(f"pending_lead must be a number of seconds >= 0, not {self.pending_lead!r}")
         object.__setattr__(self, "listings", normalize_moments(self.listings, "listing"))
@@ -122,8 +129,9 @@ class ExchangeConfig:
 class FakeExchange:
     """A running fake exchange; made by :func:`open_exchange`, valid inside its ``async with``.
 
-    ``endpoints`` is the endpoints map (``{"spot": {"ws": …, "rest": …}, …}``); ``stats`` counts what
-    the server did (``frames_sent``, ``closed_frames_sent``, ``fault_drop``, ``rest_requests``, …).
+    ``endpoints`` is the endpoints map (``{"spot": {"ws": …, "rest": …, "archive": …}, …}``); ``stats``
+    counts what the server did (``frames_sent``, ``closed_frames_sent``, ``fault_drop``, ``rest_requests``,
+    ``archive_requests``, …).
     """
 
     def __init__(self, config: ExchangeConfig) -> None:
@@ -147,6 +155,15 @@ class FakeExchange:
             dice=self.dice,
             wall_seconds=self.clock.wall_seconds,
             stats=self.stats,  # the REST faults' counters belong in the exchange's own figures
+        )
+        #: Binance's data archive (data.binance.vision) for this history: see :mod:`.archive`.
+        self.archive = ArchiveServer(
+            self.history,
+            self.clock.now,
+            lag=round(config.archive_lag * 1000),
+            faults=self.faults,
+            dice=self.dice,
+            stats=self.stats,
         )
         self.endpoints: dict[str, dict[str, str]] = {}
         self._connections: set[WsConnection] = set()
@@ -227,7 +244,11 @@ class FakeExchange:
         return (market, slash + tail) if market is not None else None
 
     async def _http(self, scope: dict[str, Any], send: Send) -> None:
-        routed = self._route(scope["path"])
+        path = scope["path"]
+        if path == ARCHIVE_PREFIX or path.startswith(ARCHIVE_PREFIX + "/"):  # no market: one archive serves all
+            await self.archive.handle(scope, send)
+            return
+        routed = self._route(path)
         if routed is None or scope["method"] not in ("GET", "HEAD"):
             status = 404 if routed is None else 405
             await _respond(send, status, b"", "text/plain", ())
@@ -288,6 +309,7 @@ class FakeExchange:
             name: {
                 "ws": f"ws://{base}/{name}" + (USDM_KLINE_ROUTE if name == "usdt_futures" else ""),
                 "rest": f"http://{base}/{name}",
+                "archive": f"http://{base}{ARCHIVE_PREFIX}",
             }
             for name in MARKETS
         }
