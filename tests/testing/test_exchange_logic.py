@@ -27,7 +27,8 @@ def test_parse_faults_reads_every_key() -> None:
     text = (
         "drop=0.1, close=0.2,stall=0.3,stall_s=0.5,garbage=0.4,error=0.5,dup=0.6,reorder=0.7,cutoff=86400,"
         "outage=10-20,outage=1-5,rest429=0.1,rest418=0.01,rest5xx=0.2,rest_slow=0.25,retry_after=0,"
-        "rest_bad_gzip=0.05,rest_empty=0.02,rest_short=0.03"
+        "rest_bad_gzip=0.05,rest_empty=0.02,rest_short=0.03,archive_bad_checksum=0.1,archive_truncated=0.2,"
+        "archive_missing_days=3,archive_slow=0.5"
     )
     faults = parse_faults(text)
     assert faults == Faults(
@@ -49,6 +50,10 @@ def test_parse_faults_reads_every_key() -> None:
         rest_bad_gzip=0.05,
         rest_empty=0.02,
         rest_short=0.03,
+        archive_bad_checksum=0.1,
+        archive_truncated=0.2,
+        archive_missing_days=3,
+        archive_slow=0.5,
     )
     assert parse_faults(str(faults)) == faults
     assert set(FAULT_KEYS) == {f for f in text.replace(" ", "").split(",") for f in [f.split("=")[0]]}
