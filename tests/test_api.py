@@ -15,6 +15,7 @@ def test_public_names_are_pinned() -> None:
     assert sorted(trio_klines.__all__) == sorted(
         [
             "MARKETS",
+            "ArchiveError",
             "BinanceError",
             "Candle",
             "CompactionSummary",

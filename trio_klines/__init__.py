@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .core.parse import parse_frame as parse_frame
     from .core.parse import parse_rest_klines as parse_rest_klines
     from .core.parse import parse_rest_row as parse_rest_row
+    from .errors import ArchiveError as ArchiveError
     from .errors import BinanceError as BinanceError
     from .errors import ConfigError as ConfigError
     from .errors import ConnectionLost as ConnectionLost
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MARKETS",
+    "ArchiveError",
     "BinanceError",
     "Candle",
     "CompactionSummary",
@@ -103,6 +105,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
     ".core.markets": ("MARKETS", "Market", "Series"),
     ".core.parse": ("Candle", "frame_parser", "parse_frame", "parse_rest_klines", "parse_rest_row"),
     ".errors": (
+        "ArchiveError",
         "BinanceError",
         "ConfigError",
         "ConnectionLost",

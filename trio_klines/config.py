@@ -36,6 +36,8 @@ DEFAULT_CHANNEL_SIZE: Final = 1024
 #: The WebSocket clients, the default first: websockets' Sans-I/O protocol is the one that records the whole
 #: universe within a core (benchmarks/universe.py: 37 % of a core against trio-websocket's 119 %).
 TRANSPORTS: Final = ("websockets", "trio-websocket")
+#: Where history comes from: the data archive then REST (``auto``), the archive alone, REST alone.
+HISTORY_SOURCES: Final = ("auto", "archive", "rest")
 DEFAULT_RECEIVE_TIMEOUT: Final = 60.0
 #: Binance cuts every connection after 24 h; rotate well before.
 DEFAULT_ROTATE_AFTER: Final = 23 * 3600.0
@@ -166,6 +168,9 @@ class RecorderConfig:
     read_interval: float = DEFAULT_READ_INTERVAL
     #: Fill holes from REST: on start-up from the last stored candle, and after every gap.
     backfill: bool = True
+    #: Where the start-up catch-up takes history from: ``auto`` (the data archive's published files, then REST),
+    #: ``archive`` (the archive only) or ``rest``. See trio_klines.pipeline.archive.
+    history_source: str = "auto"
     #: Where the record of every series starts (ms): a series with nothing stored is backfilled from here, and
     #: on every start a series whose stored record begins after it is backfilled back to it. None: a new
     #: series starts at its first live candle, and a stored one where it already begins.
@@ -228,6 +233,9 @@ class RecorderConfig:
             0 <= self.read_interval <= 1
         ):
             raise ConfigError(f"read_interval must be 0 to 1 seconds, not {self.read_interval!r}")
+        if self.history_source not in HISTORY_SOURCES:
+            known = ", ".join(HISTORY_SOURCES)
+            raise ConfigError(f"unknown history source {self.history_source!r}; choose one of: {known}")
         if self.transport not in TRANSPORTS:
             raise ConfigError(f"unknown transport {self.transport!r}; choose one of: {', '.join(TRANSPORTS)}")
         # Building these validates the remaining combinations with their own messages.
@@ -304,6 +312,7 @@ _TOML_KEYS: Final = {
     "transport": "transport",
     "backfill": "backfill",
     "since": "since",
+    "source": "history_source",
     "stop_grace": "stop_grace",
     "check_symbols": "check_symbols",
     "check_symbols_timeout": "check_symbols_timeout",

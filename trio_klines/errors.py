@@ -9,6 +9,7 @@ Callers catch these, never the third-party errors underneath (those are chained 
     ├── ServerShutdown      spot's ``serverShutdown`` event: reconnect at once
     ├── RestError           a REST call failed for good: retries spent (network, timeout, 5xx, an
     │                       undecodable body), or an answer that is neither data nor a Binance error
+    ├── ArchiveError        a data-archive file failed: download, .CHECKSUM, zip or CSV row; not stored
     ├── ConnectionLost      a WebSocket could not be opened, or closed, or went silent
     │   └── ReceiveTimeout  nothing arrived within the receive timeout
     └── StoreError          anything the Parquet store cannot do
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "ArchiveError",
     "BinanceError",
     "ConfigError",
     "ConnectionLost",
@@ -177,3 +179,9 @@ def _preview(frame: object) -> str | None:
         text = repr(frame) if not isinstance(frame, str) else frame
         text = text[:_PREVIEW_CHARS]
     return text if len(text) < _PREVIEW_CHARS else text + "…"
+
+
+class ArchiveError(KlinesError):
+    """A file of Binance's data archive could not be used: its download failed, it does not match its
+    ``.CHECKSUM``, its zip is broken or a row of its CSV is not a candle. Nothing of it was stored;
+    fetching it again may succeed (a transfer cut short) or not (a file broken on the server)."""

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 import httpx
 import trio
@@ -52,6 +52,9 @@ from .pipeline.universe import UniverseFollower
 from .pipeline.writer import CandleSink, SinkRunner, WriterStats, run_writer
 from .store.ended import mark_ended, unmark_ended
 from .store.ledger import ExchangeGapLedger
+
+if TYPE_CHECKING:
+    from .pipeline.archive import ArchiveImporter
 
 __all__ = ["Recorder", "RecorderStats"]
 
@@ -163,6 +166,8 @@ class Recorder:
         self._caught_up = trio.Event()
         #: Follows ``config.universes`` (None without any): the listings, the series they selected.
         self.universe: UniverseFollower | None = None
+        #: The start-up catch-up's archive import, once started (its ``stats``).
+        self.archive: ArchiveImporter | None = None
         self._universe_scope = trio.CancelScope()
         self._explicit = frozenset(config.streams)
 
@@ -372,8 +377,24 @@ class Recorder:
         assert self._conn_nursery is not None and self._send is not None
         self.backfiller = Backfiller(self._rest_clients(), self._send.clone(), ledger)
         self._conn_nursery.start_soon(self.backfiller.run, name="backfill")
+        if plan and self.config.history_source != "rest" and callable(getattr(self._sink, "append_table", None)):
+            self._conn_nursery.start_soon(self._import_archive, plan, name="archive")
+            return
         for s, start, end in plan:
             self.backfiller.request(s, start, end)
+
+    async def _import_archive(self, plan: Sequence[tuple[Series, int, int | None]]) -> None:
+        """The start-up catch-up through the data archive (what it has published), REST for the rest."""
+        from .pipeline.archive import ArchiveImporter
+
+        assert self.backfiller is not None and self._http is not None
+        markets = {m: self.config.market(m) for m in self.config.markets_recorded}
+        self.archive = ArchiveImporter(markets, self._http, self._sink, self.backfiller, self._rest_clients(),
+                                       rest=self.config.history_source == "auto")  # fmt: skip
+        stats = await self.archive.run(plan)
+        if stats.files_total:
+            log.info("archive: %d candles from %d files; %d missing, %d broken (their candles over REST)",
+                     stats.candles, stats.files_stored, stats.missing, stats.failed)  # fmt: skip
 
     def _rest_clients(self) -> dict[str, RestClient]:
         """One REST client per market recorded, made once: the symbol check and the backfill share the budget."""

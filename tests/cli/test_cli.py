@@ -128,14 +128,15 @@ def test_bad_arguments_exit_2_with_a_message(tmp_path: Path, args: list[str], me
     assert message in err
 
 
-def test_the_backfill_progress_bar_counts_pages_and_rows(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_backfill_progress_bar_counts_candles_files_and_pages(capsys: pytest.CaptureFixture[str]) -> None:
     from trio_klines.cli.data import _ProgressBar
     from trio_klines.pipeline.history import HistoryProgress
 
     bar = _ProgressBar()
     bar.close()  # before any report: nothing to close
-    bar(HistoryProgress(pages=0, total_pages=4, candles=0))
-    bar(HistoryProgress(pages=3, total_pages=4, candles=2500))
+    bar(HistoryProgress(pages=0, total_pages=4, candles=0, files=0, total_files=3, total_candles=5000))
+    bar(HistoryProgress(pages=3, total_pages=4, candles=2500, files=2, total_files=3, total_candles=5000))
     bar.close()
     err = capsys.readouterr().err
-    assert "backfill" in err and "3/4" in err and "rows=2500" in err
+    assert "backfill" in err and "2.50k/5.00k" in err and "files=2/3" in err and "pages=3" in err
+    assert "<" in err  # tqdm's ETA, from the total

@@ -8,27 +8,17 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-import os
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from realdata_support import REALDATA, csv_files, market_of, needs_realdata
 
 from trio_klines.core.markets import iter_open_times
 from trio_klines.core.parse import Candle, parse_frame, parse_rest_klines, parse_rest_row
 from trio_klines.errors import BinanceError
 
-REALDATA = Path(os.environ.get("TRIO_KLINES_REALDATA", Path(__file__).resolve().parents[3] / "shared" / "realdata"))
-pytestmark = pytest.mark.skipif(not REALDATA.is_dir(), reason=f"no real Binance captures at {REALDATA}")
-
-
-def market_of(name: str) -> str:
-    if "coinm" in name:
-        return "coin_futures"
-    if "usdm" in name:
-        return "usdt_futures"
-    return "spot"  # spot, Binance.US and Binance TR share spot's format; the mixed files hold no closed candle
-
+pytestmark = needs_realdata
 
 def ws_files() -> list[Path]:
     return sorted(REALDATA.glob("*.jsonl")) + sorted(REALDATA.glob("*_ws_*.json")) if REALDATA.is_dir() else []
@@ -36,10 +26,6 @@ def ws_files() -> list[Path]:
 
 def rest_files() -> list[Path]:
     return sorted(p for p in REALDATA.glob("*_rest_*.json") if "error" not in p.name) if REALDATA.is_dir() else []
-
-
-def csv_files() -> list[Path]:
-    return sorted(REALDATA.glob("*.csv")) if REALDATA.is_dir() else []
 
 
 def expected(market: str, k: dict[str, object]) -> Candle:

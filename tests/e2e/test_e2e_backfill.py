@@ -49,7 +49,7 @@ def test_backfill_is_exact_resumable_and_verified(tmp_path: Path) -> None:
         # Idempotent and resumable: a second run has nothing left to fetch.
         code, _, err = run("backfill", "--stream", "usdt_futures:1m:BTCUSDT", *common, *until)
         assert code == 0, err
-        assert "backfill: 0 candles in 0 pages" in err
+        assert "backfill: REST: 0 candles in 0 pages" in err and "archive: 0 candles from 0 files" in err
 
         code, out, err = run("status", "--data", str(data), "--json")
         assert code == 0, out + err

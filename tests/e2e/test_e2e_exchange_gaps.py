@@ -46,7 +46,7 @@ async def test_transient_empty_and_short_pages_lose_nothing_and_only_the_outage_
         config = RecorderConfig.build(streams=streams, endpoints=ex.endpoints, data_dir=tmp_path)
         began = time.monotonic()
         with trio.fail_after(60):
-            stats = await download(config, START, START + SPAN * MIN)
+            stats = (await download(config, START, START + SPAN * MIN, source="rest")).rest
         took = time.monotonic() - began
         assert ex.rest.stats["fault_rest_empty"] > 0 and ex.rest.stats["fault_rest_short"] > 0
         for s in SERIES:

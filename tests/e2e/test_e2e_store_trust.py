@@ -89,7 +89,7 @@ def test_backfill_fetches_the_head_a_corrupt_first_file_lost(tmp_path: Path) -> 
 
         code, _, err = run(*args)
         assert code == 0, err
-        assert "backfill: 120 candles" in err
+        assert "backfill: REST: 120 candles" in err
         code, row = status(data)
         assert code == 0
         assert (row["first"], row["rows"], row["missing"], row["quarantined"]) == (

@@ -33,14 +33,14 @@ async def test_download_fetches_only_what_the_store_lacks(tmp_path: Path) -> Non
         config = RecorderConfig.build(streams=["spot:1m:BTCUSDT"], endpoints=exchange.endpoints, data_dir=tmp_path)
         reports: list[HistoryProgress] = []
         with trio.fail_after(30):
-            stats = await download(config, START, START + 120 * MIN, on_progress=reports.append)
+            stats = (await download(config, START, START + 120 * MIN, on_progress=reports.append, source="rest")).rest
         assert (stats.candles, stats.pages, stats.failures) == (80, 2, 0)  # the hole's 20, then 60 after
-        assert reports[0] == HistoryProgress(pages=0, total_pages=2, candles=0)
-        assert reports[-1] == HistoryProgress(pages=2, total_pages=2, candles=80)
+        assert reports[0] == HistoryProgress(pages=0, total_pages=2, candles=0, total_candles=80)
+        assert reports[-1] == HistoryProgress(pages=2, total_pages=2, candles=80, total_candles=80)
         assert load(tmp_path, "spot", "BTCUSDT", "1m")["close"].tolist() == [c.close for c in truth]
 
         with trio.fail_after(30):
-            again = await download(config, START, START + 120 * MIN)
+            again = (await download(config, START, START + 120 * MIN, source="rest")).rest
         assert (again.candles, again.pages, again.requests) == (0, 0, 0)
 
 

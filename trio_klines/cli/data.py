@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ..config import DEFAULT_DATA_DIR, load_endpoints, parse_time
+from ..config import DEFAULT_DATA_DIR, HISTORY_SOURCES, load_endpoints, parse_time
 from ..core.markets import MARKETS, apply_endpoints
 from ..errors import ConfigError
 from .common import EXIT_FAILURE, STOP_SIGNALS, Command, SignalStop, argument_type, signal_exit_status
@@ -21,8 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ..config import RecorderConfig
-    from ..pipeline.backfill import BackfillStats
-    from ..pipeline.history import HistoryProgress
+    from ..pipeline.history import Downloaded, HistoryProgress, Source
     from ..pipeline.verify import SeriesComparison
     from ..pipeline.writer import WriterStats
     from ..store.status import SeriesStatus
@@ -46,6 +45,14 @@ def _backfill_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", type=argument_type(parse_time), metavar="TIME",
                         help="end, exclusive (default: the exchange's now)")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _source_argument(parser)
+
+
+def _source_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", choices=HISTORY_SOURCES, default="auto",
+                        help="where history comes from: auto (default) takes what Binance's data archive has "
+                             "published (checksums verified), then REST for the rest; archive takes nothing over "
+                             "REST (but the checks of exchange gaps); rest takes everything over REST")  # fmt: skip
 
 
 def _run_backfill(args: argparse.Namespace) -> int:
@@ -59,7 +66,7 @@ def _run_backfill(args: argparse.Namespace) -> int:
         raise ConfigError(f"--until ({args.until}) must come after --since ({args.since})")
     bar = _ProgressBar() if not args.no_progress and sys.stderr.isatty() else None
     try:
-        done = trio.run(_backfill_until_signalled, config, args.since, args.until, bar)
+        done = trio.run(_backfill_until_signalled, config, args.since, args.until, bar, args.source)
     finally:
         if bar is not None:
             bar.close()
@@ -71,12 +78,12 @@ class _Backfilled(NamedTuple):
     short) and its writer's (``written``: candles stored, ``pending``: downloaded but not stored)."""
 
     signal: signal.Signals | None
-    stats: BackfillStats | None
+    stats: Downloaded | None
     stored: WriterStats
 
 
 async def _backfill_until_signalled(
-    config: RecorderConfig, since: int, until: int | None, on_progress: _ProgressBar | None
+    config: RecorderConfig, since: int, until: int | None, on_progress: _ProgressBar | None, source: Source = "auto"
 ) -> _Backfilled:
     """Download until done, or until SIGINT or SIGTERM, which stops it at once keeping what is stored.
 
@@ -97,17 +104,32 @@ async def _backfill_until_signalled(
             # What a supervisor (or a test) waits for before it may stop the download cleanly.
             log.info("ready: backfilling %d series; SIGINT or SIGTERM stops, the next run resumes", len(config.streams))
             with stop.scope:
-                stats = await download(config, since, until, on_progress=on_progress, writer_stats=stored)
+                stats = await download(
+                    config, since, until, on_progress=on_progress, writer_stats=stored, source=source
+                )
             nursery.cancel_scope.cancel()
     return _Backfilled(stop.first, stats, stored)
 
 
 def _backfill_status(where: str, done: _Backfilled) -> int:
-    """The exit status of a backfill that ended as ``done``, after its one-line summary on stderr."""
+    """The exit status of a backfill that ended as ``done``, after its summary on stderr (a line per source)."""
     stats, stored = done.stats, done.stored
+    failed = False
     if stats is not None:
-        print(f"backfill: {stats.candles} candles in {stats.pages} pages, {stats.exchange_gap_candles} in exchange "
-              f"gaps, {stats.failures} failed requests" + (" (run it again to resume)" if stats.failures else ""),
+        archive, rest = stats.archive, stats.rest
+        if archive is not None:
+            broken = archive.missing + archive.failed
+            print(f"backfill: archive: {archive.candles} candles from {archive.files_stored} files "
+                  f"({archive.bytes / 1e6:.1f} MB), {archive.missing} files missing and {archive.failed} broken"
+                  + (" (their candles came over REST)" if broken and archive.not_fetched == 0 else "")
+                  + (f", {archive.not_fetched} ranges not fetched (not in the archive)" if archive.not_fetched else "")
+                  + (f", {archive.store_failures} files not stored" if archive.store_failures else ""),
+                  file=sys.stderr)  # fmt: skip
+            failed = bool(archive.not_fetched or archive.store_failures)
+        failed = failed or bool(rest.failures)
+        print(f"backfill: {'REST: ' if archive is not None else ''}{rest.candles} candles in {rest.pages} pages, "
+              f"{rest.exchange_gap_candles} in exchange gaps, {rest.failures} failed requests"
+              + (" (run it again to resume)" if failed else ""),
               file=sys.stderr)  # fmt: skip
     if done.signal is not None and stats is None:
         unstored = f", {stored.pending} downloaded could not be stored" if stored.pending else ""
@@ -117,11 +139,12 @@ def _backfill_status(where: str, done: _Backfilled) -> int:
         return EXIT_FAILURE
     if done.signal is not None:
         return signal_exit_status(done.signal)
-    return EXIT_FAILURE if stats is not None and stats.failures else 0
+    return EXIT_FAILURE if failed else 0
 
 
 class _ProgressBar:
-    """A tqdm bar of pages on stderr, made on the first report (tqdm is imported only for a terminal)."""
+    """A tqdm bar of candles on stderr (its total is what the plan covers, so tqdm shows an ETA), with the
+    archive files and REST pages beside it; made on the first report (tqdm is imported only for a terminal)."""
 
     def __init__(self) -> None:
         self._bar: Any = None
@@ -130,9 +153,13 @@ class _ProgressBar:
         if self._bar is None:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=progress.total_pages or None, unit="page", desc="backfill", file=sys.stderr)
-        self._bar.update(progress.pages - self._bar.n)
-        self._bar.set_postfix(rows=progress.candles)
+            self._bar = tqdm(total=progress.total_candles or None, unit="candle", unit_scale=True, desc="backfill",
+                             file=sys.stderr)  # fmt: skip
+        self._bar.update(min(progress.candles, self._bar.total or progress.candles) - self._bar.n)
+        postfix = {"pages": progress.pages}
+        if progress.total_files:
+            postfix["files"] = f"{progress.files}/{progress.total_files}"  # type: ignore[assignment]
+        self._bar.set_postfix(postfix)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -9,7 +9,16 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ..config import DEFAULT_DATA_DIR, TRANSPORTS, RecorderConfig, load_endpoints, load_toml, merge, parse_time
+from ..config import (
+    DEFAULT_DATA_DIR,
+    HISTORY_SOURCES,
+    TRANSPORTS,
+    RecorderConfig,
+    load_endpoints,
+    load_toml,
+    merge,
+    parse_time,
+)
 from .common import (
     EXIT_FAILURE,
     STOP_SIGNALS,
@@ -88,6 +97,13 @@ def _record_arguments(parser: argparse.ArgumentParser) -> None:
         "whose stored record starts after it (default: start at the first live candle)",
     )
     parser.add_argument(
+        "--source",
+        choices=HISTORY_SOURCES,
+        dest="history_source",
+        help="where the start-up catch-up (--since) takes history from: auto (default: Binance's data archive, "
+        "checksums verified, then REST for the unpublished rest), archive, or rest",
+    )
+    parser.add_argument(
         "--universe-refresh",
         type=positive_float,
         metavar="SECONDS",
@@ -115,6 +131,7 @@ def record_config(args: argparse.Namespace) -> RecorderConfig:
     """``record``'s config: :func:`build_config` with the recording flags. Raises ``ConfigError``."""
     extra: dict[str, Any] = {"receive_timeout": args.receive_timeout, "flush_seconds": args.flush_seconds,
                              "seal_seconds": args.seal_seconds, "since": args.since,
+                             "history_source": args.history_source,
                              "transport": args.transport, "universe_refresh": args.universe_refresh}  # fmt: skip
     if args.no_backfill:
         extra["backfill"] = False

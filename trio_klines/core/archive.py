@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Final, Literal, NamedTuple
 
@@ -28,11 +28,14 @@ from .parse import Candle, parse_rest_row
 __all__ = [
     "ARCHIVE_HEADER",
     "ArchiveFile",
+    "FileJob",
+    "SourcePlan",
     "archive_file",
     "archive_plan",
     "check_checksum",
     "parse_archive_csv",
     "parse_checksum",
+    "plan_sources",
 ]
 
 #: The header line of the archive's newer CSVs (the older ones have none).
@@ -129,13 +132,16 @@ def parse_archive_csv(text: str | bytes, market: Market | str, symbol: str, inte
             raise MalformedMessage(f"archive CSV line {number}: {exc}") from None
 
 
-def archive_plan(start: int, end: int, published_before: int) -> tuple[list[tuple[Granularity, date]], int]:
+def archive_plan(
+    start: int, end: int, published_before: int, *, monthly: bool = True
+) -> tuple[list[tuple[Granularity, date]], int]:
     """The archive files that cover ``[start, end)`` (ms), in order, and the instant from which REST takes
     the rest (``end`` when nothing is left).
 
     A month whose whole span is wanted comes from its monthly file, every other day from its daily file,
     as long as the file's period ends at or before ``published_before`` (ms: what the archive has
     published by now). Files may reach past ``start`` and ``end``: their rows outside are dropped.
+    ``monthly=False`` takes daily files only.
     """
     files: list[tuple[Granularity, date]] = []
     if end <= start:
@@ -143,7 +149,7 @@ def archive_plan(start: int, end: int, published_before: int) -> tuple[list[tupl
     day = datetime.fromtimestamp(start / 1000, UTC).date()
     while _ms(day) < end:
         month_end = _next_month(date(day.year, day.month, 1))
-        if day.day == 1 and _ms(month_end) <= min(end, published_before):
+        if monthly and day.day == 1 and _ms(month_end) <= min(end, published_before):
             files.append(("monthly", day))
             day = month_end
         elif _ms(day + timedelta(days=1)) <= published_before:
@@ -152,3 +158,72 @@ def archive_plan(start: int, end: int, published_before: int) -> tuple[list[tupl
         else:
             break
     return files, min(max(_ms(day), start), end)
+
+
+class FileJob(NamedTuple):
+    """One archive file to fetch for a series, and the ranges ``[lo, hi)`` of its rows that are wanted."""
+
+    file: ArchiveFile
+    wanted: tuple[tuple[int, int], ...]
+
+
+class SourcePlan(NamedTuple):
+    """Where a series' missing ranges come from: archive ``files`` (in time order), ``rest`` ranges (the
+    still-unpublished tail, or ranges the archive does not serve), and ``skipped`` ranges before the
+    series' first candle (``first`` of :func:`plan_sources`), fetched from nowhere."""
+
+    files: list[FileJob]
+    rest: list[tuple[int, int]]
+    skipped: list[tuple[int, int]]
+
+
+#: Intervals whose months are too large to hold a file's rows in memory at once: daily files only
+#: (a month of ``1s`` is 2.6 million rows; a day, 86,400).
+DAILY_ONLY: Final = frozenset({"1s"})
+
+
+def plan_sources(
+    market: Market | str,
+    symbol: str,
+    interval: str,
+    ranges: Sequence[tuple[int, int]],
+    published_before: int,
+    *,
+    first: int | None = None,
+) -> SourcePlan:
+    """Split ``ranges`` (``[lo, hi)`` in ms, sorted, disjoint) of one series between the archive and REST.
+
+    Files are those of :func:`archive_plan` (whole months, then days) published before
+    ``published_before``; a file needed by several ranges is fetched once. ``first`` is the open time
+    of the series' first candle if known: no file is fetched for a period that ends before it, and
+    what lies before it is ``skipped``. ``1M`` comes wholly from REST. Names are validated
+    (:class:`ConfigError`).
+    """
+    m = market if isinstance(market, Market) else get_market(market)
+    interval = validate_interval(m, interval)
+    if interval == "1M":
+        return SourcePlan([], [(lo, hi) for lo, hi in ranges if lo < hi], [])
+    jobs: dict[str, tuple[ArchiveFile, list[tuple[int, int]]]] = {}
+    rest: list[tuple[int, int]] = []
+    skipped: list[tuple[int, int]] = []
+    for lo, hi in ranges:
+        if lo >= hi:
+            continue
+        start = lo
+        if first is not None and first > lo:
+            start = min(max(first, lo), hi)
+        files, rest_from = archive_plan(start, hi, published_before, monthly=interval not in DAILY_ONLY)
+        covered_from = hi
+        for granularity, day in files:
+            f = archive_file(m, symbol, interval, granularity, day)
+            covered_from = min(covered_from, max(f.start, lo))
+            wanted = (max(f.start, lo), min(f.end, hi))
+            jobs.setdefault(f.path, (f, []))[1].append(wanted)
+        if not files:
+            covered_from = rest_from
+        if lo < covered_from:
+            skipped.append((lo, covered_from))
+        if rest_from < hi:
+            rest.append((rest_from, hi))
+    ordered = sorted(jobs.values(), key=lambda item: item[0].start)
+    return SourcePlan([FileJob(f, tuple(w)) for f, w in ordered], rest, skipped)

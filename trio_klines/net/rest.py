@@ -274,9 +274,17 @@ class RestClient:
             raise MalformedMessage(f"bad time response: {exc}", response.text) from None
 
     async def klines(
-        self, symbol: str, interval: str, start: int, end: int, *, closed_before: int | None = None
+        self,
+        symbol: str,
+        interval: str,
+        start: int,
+        end: int,
+        *,
+        closed_before: int | None = None,
+        limit: int = PAGE_LIMIT,
     ) -> list[Candle]:
-        """One page: the closed candles opening in ``[start, end]`` (inclusive, at most a page's worth).
+        """One page: the closed candles opening in ``[start, end]`` (inclusive, at most a page's worth),
+        the oldest ``limit`` of them.
 
         Raises:
           ConfigError: a symbol or interval this market does not have (before any request).
@@ -292,9 +300,9 @@ class RestClient:
             "interval": interval,
             "startTime": start,
             "endTime": end,
-            "limit": PAGE_LIMIT,
+            "limit": limit,
         }
-        response = await self._get(self.market.klines_path, params, self.market.kline_weight(PAGE_LIMIT))
+        response = await self._get(self.market.klines_path, params, self.market.kline_weight(limit))
         candles = parse_rest_klines(response.content, self.market, symbol, interval, closed_before=closed_before)
         self.stats.candles += len(candles)
         return [c for c in candles if start <= c.open_time <= end]

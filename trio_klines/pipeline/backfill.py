@@ -144,6 +144,22 @@ class Backfiller:
         self._begin()
         self._queue_send.send_nowait(_Job(s, start, end))
 
+    def suspect(self, s: Series, start: int, end: int) -> None:
+        """Take ``[start, end)``, a range another source lacked (an archive file's missing candles), for a
+        suspected exchange gap: recorded as suspected and checked over REST now, then confirmed or filled
+        as a page's absence is (see the module's docstring). Parts already known to the ledger as
+        exchange gaps are left alone."""
+        if s.market not in self._clients:
+            log.error("no REST client for %s; cannot check its missing candles from %d to %d", s, start, end)
+            return
+        claimed = self._claimed.setdefault(s, RangeSet())
+        for a, b in self.ledger.ranges(s).missing(start, end):
+            claimed.add(a, b)
+            self.ledger.suspect(s, a, b)
+            self.stats.suspected += 1
+            self._begin()
+            self._queue_send.send_nowait(_Job(s, a, b, check=True, attempt=1))
+
     def request_gap(self, gap: Gap) -> None:
         self.request(gap.series, gap.start, gap.end)
 

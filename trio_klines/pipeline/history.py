@@ -1,31 +1,41 @@
-"""Downloading history: fetch what the store lacks of some series over a time range, from REST.
+"""Downloading history: fetch what the store lacks of some series over a time range, from the data
+archive and REST.
 
 The engine of ``python -m trio_klines backfill``. It plans with the store's coverage (the same
-catch-up plan the recorder makes at start-up), hands the ranges to a :class:`Backfiller` and lets a
-writer store the pages as they come. Resumable and idempotent: what is stored, or is known to be an
-exchange gap, is not fetched again, so a run that failed part-way is finished by running it again.
+catch-up plan the recorder makes at start-up). With the source ``auto`` (the default) an
+:class:`~trio_klines.pipeline.archive.ArchiveImporter` takes what Binance's data archive has published
+and hands the rest to a :class:`Backfiller` (REST); ``archive`` takes nothing over REST but the checks
+of exchange gaps; ``rest`` takes everything over REST. A writer stores REST pages as they come; archive
+files are stored whole. Resumable and idempotent: what is stored, or is known to be an exchange gap, is
+not fetched again, so a run that failed part-way is finished by running it again.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Final, NamedTuple
+from typing import Final, Literal, NamedTuple
 
 import trio
 
-from ..config import RecorderConfig, WriterSettings
-from ..core.markets import Series
+from ..config import HISTORY_SOURCES, RecorderConfig, WriterSettings
+from ..core.markets import Series, count_open_times
 from ..core.paging import catch_up_plan, pages_needed
 from ..core.parse import Candle
 from ..net.rest import new_http_client, rest_clients
 from ..store.coverage import SeriesCoverage, coverage
 from ..store.dataset import Store
 from ..store.ledger import ExchangeGapLedger
+from .archive import DEFAULT_RETRY_DELAY, ArchiveImporter, ImportProgress, ImportStats
 from .backfill import Backfiller, BackfillStats
 from .supervision import single_error
 from .writer import WriterStats, run_writer
 
-__all__ = ["HistoryProgress", "download", "download_plan"]
+__all__ = ["SOURCES", "Downloaded", "HistoryProgress", "Source", "download", "download_plan"]
+
+Source = Literal["auto", "archive", "rest"]
+#: Where history comes from: the archive, then REST for the rest (``auto``); the archive alone; REST alone.
+SOURCES: Final[tuple[Source, ...]] = HISTORY_SOURCES
 
 #: How often ``on_progress`` hears how far the download is, at most (seconds).
 PROGRESS_EVERY: Final = 0.5
@@ -36,12 +46,25 @@ FLUSH_SECONDS: Final = 1.0
 
 
 class HistoryProgress(NamedTuple):
-    """How far a :func:`download` is: ``pages`` fetched of ``total_pages`` (``0`` when the plan has
-    an open end, up to the exchange's now, whose size is unknown), and the candles received."""
+    """How far a :func:`download` is: REST ``pages`` fetched of ``total_pages`` (``0`` when the plan
+    has an open end, up to the exchange's now, whose size is unknown), the candles received (REST and
+    archive), archive ``files`` done of ``total_files``, and ``total_candles``: the candles the plan
+    covers up to now (``0`` until known), an upper bound, as exchange gaps hold none."""
 
     pages: int
     total_pages: int
     candles: int
+    files: int = 0
+    total_files: int = 0
+    total_candles: int = 0
+
+
+class Downloaded(NamedTuple):
+    """What a :func:`download` did: the REST backfill's counters and the archive import's (``None`` with
+    the source ``rest``)."""
+
+    rest: BackfillStats
+    archive: ImportStats | None
 
 
 def download_plan(
@@ -68,17 +91,22 @@ async def download(
     *,
     on_progress: Callable[[HistoryProgress], None] | None = None,
     writer_stats: WriterStats | None = None,
-) -> BackfillStats:
-    """Fetch what the store at ``config.data_dir`` lacks of ``config.streams`` in ``[since, until)``.
+    source: Source = "auto",
+    archive_retry_delay: float = DEFAULT_RETRY_DELAY,
+) -> Downloaded:
+    """Fetch what the store at ``config.data_dir`` lacks of ``config.streams`` in ``[since, until)``,
+    from ``source`` (:data:`SOURCES`); a broken archive file is fetched again after ``archive_retry_delay``
+    seconds, doubling.
 
     ``until`` ``None`` means up to the exchange's clock (only closed candles are fetched).
     ``on_progress`` is called once the plan is made, then every :data:`PROGRESS_EVERY` seconds while
     pages arrive. ``writer_stats``, if given, is kept up to date by the writer that stores the pages
     (``written``: candles stored; ``pending``: received, not yet stored): what a cancelled download
-    kept. Returns the backfiller's counters when every request has been served.
+    kept. Returns the counters when every request has been served.
 
-    A failed REST request does not raise: it is logged and counted in the result's ``failures``; what
-    it did not fetch is fetched by the next run.
+    A failed REST request or archive file does not raise: it is logged and counted in the result
+    (``rest.failures``; ``archive.missing``, ``archive.failed``…); what it did not fetch is fetched by
+    the next run.
 
     Raises:
       StoreLocked: another process is writing this store.
@@ -95,6 +123,8 @@ async def download(
         ledger = await trio.to_thread.run_sync(ExchangeGapLedger, config.data_dir)
         plan = download_plan(held, config.streams, since, until)
         total = sum(pages_needed(s.interval, lo, hi) for s, ranges in plan.items() for lo, hi in ranges if hi)
+        horizon = int(time.time() * 1000)
+        total_candles = sum(count_open_times(s.interval, lo, hi or horizon) for s, r in plan.items() for lo, hi in r)
         send, receive = trio.open_memory_channel[Sequence[Candle]](config.channel_size)
         async with new_http_client() as http, trio.open_nursery() as nursery:
             settings = WriterSettings(flush_seconds=FLUSH_SECONDS)
@@ -102,27 +132,56 @@ async def download(
             markets = sorted({s.market for s in config.streams})
             clients = rest_clients([config.market(m) for m in markets], http)
             backfiller = Backfiller(clients, send.clone(), ledger, workers=WORKERS)
+            importer: ArchiveImporter | None = None
+            progress = _Progress(backfiller, total, total_candles, on_progress)
             async with send, trio.open_nursery() as fetchers:
                 fetchers.start_soon(backfiller.run)
-                for s, ranges in plan.items():
-                    for lo, hi in ranges:
+                requests = [(s, lo, hi) for s, ranges in plan.items() for lo, hi in ranges]
+                if source == "rest":
+                    for s, lo, hi in requests:
                         backfiller.request(s, lo, hi)
-                await _wait_until_served(backfiller, total, on_progress)
+                else:
+                    markets_map = {m: config.market(m) for m in markets}
+                    importer = ArchiveImporter(
+                        markets_map, http, store, backfiller, clients,
+                        rest=source == "auto", retry_delay=archive_retry_delay, on_progress=progress.archive,
+                    )  # fmt: skip
+                    await importer.run(requests)  # returns once every file is stored or handed to REST
+                await _wait_until_served(backfiller, progress)
                 fetchers.cancel_scope.cancel()  # the backfiller closes its channel; the writer drains, returns
-    return backfiller.stats
+    return Downloaded(backfiller.stats, importer.stats if importer is not None else None)
 
 
-async def _wait_until_served(
-    backfiller: Backfiller, total_pages: int, on_progress: Callable[[HistoryProgress], None] | None
-) -> None:
-    def report() -> None:
-        if on_progress is not None:
-            on_progress(HistoryProgress(backfiller.stats.pages, total_pages, backfiller.stats.candles))
+class _Progress:
+    """Reports a download's progress: REST pages from the backfiller, files and candles from the archive."""
 
-    report()
+    def __init__(
+        self, backfiller: Backfiller, total_pages: int, total_candles: int,
+        on_progress: Callable[[HistoryProgress], None] | None,
+    ) -> None:  # fmt: skip
+        self._backfiller = backfiller
+        self._total_pages = total_pages
+        self._total_candles = total_candles
+        self._on_progress = on_progress
+        self._archive = ImportProgress(0, 0, 0, 0)
+
+    def archive(self, progress: ImportProgress) -> None:
+        self._archive = progress
+        self.report()
+
+    def report(self) -> None:
+        if self._on_progress is None:
+            return
+        stats, archive = self._backfiller.stats, self._archive
+        self._on_progress(HistoryProgress(stats.pages, self._total_pages, stats.candles + archive.candles,
+                                          archive.files_done, archive.files_total, self._total_candles))  # fmt: skip
+
+
+async def _wait_until_served(backfiller: Backfiller, progress: _Progress) -> None:
+    progress.report()
     while True:
         with trio.move_on_after(PROGRESS_EVERY):
             await backfiller.wait_idle()
-        report()
+        progress.report()
         if backfiller.stats.in_flight == 0:
             return

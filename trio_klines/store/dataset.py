@@ -45,13 +45,15 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Final, NamedTuple
+from typing import Concatenate, Final, NamedTuple, ParamSpec, TypeVar
 
 import pyarrow as pa
 
@@ -64,6 +66,8 @@ from .fileops import FileOps
 from .journal import replay
 from .landing import (
     LANDING_DIR,
+    Landed,
+    landing_from_table,
     landing_name,
     landing_table,
     list_landing,
@@ -105,6 +109,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("trio_klines.store")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: Landing files are sealed once the oldest has waited this long: raw readers lag by about as much.
 DEFAULT_SEAL_SECONDS: Final = 600.0
@@ -193,6 +199,17 @@ class _Round:
     files: int = 0
 
 
+def _locked(method: Callable[Concatenate[Store, P], R]) -> Callable[Concatenate[Store, P], R]:
+    """``method`` called holding the store's mutex."""
+
+    @functools.wraps(method)
+    def locked(self: Store, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self._mutex:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class Store:
     """A store root opened for writing. Use it as a context manager, or call :meth:`close`.
 
@@ -241,6 +258,9 @@ class Store:
         self._cache = TableCache(max_rows=CACHE_ROWS, max_tables=CACHE_ROWS // 25, file_rows=CACHE_ROWS // 30)
         self._migrated = [0, 0, 0]  # legacy periods merged, their files before, after
         self._lock: RootLock | None = None
+        # Appends, sealing and closing may come from several threads (the writer's, an archive import's):
+        # one at a time. Reentrant: an append runs a due round, closing seals.
+        self._mutex = threading.RLock()
         self._closed = False
         if not self.root.is_dir():
             if not create:
@@ -258,6 +278,7 @@ class Store:
             self._release()
             raise
 
+    @_locked
     def close(self) -> None:
         """Seal what waits in landing files (errors logged: they stay, sealed at the next open), then
         release the lock. Every append was durable already."""
@@ -483,6 +504,23 @@ class Store:
 
     # --- appending -------------------------------------------------------------------------------
 
+    @_locked
+    def append_table(self, key: Series, table: pa.Table, *, seal: bool = True) -> int:
+        """Store one series' rows given as a table in the store's schema (the archive's bulk path: no
+        :class:`Candle` objects); durable when it returns. As :meth:`append` otherwise: of a repeated open
+        time the last row wins, and the table wins against stored rows. Raises
+        :class:`InvalidCandles` (nothing written: the whole table is refused, naming the first bad row),
+        :class:`StoreWriteError` and :class:`StoreError` as :meth:`append` does.
+        """
+        self._check_open()
+        if not table.num_rows:
+            return 0
+        with _arrow_errors("build the landing file of a table"):
+            landed = landing_from_table(key, table)
+            data = serialize_landing(landed.table)
+        return self._land(landed, data, seal)
+
+    @_locked
     def append(self, candles: Sequence[Candle], *, seal: bool = True) -> int:
         """Store ``candles`` (any mix of series, any order, repeats allowed); durable when it returns.
 
@@ -502,6 +540,9 @@ class Store:
         with _arrow_errors("build the landing file of a batch"):
             landed = landing_table(candles)  # InvalidCandles before anything is built
             data = serialize_landing(landed.table)
+        return self._land(landed, data, seal)
+
+    def _land(self, landed: Landed, data: pa.Buffer, seal: bool) -> int:
         seq = self._next_landing
         self._next_landing += 1  # spent even if the write fails: a number is never given out twice
         landing = _Landing(seq, directory_path := self.root / LANDING_DIR / landing_name(seq), landed.table.num_rows,
@@ -553,6 +594,7 @@ class Store:
             or len(self._landing) >= MAX_LANDING_FILES
         )
 
+    @_locked
     def seal_debt(self) -> float:
         """Sealing owed: 0 when none is due, 1 while a round is due or running on time, 2 once sealing
         has fallen behind (the oldest landing file has waited two ``seal_seconds``, or twice the rows or
@@ -570,6 +612,7 @@ class Store:
         )
         return 2.0 if behind else 1.0
 
+    @_locked
     def seal_due(self, max_files: int | None = None, max_rows: int | None = None) -> float:
         """A step of the due round: writes up to ``max_files`` files, stopping once they hold ``max_rows``
         rows (at least one series). Starts the round if one is due. Returns :meth:`seal_debt` after it.
@@ -585,6 +628,7 @@ class Store:
             self._guarded(lambda: self._advance(max_files, max_rows))
         return self.seal_debt()
 
+    @_locked
     def seal(self) -> int:
         """Seal every landing file now (the round running, then one of all the rest); rows sealed.
 
@@ -791,6 +835,7 @@ class Store:
 
     # --- compaction ------------------------------------------------------------------------------
 
+    @_locked
     def compact(self) -> CompactionSummary:
         """Seal every landing file, and merge every period of the older layout whose files overlap.
 

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from ..core.markets import INTERVALS, Series, floor_open_time, is_open_time
 from ..core.parse import Candle
 from ..core.validity import MAX_OPEN_TIME, Refusal, candle_problem
-from ..errors import ConfigError, CorruptFile
+from ..errors import ConfigError, CorruptFile, InvalidCandles
 from .batches import refused_candles
 from .compaction import open_times
 from .layout import series_dir
@@ -40,6 +40,7 @@ __all__ = [
     "LANDING_DIR",
     "LANDING_SCHEMA",
     "Landed",
+    "landing_from_table",
     "landing_name",
     "landing_table",
     "list_landing",
@@ -119,6 +120,32 @@ def landing_table(candles: Sequence[Candle]) -> Landed:
     ends = [*np.flatnonzero(np.diff(kept_codes)).tolist(), kept_codes.size - 1]
     newest = {series[int(kept_codes[end])]: int(kept_times[end]) for end in ends} if keep.size else {}
     return Landed(landed, newest)
+
+
+def landing_from_table(key: Series, table: pa.Table) -> Landed:
+    """One series' rows, a table in the store's schema (any order, repeats allowed: the last one is kept),
+    as a landing table. Raises :class:`~trio_klines.errors.InvalidCandles` for a bad series name or rows
+    that are not valid candles of it (:func:`~trio_klines.store.archive_csv.table_problem`), before
+    anything is built."""
+    from .archive_csv import table_problem  # the table checks live with the reader that needs them most
+
+    try:
+        series_dir(key)
+    except ConfigError as exc:
+        raise InvalidCandles(str(exc)) from None
+    problem = table_problem(key.interval, table)
+    if problem is not None:
+        raise InvalidCandles(f"{key}: {problem}")
+    table = table.combine_chunks()
+    times = open_times(table)
+    keep = _last_of_each(np.zeros(times.size, np.int64), times)
+    if keep.size != times.size or (keep.size and not (keep == np.arange(keep.size)).all()):
+        table = table.take(keep)
+    rows = table.num_rows
+    zeros = pa.array(np.zeros(rows, np.int32))
+    columns = [pa.DictionaryArray.from_arrays(zeros, pa.array([getattr(key, c)])) for c in SERIES_COLUMNS]
+    landed = pa.Table.from_arrays(columns + [c.combine_chunks() for c in table.columns], schema=LANDING_SCHEMA)
+    return Landed(landed, {key: int(times[keep[-1]])} if rows else {})
 
 
 def _last_of_each(codes: np.ndarray, times: np.ndarray) -> np.ndarray:

@@ -1,0 +1,270 @@
+"""The data archive's CSVs read straight into the store's tables: vectorised, checked, a block at a time.
+
+:func:`trio_klines.core.archive.parse_archive_csv` turns a file into :class:`~trio_klines.core.parse.Candle`
+objects (the reference, a few µs per row); an archive bootstrap reads hundreds of millions of rows, so
+this reader parses with pyarrow's CSV reader into columns and checks them with numpy, a block of rows
+at a time (memory stays bounded however large the file). It accepts exactly what the reference accepts
+and gives the same values: pyarrow and Python both round a decimal string to the nearest float64, and
+tests hold the two readers to each other on every real archive file and on generated ones.
+
+Checked per row, as the REST parser checks a row: whole-number times (µs from spot's 2025 files, made
+ms), an open time on the interval's grid within the store's range, a close time within the candle,
+values that are finite numbers in range and in order, and a trade count that fits. The first row that
+fails names its line; nothing of a file that fails is meant to be stored, so callers store a file's
+blocks only after the whole file was read (or drop what they stored of it, which they never need:
+every block is checked before it is returned, and a later block failing leaves the earlier ones valid).
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+import zlib
+from collections.abc import Iterator
+from typing import IO, Final
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from ..core.archive import ARCHIVE_HEADER
+from ..core.markets import INTERVALS, Market, floor_open_time, get_market, normalize_symbol, validate_interval
+from ..core.validity import MAX_COUNT, MAX_OPEN_TIME, MAX_VALUE
+from ..errors import ConfigError, MalformedMessage
+from .tables import SCHEMA
+
+__all__ = ["BLOCK_SIZE", "read_archive_csv", "read_archive_zip", "select_wanted", "table_problem"]
+
+#: Bytes of CSV text parsed at a time: ~9,000 rows of spot 1m. Larger blocks cost no less per row.
+BLOCK_SIZE: Final = 1 << 20
+_MICROS: Final = 10**14  # a time at or above this is µs (as the WebSocket and REST parsers decide)
+_NAMES: Final = (
+    "open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "count",
+    "taker_buy_base", "taker_buy_quote", "ignore",
+)  # fmt: skip
+_VALUES: Final = ("open", "high", "low", "close", "volume", "quote_volume", "taker_buy_base", "taker_buy_quote")
+_TYPES: Final = {"open_time": pa.int64(), "close_time": pa.int64(), "count": pa.int64()} | {
+    name: pa.float64() for name in _VALUES
+}
+_CONVERT: Final = pacsv.ConvertOptions(
+    column_types=_TYPES,
+    include_columns=list(_NAMES[:11]),
+    null_values=[""],  # only an empty field is missing; "nan" is a float, refused as not finite
+    strings_can_be_null=False,
+    quoted_strings_can_be_null=False,
+)
+_PARSE: Final = pacsv.ParseOptions(delimiter=",")
+
+
+def read_archive_csv(
+    source: bytes | IO[bytes],
+    market: Market | str,
+    symbol: str,
+    interval: str,
+    *,
+    block_size: int = BLOCK_SIZE,
+) -> Iterator[pa.Table]:
+    """The rows of an archive CSV (bytes, or a binary file positioned at its start) as tables in the
+    store's :data:`~trio_klines.store.tables.SCHEMA`, a block at a time, in file order.
+
+    Raises :class:`MalformedMessage` naming the line of the first row that is not a valid candle of
+    the series (a block before it has been yielded already); :class:`ConfigError` for a bad series.
+    """
+    m = market if isinstance(market, Market) else get_market(market)
+    symbol = normalize_symbol(symbol)
+    interval = validate_interval(m, interval)
+    if INTERVALS[interval] is None:
+        raise ConfigError("the archive is not used for 1M candles: they come over REST")
+    stream: IO[bytes] = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
+    head = stream.read(len(ARCHIVE_HEADER))
+    # The header line is skipped by the reader (skip_rows), so the stream is read from its start again.
+    skip = 1 if head == ARCHIVE_HEADER.encode() else 0
+    # Buffered: pyarrow takes a short read for the end of the file, and a raw read may return only the head.
+    prefixed = io.BufferedReader(_Prefixed(head, stream), buffer_size=max(block_size, io.DEFAULT_BUFFER_SIZE))
+    options = pacsv.ReadOptions(column_names=list(_NAMES), skip_rows=skip, block_size=block_size, use_threads=False)
+    try:
+        reader = pacsv.open_csv(prefixed, read_options=options, parse_options=_PARSE, convert_options=_CONVERT)
+    except pa.ArrowInvalid as exc:
+        if "Empty CSV file" in str(exc):
+            return
+        raise MalformedMessage(f"archive CSV line {skip + 1}: {_first_line(exc)}") from None
+    line = skip + 1
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise MalformedMessage(f"archive CSV after line {line - 1}: {_first_line(exc)}") from None
+        table, problem, row = _convert(interval, batch)
+        if problem is not None:
+            raise MalformedMessage(f"archive CSV line {line + row}: {problem}")
+        line += batch.num_rows
+        yield table
+
+
+def read_archive_zip(
+    source: IO[bytes], csv_name: str, market: Market | str, symbol: str, interval: str
+) -> list[pa.Table]:
+    """The rows of an archive zip (a binary file) holding the one CSV ``csv_name``, as store tables.
+
+    The whole file is read, its CRC-32 checked at the end, before anything is returned: a file that
+    fails anywhere gives no rows. Raises :class:`MalformedMessage` for a broken zip (truncated, a bad
+    CRC, not the one member expected) or a CSV row that is not a candle (see :func:`read_archive_csv`).
+    """
+    try:
+        with zipfile.ZipFile(source) as archive:
+            names = archive.namelist()
+            if names != [csv_name]:
+                raise MalformedMessage(f"zip holds {names[:3]!r}, not the one file {csv_name!r}")
+            with archive.open(csv_name) as member:
+                tables = list(read_archive_csv(member, market, symbol, interval))
+                if member.read(1):  # pragma: no cover - the reader stops only at the end
+                    raise MalformedMessage(f"{csv_name}: not read to its end")
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError, ValueError) as exc:
+        if isinstance(exc, MalformedMessage | ConfigError):
+            raise
+        raise MalformedMessage(f"broken zip: {type(exc).__name__}: {exc}") from None
+    return tables
+
+
+def select_wanted(
+    interval: str, tables: list[pa.Table], wanted: tuple[tuple[int, int], ...]
+) -> tuple[pa.Table, list[tuple[int, int]]]:
+    """The rows of ``tables`` (one file's, in the store's schema) opening in the ``wanted`` ranges, one
+    row per open time (the last), sorted; and the runs ``[a, b)`` of open times in those ranges that
+    no row has (where the file lacks candles: exchange gaps, or not)."""
+    length = INTERVALS[interval]
+    assert length is not None
+    table = pa.concat_tables(tables).combine_chunks() if tables else SCHEMA.empty_table()
+    times = table.column("candle_begin_time").cast(pa.int64()).to_numpy()
+    keep = np.zeros(times.size, dtype=bool)
+    for lo, hi in wanted:
+        keep |= (times >= lo) & (times < hi)
+    order = np.flatnonzero(keep)
+    order = order[np.argsort(times[order], kind="stable")]
+    sorted_times = times[order]
+    if sorted_times.size > 1:  # of a repeated open time the last row wins, as everywhere in the store
+        last = np.ones(sorted_times.size, dtype=bool)
+        last[:-1] = sorted_times[1:] != sorted_times[:-1]
+        order, sorted_times = order[last], sorted_times[last]
+    if order.size != times.size or not (order == np.arange(order.size)).all():
+        table = table.take(order)
+    absent: list[tuple[int, int]] = []
+    for lo, hi in wanted:
+        first = floor_open_time(interval, lo)
+        first = first if first >= lo else first + length
+        inside = sorted_times[(sorted_times >= lo) & (sorted_times < hi)]
+        edges = np.concatenate(([first - length], inside, [_ceil(interval, hi)]))
+        for i in np.flatnonzero(np.diff(edges) > length).tolist():
+            absent.append((int(edges[i]) + length, int(edges[i + 1])))
+    return table, absent
+
+
+def _ceil(interval: str, t: int) -> int:
+    """The first open time at or after ``t``."""
+    length = INTERVALS[interval]
+    assert length is not None
+    floor = floor_open_time(interval, t)
+    return floor if floor == t else floor + length
+
+
+def _convert(interval: str, batch: pa.RecordBatch) -> tuple[pa.Table, str | None, int]:
+    """A block as a store table, or the problem of its first bad row and that row's index."""
+    columns = {name: batch.column(name) for name in _NAMES[:11]}
+    for name, column in columns.items():
+        if column.null_count:
+            return pa.table({}), f"{name} is empty", _first(~np.asarray(column.is_valid()))
+    t = columns["open_time"].to_numpy()
+    close = columns["close_time"].to_numpy()
+    micros = t >= _MICROS
+    if micros.any():
+        if (bad := micros & (t % 1000 != 0)).any():
+            return pa.table({}), "open time in µs is not a whole millisecond", _first(bad)
+        t = np.where(micros, t // 1000, t)
+        close = np.where(close >= _MICROS, close // 1000, close)
+    length = INTERVALS[interval]
+    assert length is not None
+    ends = t + length
+    bad_close = ~((t <= close) & (close < ends))
+    if bad_close.any():
+        i = _first(bad_close)
+        return pa.table({}), f"close time {int(close[i])} outside the {interval} candle opening at {int(t[i])}", i
+    values = {name: columns[name].to_numpy() for name in _VALUES}
+    count = columns["count"].to_numpy()
+    stored = ("open", "high", "low", "close", "volume", "quote_volume", "count", "taker_buy_base", "taker_buy_quote")
+    times = pa.array(t.astype("datetime64[ms]"), SCHEMA.field("candle_begin_time").type)
+    table = pa.Table.from_arrays([times] + [columns[name] for name in stored], schema=SCHEMA)
+    problem, row = _rows_problem(interval, t, values, count)
+    return table, problem, row
+
+
+def table_problem(interval: str, table: pa.Table) -> str | None:
+    """Why a table in the store's schema does not hold valid candles of ``interval`` (the rules of
+    :mod:`trio_klines.core.validity`, vectorised), or ``None``."""
+    if table.schema != SCHEMA:
+        return "not the store's schema: " + ", ".join(f"{f.name} {f.type}{'' if f.nullable else ' not null'}"
+                                                      for f in table.schema)  # fmt: skip
+    if interval not in INTERVALS or INTERVALS[interval] is None:
+        return f"interval {interval!r} is not stored from tables"
+    if any(column.null_count for column in table.columns):
+        return "a value is missing"
+    names = ("open", "high", "low", "close", "volume", "quote_volume",
+             "taker_buy_base_asset_volume", "taker_buy_quote_asset_volume")  # fmt: skip
+    values = {short: table.column(name).to_numpy() for short, name in zip(_VALUES, names, strict=True)}
+    t = table.column("candle_begin_time").cast(pa.int64()).to_numpy()
+    problem, _ = _rows_problem(interval, t, values, table.column("trade_num").to_numpy())
+    return problem
+
+
+def _rows_problem(
+    interval: str, t: np.ndarray, v: dict[str, np.ndarray], count: np.ndarray
+) -> tuple[str | None, int]:
+    length = INTERVALS[interval]
+    assert length is not None
+    offset = floor_open_time(interval, 0) % length
+    checks = (
+        ((t >= 0) & (t < MAX_OPEN_TIME), "open time outside 1970-9999"),
+        ((t - offset) % length == 0, f"open time not a {interval} boundary"),
+        ((count >= 0) & (count <= MAX_COUNT), "trade count out of range"),
+        ((v["low"] >= 0.0) & (v["high"] <= MAX_VALUE) & (v["volume"] <= MAX_VALUE) & (v["quote_volume"] <= MAX_VALUE)
+         & (v["taker_buy_base"] >= 0.0) & (v["taker_buy_quote"] >= 0.0), "a value is not a finite number in range"),
+        ((v["low"] <= v["open"]) & (v["open"] <= v["high"]) & (v["low"] <= v["close"]) & (v["close"] <= v["high"]),
+         "prices out of order"),
+        ((v["taker_buy_base"] <= v["volume"]) & (v["taker_buy_quote"] <= v["quote_volume"]),
+         "taker-buy volumes exceed the volumes"),
+    )  # fmt: skip
+    for ok, what in checks:
+        if not ok.all():
+            i = _first(~ok)
+            return f"{what} (open time {int(t[i])})", i
+    return None, 0
+
+
+def _first(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+class _Prefixed(io.RawIOBase):
+    """``head`` (bytes already read) followed by the rest of ``stream``: a peek without seeking."""
+
+    def __init__(self, head: bytes, stream: IO[bytes]) -> None:
+        self._head = memoryview(head)
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
