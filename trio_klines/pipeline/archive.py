@@ -153,6 +153,8 @@ class ArchiveImporter:
         self._on_progress = on_progress
         self._now: dict[str, int] = {}
         self.stats = ImportStats()
+        #: Set once :meth:`run` has stored every file or handed it to REST.
+        self.done = trio.Event()
 
     @property
     def download_stats(self) -> Any:
@@ -178,6 +180,7 @@ class ArchiveImporter:
         async with receive, trio.open_nursery() as nursery:
             for _ in range(self._workers):
                 nursery.start_soon(self._worker, receive)
+        self.done.set()
         return self.stats
 
     # --- planning -------------------------------------------------------------------------------
@@ -203,7 +206,10 @@ class ArchiveImporter:
             return []
         limit = floor_open_time(s.interval, now)  # candles opening before it have closed
         closed = [(lo, min(hi, limit) if hi is not None else limit) for lo, hi in ranges]
-        closed = [(lo, hi) for lo, hi in closed if lo < hi]
+        known = self._backfiller.ledger.ranges(s)  # confirmed exchange gaps: nothing to fetch there
+        closed = [part for lo, hi in closed if lo < hi for part in known.missing(lo, hi)]
+        if not closed:
+            return []
         plan = plan_sources(market, s.symbol, s.interval, closed, now)
         if plan.files:
             first = await self._first_candle(s, closed[0][0], closed[-1][1])
