@@ -30,7 +30,9 @@ def test_history_benchmark_reports_both_legs_and_the_parse(capsys: pytest.Captur
     assert legs["rest"]["archive_files"] == 0 and legs["rest"]["rest_pages"] == 1
     assert result["stored_archive"] == result["stored_rest"] == 72
     assert result["identical"] is True
-    assert result["speedup_wall"] > 0 and result["speedup_wall_cold"] > 0
+    assert result["speedup_wall"] > 0 and result["speedup_wall_cold"] > 0 and result["speedup_vs_budget"] > 0
+    assert result["rest_candles_per_s_at_budget"] == round(72 * 384 / 60)  # one page of 72 candles, 384 pages a minute
+    assert result["config"]["rest_budget_windows"] == 1 and result["config"]["rest_wall_s_at_least"] == 0
     parse = result["parse"]
     assert parse["candles"] == 72 and parse["rounds"] == 2 and len(parse["candles_per_cpu_s_by_round"]) == 2
     steps = ("unzip_parse", "select", "append", "seal")
@@ -72,7 +74,7 @@ def test_a_span_beyond_the_fakes_cache_is_refused_before_anything_starts() -> No
 
 
 def test_the_parse_figures_are_the_median_round() -> None:
-    steps = {"select": 0.0, "append": 0.0, "seal": 0.0, "candles": 1000}
+    steps = {"select": 0.0, "append": 0.0, "seal": 0.0, "candles": 1000, "wall": 0.5}
     rounds = [{"unzip_parse": t, **steps} for t in (3e-3, 1e-3, 2e-3)]
     figures = bench.parse_figures(rounds)
     assert figures["cpu_us_per_candle"] == 2.0 and figures["candles_per_cpu_s"] == 500_000
