@@ -378,6 +378,7 @@ class Recorder:
         self.backfiller = Backfiller(self._rest_clients(), self._send.clone(), ledger)
         self._conn_nursery.start_soon(self.backfiller.run, name="backfill")
         if plan and self.config.history_source != "rest" and callable(getattr(self._sink, "append_table", None)):
+            self.backfiller.hold()  # wait_idle() waits for the import to hand over what REST must fetch
             self._conn_nursery.start_soon(self._import_archive, plan, name="archive")
             return
         for s, start, end in plan:
@@ -391,7 +392,10 @@ class Recorder:
         markets = {m: self.config.market(m) for m in self.config.markets_recorded}
         self.archive = ArchiveImporter(markets, self._http, self._sink, self.backfiller, self._rest_clients(),
                                        rest=self.config.history_source == "auto")  # fmt: skip
-        stats = await self.archive.run(plan)
+        try:
+            stats = await self.archive.run(plan)
+        finally:
+            self.backfiller.release()
         if stats.files_total:
             log.info("archive: %d candles from %d files; %d missing, %d broken (their candles over REST)",
                      stats.candles, stats.files_stored, stats.missing, stats.failed)  # fmt: skip

@@ -160,6 +160,14 @@ class Backfiller:
             self._begin()
             self._queue_send.send_nowait(_Job(s, a, b, check=True, attempt=1))
 
+    def hold(self) -> None:
+        """Count one more piece of work in flight until :meth:`release`: another source (the archive import)
+        that will hand requests over, so that :meth:`wait_idle` waits for it too."""
+        self._begin()
+
+    def release(self) -> None:
+        self._done()
+
     def request_gap(self, gap: Gap) -> None:
         self.request(gap.series, gap.start, gap.end)
 
