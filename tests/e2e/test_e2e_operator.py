@@ -182,7 +182,7 @@ def test_a_stop_that_cannot_write_exits_1_and_counts_what_was_not_written(
 
 def backfill(endpoints: Path, data: Path, log: Path) -> subprocess.Popen[str]:
     # DEBUG: httpx then logs each request, which is how the test sees pages arrive.
-    args = ["--log-level", "DEBUG", "backfill", "--endpoints", str(endpoints), "--data", str(data),
+    args = ["--log-level", "DEBUG", "backfill", "--source", "rest", "--endpoints", str(endpoints), "--data", str(data),
             "--stream", BACKFILL_STREAM, "--since", str(BACKFILL_SINCE), "--until", str(START)]  # fmt: skip
     with log.open("w", encoding="utf-8") as err:
         return python(*args, stdout=subprocess.DEVNULL, stderr=err)

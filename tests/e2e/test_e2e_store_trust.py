@@ -74,8 +74,9 @@ def test_backfill_fetches_the_head_a_corrupt_first_file_lost(tmp_path: Path) -> 
     exchange, endpoints = start_exchange_at(tmp_path, START + DAY)
     try:
         data = tmp_path / "data"
-        args = ["backfill", "--stream", "spot:1m:BTCUSDT", "--endpoints", str(endpoints), "--data", str(data),
-                "--since", str(HEAD), "--until", str(START + 120 * MIN), "--no-progress"]  # fmt: skip
+        args = ["backfill", "--source", "rest", "--stream", "spot:1m:BTCUSDT", "--endpoints", str(endpoints),
+                "--data", str(data), "--since", str(HEAD), "--until", str(START + 120 * MIN),
+                "--no-progress"]  # fmt: skip
         code, _, err = run(*args)
         assert code == 0, err
         # Sealed when backfill closed its store: a file per period, December's two hours, then January's.
@@ -89,7 +90,7 @@ def test_backfill_fetches_the_head_a_corrupt_first_file_lost(tmp_path: Path) -> 
 
         code, _, err = run(*args)
         assert code == 0, err
-        assert "backfill: REST: 120 candles" in err
+        assert "backfill: 120 candles" in err
         code, row = status(data)
         assert code == 0
         assert (row["first"], row["rows"], row["missing"], row["quarantined"]) == (
