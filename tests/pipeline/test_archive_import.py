@@ -157,7 +157,7 @@ async def test_record_since_catches_up_from_the_archive(tmp_path: Path) -> None:
     since = ms("2025-02-26T00:00:00")
     async with open_exchange(seed=SEED, start=NOW, speed=60) as ex:
         config = RecorderConfig.build(streams=["usdt_futures:5m:BTCUSDT"], endpoints=ex.endpoints, data_dir=tmp_path,
-                                      since=since)  # fmt: skip
+                                      since=since, history_source="auto")  # fmt: skip
         with trio.fail_after(60):
             async with Recorder(config) as recorder:
                 await wait_until(lambda: recorder.archive is not None and recorder.archive.done.is_set())
