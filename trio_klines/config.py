@@ -169,9 +169,8 @@ class RecorderConfig:
     #: Fill holes from REST: on start-up from the last stored candle, and after every gap.
     backfill: bool = True
     #: Where the start-up catch-up takes history from: ``auto`` (the data archive's published files, then REST),
-    #: ``archive`` (the archive only) or ``rest`` (the default for the recorder: the archive path is not yet
-    #: proven under the chaos suite's kills and restarts). See trio_klines.pipeline.archive.
-    history_source: str = "rest"
+    #: ``archive`` (the archive only) or ``rest``. See trio_klines.pipeline.archive.
+    history_source: str = "auto"
     #: Where the record of every series starts (ms): a series with nothing stored is backfilled from here, and
     #: on every start a series whose stored record begins after it is backfilled back to it. None: a new
     #: series starts at its first live candle, and a stored one where it already begins.

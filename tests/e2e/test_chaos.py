@@ -92,7 +92,9 @@ def start_recorder(endpoints: Path, data: Path, log: Path, transport: str) -> su
 
 def backfill_done(data: Path) -> bool:
     code, report = run_status(data)
-    first_ok = all(report.get(s, {}).get("first") == SINCE for s in SERIES)
+    # At or before SINCE: a quarantined file whose footer is gone tells only its period, so its whole period is
+    # fetched again (coverage's rule), a month that may begin before SINCE. Those rows are the exchange's too.
+    first_ok = all((report.get(s, {}).get("first") or SINCE + 1) <= SINCE for s in SERIES)
     return code == 0 and first_ok
 
 
@@ -222,7 +224,7 @@ def test_chaos_record_equals_the_exchange(tmp_path: Path, small_disk: Path, pyte
     code, report = run_status(data)
     assert code == 0, report
     for (_market, _symbol, interval), s in report.items():
-        assert s["first"] == SINCE and s["missing"] == 0, s
+        assert s["first"] <= SINCE and s["missing"] == 0, s  # see backfill_done
         assert s["exchange_gaps"] == sum(count_open_times(interval, a, b) for a, b in OUTAGES), s
     quarantined = list((data / "_quarantine").rglob("*.quarantined"))
     assert corrupted is not None and quarantined, "the corrupt file was not quarantined"

@@ -36,9 +36,14 @@ FAULTS = f"drop=0.003,stall=0.002,stall_s=3,cutoff=1500,outage={OUTAGE[0]}-{OUTA
 
 
 def start_recorder(endpoints: Path, data: Path, log: Path) -> subprocess.Popen[str]:
-    """``record`` with its stderr in ``log`` (a pipe nobody reads while it runs could fill and block it)."""
+    """``record`` with its stderr in ``log`` (a pipe nobody reads while it runs could fill and block it).
+
+    ``--since START``: the record starts at the exchange's start, before the outage, however late a loaded
+    machine starts the first recorder (at 600×, a few seconds late is past the outage).
+    """
     with log.open("w", encoding="utf-8") as err:
-        return python(*record_args(endpoints, data), stdout=subprocess.DEVNULL, stderr=err)
+        args = record_args(endpoints, data, "--since", str(START))
+        return python(*args, stdout=subprocess.DEVNULL, stderr=err)
 
 
 def test_killed_and_restarted_under_faults_the_record_is_exact(tmp_path: Path) -> None:

@@ -169,3 +169,23 @@ async def test_record_since_catches_up_from_the_archive(tmp_path: Path) -> None:
         truth = ex.ground_truth("usdt_futures", "BTCUSDT", "5m", since, ms("2025-03-03T00:00:00"))
         assert frame["close"].tolist()[: len(truth)] == [c.close for c in truth]
         assert pa.array(frame["candle_begin_time"]).is_valid().to_pylist().count(True) >= len(truth)
+
+
+async def test_a_hole_the_probe_finds_empty_is_checked_not_skipped(tmp_path: Path) -> None:
+    # The store ends where an outage begins, the evening before the day it ends: REST's first candle of the
+    # missing range is on the next day, so that day's file is the first fetched and the evening is "before the
+    # first candle". It must be confirmed as an exchange gap, not left a silent hole.
+    outage = (ms("2025-02-09T22:00:00"), ms("2025-02-10T03:00:00"))
+    since, until = ms("2025-02-09T00:00:00"), ms("2025-02-12T00:00:00")
+    s = Series("spot", "ETHUSDT", "5m")
+    async with open_exchange(seed=SEED, start=NOW, faults=f"outage={outage[0]}-{outage[1]}") as ex:
+        config = RecorderConfig.build(streams=["spot:5m:ETHUSDT"], endpoints=ex.endpoints, data_dir=tmp_path)
+        with trio.fail_after(60):
+            await download(config, since, outage[0], source="rest")
+            done = await download(config, since, until)
+        assert done.archive is not None and done.archive.suspected >= 1
+        assert_exact(ex, tmp_path, [s], since, until)
+    ledger = ExchangeGapLedger(tmp_path)
+    assert list(ledger.ranges(s)) == [outage] and ledger.all_suspected() == {}
+    status = {row.series: row for row in store_status(tmp_path)}
+    assert (status[s].missing, status[s].exchange_gaps) == (0, 60)

@@ -100,8 +100,8 @@ def _record_arguments(parser: argparse.ArgumentParser) -> None:
         "--source",
         choices=HISTORY_SOURCES,
         dest="history_source",
-        help="where the start-up catch-up (--since) takes history from: auto (Binance's data archive, checksums "
-        "verified, then REST for the unpublished rest), archive, or rest (default)",
+        help="where the start-up catch-up (--since) takes history from: auto (default: Binance's data archive, "
+        "checksums verified, then REST for the unpublished rest), archive, or rest",
     )
     parser.add_argument(
         "--universe-refresh",

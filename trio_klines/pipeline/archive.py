@@ -30,7 +30,9 @@ and the probe below: what the archive cannot give is counted in ``not_fetched`` 
 
 Before planning a series whose plan holds files, one REST request (asked twice, the earlier answer kept:
 a transient short page cannot move it later) finds its first candle in the range: no file is fetched
-for the years before a symbol was listed (the archive would answer 404 for each). Not on COIN-M, whose
+for the years before a symbol was listed (the archive would answer 404 for each). What lies before that
+candle is checked over REST as a suspected exchange gap (the head of a listing, or an outage the store
+lacks), never taken as empty on the probe's word. Not on COIN-M, whose
 klines answer the candles nearest the window's end: there every file is tried.
 
 Resumable: the plan comes from what the store lacks, so what a run stored is not fetched again; a file
@@ -216,7 +218,12 @@ class ArchiveImporter:
             if first is not None and first > closed[0][0]:
                 plan = plan_sources(market, s.symbol, s.interval, closed, now, first=first)
                 for lo, hi in plan.skipped:
-                    log.info("%s: no candle from %s to %s (REST): before its first, not fetched", s, _iso(lo), _iso(hi))
+                    # REST had no candle there: no file is fetched, but the range is not known to be empty
+                    # until the ledger's rule confirms it (a listing's head, or an outage the store lacks).
+                    log.info("%s: no candle from %s to %s (REST): no file fetched; checking it is an exchange gap",
+                             s, _iso(lo), _iso(hi))  # fmt: skip
+                    self.stats.suspected += 1
+                    self._backfiller.suspect(s, lo, hi)
         self.stats.candles_total += sum(count_open_times(s.interval, lo, hi) for lo, hi in closed) - sum(
             count_open_times(s.interval, lo, hi) for lo, hi in plan.skipped
         )
