@@ -314,8 +314,7 @@ class ArchiveImporter:
         if should_exist:
             log.info("%s: no monthly file %s; taking its days from daily files", s, f.name)
         day = datetime.fromtimestamp(f.start / 1000, UTC).date()
-        while _ms(day) < f.end:
-            daily = archive_file(self._markets[s.market], s.symbol, s.interval, "daily", day)
+        while (daily := archive_file(self._markets[s.market], s.symbol, s.interval, "daily", day)).start < f.end:
             wanted = tuple((max(lo, daily.start), min(hi, daily.end)) for lo, hi in job.wanted)
             wanted = tuple((lo, hi) for lo, hi in wanted if lo < hi)
             if wanted:
@@ -385,10 +384,6 @@ class ArchiveImporter:
 
 def _is_monthly(f: ArchiveFile) -> bool:
     return "/monthly/" in f.path
-
-
-def _ms(day: Any) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
 
 
 def _iso(ms: int) -> str:
