@@ -158,7 +158,12 @@ def _last_of_each(codes: np.ndarray, times: np.ndarray) -> np.ndarray:
 
 
 def serialize_landing(table: pa.Table) -> pa.Buffer:
-    """A landing table as the bytes of its file: zstd's fast level, page checksums, no statistics."""
+    """A landing table as the bytes of its file: zstd's fast level, page checksums, no statistics.
+
+    Not snappy, though it writes a landing file faster and no larger: a page checksum does not cover the
+    page's header, and with snappy a flipped byte there dropped rows silently, where zstd's frame sizes
+    make it an error (tests/store/test_landing.py flips every byte).
+    """
     sink = pa.BufferOutputStream()
     pq.write_table(
         table,
