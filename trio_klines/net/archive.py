@@ -8,15 +8,14 @@ caller's concurrency.
 A missing file (HTTP 404, for the checksum or the zip) is not an error here: :meth:`ArchiveClient.fetch`
 returns ``None`` and the caller decides (not published yet, or not listed then, or missing). Everything
 else that goes wrong is an :class:`~trio_klines.errors.ArchiveError` (this module is the one place where
-httpx's errors become ours).
+httpx's errors become ours, through the REST client's :func:`~trio_klines.net.rest.mapped_http_errors`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import IO, Final
 
@@ -24,9 +23,10 @@ import httpx
 
 from ..core.archive import ArchiveFile, parse_checksum
 from ..core.markets import Market
-from ..errors import ArchiveError, ConfigError
+from ..errors import ArchiveError
+from .rest import mapped_http_errors
 
-__all__ = ["MAX_FILE_BYTES", "ArchiveClient", "ArchiveStats", "Downloaded"]
+__all__ = ["MAX_FILE_BYTES", "ArchiveClient", "Downloaded"]
 
 #: Largest zip accepted: Binance's largest (a month of spot ``1s``) are ~100 MB; ten times that is no kline file.
 MAX_FILE_BYTES: Final = 1 << 30
@@ -34,17 +34,6 @@ MAX_FILE_BYTES: Final = 1 << 30
 SPOOL_BYTES: Final = 16 << 20
 #: A ``.CHECKSUM`` is one line: ``<64 hex>  <name>``.
 MAX_CHECKSUM_BYTES: Final = 4096
-
-
-@dataclass
-class ArchiveStats:
-    #: Files fetched and checked, and their bytes.
-    files: int = 0
-    bytes: int = 0
-    #: Answers 404 (for a checksum or a zip).
-    missing: int = 0
-    #: Downloads that failed (network, HTTP status, size, checksum mismatch).
-    failures: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,15 +46,9 @@ class Downloaded:
     sha256: str
 
 
-@contextmanager
-def _mapped_errors(what: str) -> Iterator[None]:
-    """httpx's errors, and the ``OSError``\\ s that escape it or the spool file, as :class:`ArchiveError`."""
-    try:
-        yield
-    except httpx.InvalidURL as exc:
-        raise ConfigError(f"bad archive URL: {exc}") from exc
-    except (httpx.HTTPError, OSError) as exc:
-        raise ArchiveError(f"{what}: {type(exc).__name__}: {exc}") from exc
+def _mapped_errors(what: str) -> AbstractContextManager[None]:
+    """httpx's errors, and the ``OSError``\\ s that escape it, as :class:`ArchiveError` naming ``what``."""
+    return mapped_http_errors(lambda message: ArchiveError(f"{what}: {message}"), "archive")
 
 
 class ArchiveClient:
@@ -74,7 +57,6 @@ class ArchiveClient:
     def __init__(self, http: httpx.AsyncClient, *, max_bytes: int = MAX_FILE_BYTES) -> None:
         self._http = http
         self._max_bytes = max_bytes
-        self.stats = ArchiveStats()
 
     async def fetch(self, market: Market, file: ArchiveFile) -> Downloaded | None:
         """``file`` of ``market``'s archive, checked against its ``.CHECKSUM``; ``None`` if either is not
@@ -85,20 +67,15 @@ class ArchiveClient:
         to the checksum (a transfer cut short, a broken file). Cancelled, nothing is left open.
         """
         base = market.archive_url
-        try:
-            checksum = await self._checksum(f"{base}/{file.checksum_path}", file)
-            if checksum is None:
-                return None
-            return await self._zip(f"{base}/{file.path}", file, checksum)
-        except ArchiveError:
-            self.stats.failures += 1
-            raise
+        checksum = await self._checksum(f"{base}/{file.checksum_path}", file)
+        if checksum is None:
+            return None
+        return await self._zip(f"{base}/{file.path}", file, checksum)
 
     async def _checksum(self, url: str, file: ArchiveFile) -> str | None:
         with _mapped_errors(f"{file.name}.CHECKSUM"):
             response = await self._http.get(url)
         if response.status_code == 404:
-            self.stats.missing += 1
             return None
         if response.status_code != 200:
             raise ArchiveError(f"{file.name}.CHECKSUM: HTTP {response.status_code}")
@@ -117,7 +94,6 @@ class ArchiveClient:
             with _mapped_errors(file.name):
                 async with self._http.stream("GET", url) as response:
                     if response.status_code == 404:
-                        self.stats.missing += 1
                         body.close()
                         return None
                     if response.status_code != 200:
@@ -137,6 +113,4 @@ class ArchiveClient:
         except BaseException:
             body.close()
             raise
-        self.stats.files += 1
-        self.stats.bytes += size
         return Downloaded(file, body, size, actual)

@@ -18,7 +18,7 @@ Rules it keeps:
   (:data:`TRANSIENT_CODES`: ``-1000`` unknown error…), timeouts, network errors and bodies that cannot be
   decoded are retried with capped backoff, then raise :class:`~trio_klines.errors.RestError`;
 - what the HTTP stack raises (httpx's errors, ``OSError``, ``ssl.SSLError``) becomes ours in one place,
-  ``_mapped_errors`` around the request, so callers catch :class:`~trio_klines.errors.KlinesError` only;
+  ``mapped_http_errors`` around the request, so callers catch :class:`~trio_klines.errors.KlinesError` only;
 - the still-open last candle is dropped (server time comes from the ``time`` endpoint).
 """
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Final
@@ -43,7 +43,7 @@ from ..core.markets import (
 )
 from ..core.paging import PAGE_LIMIT, page_windows
 from ..core.parse import Candle, parse_rest_klines
-from ..errors import BinanceError, ConfigError, MalformedMessage, RestError
+from ..errors import BinanceError, ConfigError, KlinesError, MalformedMessage, RestError
 
 __all__ = [
     "TRANSIENT_CODES",
@@ -149,20 +149,21 @@ class RestStats:
 
 
 @contextmanager
-def _mapped_errors() -> Iterator[None]:
+def mapped_http_errors(error: Callable[[str], KlinesError] = RestError, what: str = "REST") -> Iterator[None]:
     """The one place where what the HTTP stack raises becomes ours, as httpcore's ``map_exceptions`` does.
 
     httpx's own errors (timeouts, network and protocol errors, a body that does not match its
-    ``Content-Encoding``…) and the ``OSError``\\ s that escape it (``ssl.SSLError`` is one) become a
-    :class:`RestError` for this attempt, chained from the original; a URL httpx cannot build is a
-    :class:`ConfigError`. ``trio.Cancelled`` and bugs pass through as they are.
+    ``Content-Encoding``…) and the ``OSError``\\ s that escape it (``ssl.SSLError`` is one) become
+    ``error(message)`` (a :class:`RestError` by default; the archive client's :class:`ArchiveError`),
+    chained from the original; a URL httpx cannot build is a :class:`ConfigError` naming ``what`` URL.
+    ``trio.Cancelled`` and bugs pass through as they are.
     """
     try:
         yield
     except httpx.InvalidURL as exc:
-        raise ConfigError(f"bad REST URL: {exc}") from exc
+        raise ConfigError(f"bad {what} URL: {exc}") from exc
     except (httpx.HTTPError, OSError) as exc:
-        raise RestError(f"{type(exc).__name__}: {exc}") from exc
+        raise error(f"{type(exc).__name__}: {exc}") from exc
 
 
 @dataclass
@@ -202,7 +203,7 @@ class RestClient:
             await self.budget.reserve(weight)
             self.stats.requests += 1
             try:
-                with _mapped_errors():
+                with mapped_http_errors():
                     response = await self.http.get(url, params=params)
             except RestError as exc:
                 failure = exc

@@ -59,6 +59,7 @@ from ..net.archive import ArchiveClient, Downloaded
 from ..net.rest import RestClient
 from ..store.archive_csv import read_archive_zip, select_wanted
 from .backfill import Backfiller
+from .writer import SEAL_STEP_FILES, SEAL_STEP_ROWS  # a step of sealing after each file, as the writer's
 
 __all__ = ["ArchiveImporter", "ImportProgress", "ImportStats"]
 
@@ -76,9 +77,6 @@ DEFAULT_RETRY_DELAY: Final = 2.0
 #: A file whose period ended longer ago than this should be in the archive: Binance publishes a day's
 #: file within about a day (binance.md has no source for the delay; two days is our margin).
 DEFAULT_EXPECTED_LAG_MS: Final = 2 * 86_400_000
-#: Store steps of sealing after each file, as the writer does between flushes.
-SEAL_STEP_FILES: Final = 128
-SEAL_STEP_ROWS: Final = 200_000
 
 
 @dataclass
@@ -157,11 +155,6 @@ class ArchiveImporter:
         self.stats = ImportStats()
         #: Set once :meth:`run` has stored every file or handed it to REST.
         self.done = trio.Event()
-
-    @property
-    def download_stats(self) -> Any:
-        """The archive client's counters (files, bytes, 404s, failed downloads)."""
-        return self._client.stats
 
     async def run(self, requests: Sequence[tuple[Series, int, int | None]]) -> ImportStats:
         """Import ``requests`` (``(series, start, end)``, ``end`` ``None`` for the exchange's now) and
