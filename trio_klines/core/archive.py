@@ -212,15 +212,11 @@ def plan_sources(
         start = lo
         if first is not None and first > lo:
             start = min(max(first, lo), hi)
-        files, rest_from = archive_plan(start, hi, published_before, monthly=interval not in DAILY_ONLY)
-        covered_from = hi
-        for granularity, day in files:
-            f = archive_file(m, symbol, interval, granularity, day)
-            covered_from = min(covered_from, max(f.start, lo))
-            wanted = (max(f.start, lo), min(f.end, hi))
-            jobs.setdefault(f.path, (f, []))[1].append(wanted)
-        if not files:
-            covered_from = rest_from
+        planned, rest_from = archive_plan(start, hi, published_before, monthly=interval not in DAILY_ONLY)
+        files = [archive_file(m, symbol, interval, granularity, day) for granularity, day in planned]
+        for f in files:
+            jobs.setdefault(f.path, (f, []))[1].append((max(f.start, lo), min(f.end, hi)))
+        covered_from = max(files[0].start, lo) if files else rest_from
         if lo < covered_from:
             skipped.append((lo, covered_from))
         if rest_from < hi:

@@ -129,8 +129,8 @@ async def download(
         async with new_http_client() as http, trio.open_nursery() as nursery:
             settings = WriterSettings(flush_seconds=FLUSH_SECONDS)
             nursery.start_soon(lambda: run_writer(receive, store, settings=settings, stats=writer_stats))
-            markets = sorted({s.market for s in config.streams})
-            clients = rest_clients([config.market(m) for m in markets], http)
+            markets = {m: config.market(m) for m in sorted({s.market for s in config.streams})}
+            clients = rest_clients(markets.values(), http)
             backfiller = Backfiller(clients, send.clone(), ledger, workers=WORKERS)
             importer: ArchiveImporter | None = None
             progress = _Progress(backfiller, total, total_candles, on_progress)
@@ -141,9 +141,8 @@ async def download(
                     for s, lo, hi in requests:
                         backfiller.request(s, lo, hi)
                 else:
-                    markets_map = {m: config.market(m) for m in markets}
                     importer = ArchiveImporter(
-                        markets_map, http, store, backfiller, clients,
+                        markets, http, store, backfiller, clients,
                         rest=source == "auto", retry_delay=archive_retry_delay, on_progress=progress.archive,
                     )  # fmt: skip
                     await importer.run(requests)  # returns once every file is stored or handed to REST

@@ -31,6 +31,7 @@ from ..core.archive import ARCHIVE_HEADER
 from ..core.markets import INTERVALS, Market, floor_open_time, get_market, normalize_symbol, validate_interval
 from ..core.validity import MAX_COUNT, MAX_OPEN_TIME, MAX_VALUE
 from ..errors import ConfigError, MalformedMessage
+from .compaction import open_times, sort_unique
 from .tables import SCHEMA
 
 __all__ = ["BLOCK_SIZE", "read_archive_csv", "read_archive_zip", "select_wanted", "table_problem"]
@@ -137,23 +138,17 @@ def select_wanted(
     length = INTERVALS[interval]
     assert length is not None
     table = pa.concat_tables(tables).combine_chunks() if tables else SCHEMA.empty_table()
-    times = table.column("candle_begin_time").cast(pa.int64()).to_numpy()
+    times = open_times(table)
     keep = np.zeros(times.size, dtype=bool)
     for lo, hi in wanted:
         keep |= (times >= lo) & (times < hi)
-    order = np.flatnonzero(keep)
-    order = order[np.argsort(times[order], kind="stable")]
-    sorted_times = times[order]
-    if sorted_times.size > 1:  # of a repeated open time the last row wins, as everywhere in the store
-        last = np.ones(sorted_times.size, dtype=bool)
-        last[:-1] = sorted_times[1:] != sorted_times[:-1]
-        order, sorted_times = order[last], sorted_times[last]
-    if order.size != times.size or not (order == np.arange(order.size)).all():
-        table = table.take(order)
+    if not keep.all():
+        table = table.filter(pa.array(keep))
+    table = sort_unique(table)  # of a repeated open time the last row wins, as everywhere in the store
+    sorted_times = open_times(table)
     absent: list[tuple[int, int]] = []
     for lo, hi in wanted:
-        first = floor_open_time(interval, lo)
-        first = first if first >= lo else first + length
+        first = _ceil(interval, lo)
         inside = sorted_times[(sorted_times >= lo) & (sorted_times < hi)]
         edges = np.concatenate(([first - length], inside, [_ceil(interval, hi)]))
         for i in np.flatnonzero(np.diff(edges) > length).tolist():

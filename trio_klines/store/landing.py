@@ -31,7 +31,7 @@ from ..core.parse import Candle
 from ..core.validity import MAX_OPEN_TIME, Refusal, candle_problem
 from ..errors import ConfigError, CorruptFile, InvalidCandles
 from .batches import refused_candles
-from .compaction import open_times
+from .compaction import open_times, sort_unique
 from .layout import series_dir
 from .periodfiles import read_parquet_bytes
 from .tables import SCHEMA, SERIES_COLUMNS, candles_to_table
@@ -136,16 +136,12 @@ def landing_from_table(key: Series, table: pa.Table) -> Landed:
     problem = table_problem(key.interval, table)
     if problem is not None:
         raise InvalidCandles(f"{key}: {problem}")
-    table = table.combine_chunks()
-    times = open_times(table)
-    keep = _last_of_each(np.zeros(times.size, np.int64), times)
-    if keep.size != times.size or (keep.size and not (keep == np.arange(keep.size)).all()):
-        table = table.take(keep)
+    table = sort_unique(table.combine_chunks())
     rows = table.num_rows
     zeros = pa.array(np.zeros(rows, np.int32))
     columns = [pa.DictionaryArray.from_arrays(zeros, pa.array([getattr(key, c)])) for c in SERIES_COLUMNS]
     landed = pa.Table.from_arrays(columns + [c.combine_chunks() for c in table.columns], schema=LANDING_SCHEMA)
-    return Landed(landed, {key: int(times[keep[-1]])} if rows else {})
+    return Landed(landed, {key: int(open_times(table)[-1])} if rows else {})
 
 
 def _last_of_each(codes: np.ndarray, times: np.ndarray) -> np.ndarray:
