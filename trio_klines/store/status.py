@@ -3,6 +3,9 @@
 Candles a quarantined file held count as missing until they are stored again. Rows opening more than
 :data:`STORED_AHEAD_MS` after the clock (the local one unless ``now`` is given) cannot be real closed
 candles: they are counted apart (``beyond_clock``), and neither end the series nor open a gap before them.
+
+:meth:`SeriesStatus.as_dict` is one series of ``status --json``: every time as ISO-8601 UTC text
+(``first_time``…), and as epoch ms under the older keys (``first``…) that scripts may read.
 """
 
 from __future__ import annotations
@@ -12,15 +15,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..core.markets import Series, count_open_times
+from ..core.markets import Series, count_open_times, next_open_time
+from ..core.timefmt import iso_ms
 from ..core.validity import STORED_AHEAD_MS
 from .coverage import coverage
 from .ended import read_ended
 from .layout import series_dir
 from .ledger import ExchangeGapLedger
 
-__all__ = ["SeriesStatus", "store_status"]
+__all__ = ["SeriesStatus", "now_ms", "store_status"]
 
+
+def now_ms() -> int:
+    """The local clock, ms since the epoch."""
+    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True)
@@ -38,12 +46,34 @@ class SeriesStatus:
     ended: int | None = None  # when a universe stopped recording it (delisted, halted), if it did
     ended_why: str | None = None  # the listing status that ended it, or "delisted"
 
-    def as_dict(self) -> dict[str, Any]:
+    def lag_ms(self, now: int) -> int | None:
+        """How far (ms) the close of the last stored candle (the next one's open time) is behind ``now``;
+        ``0`` if it is not (a clock behind the exchange's), ``None`` with nothing stored. A series being
+        recorded lags by less than its interval plus the flush delay."""
+        if self.last is None:
+            return None
+        return max(0, now - next_open_time(self.series.interval, self.last))
+
+    def as_dict(self, now: int | None = None) -> dict[str, Any]:
+        """One series of ``status --json``; ``lag_seconds`` is taken at ``now`` (ms, default: the local clock).
+
+        Times are epoch ms under ``first``, ``last``, ``beyond_clock_first``, ``ended`` (as before) and
+        ISO-8601 UTC text under the same names ending in ``_time``; ``null`` where there is none.
+        """
+        lag = self.lag_ms(now_ms() if now is None else now)
         return {"market": self.series.market, "symbol": self.series.symbol, "interval": self.series.interval,
-                "first": self.first, "last": self.last, "rows": self.rows, "missing": self.missing,
+                "first": self.first, "last": self.last,
+                "first_time": _iso(self.first), "last_time": _iso(self.last),
+                "lag_seconds": None if lag is None else lag / 1000,
+                "rows": self.rows, "missing": self.missing,
                 "exchange_gaps": self.exchange_gaps, "files": self.files, "quarantined": list(self.quarantined),
                 "beyond_clock": self.beyond_clock, "beyond_clock_first": self.beyond_clock_first,
-                "ended": self.ended, "ended_why": self.ended_why}  # fmt: skip
+                "beyond_clock_first_time": _iso(self.beyond_clock_first),
+                "ended": self.ended, "ended_time": _iso(self.ended), "ended_why": self.ended_why}  # fmt: skip
+
+
+def _iso(ms: int | None) -> str | None:
+    return None if ms is None else iso_ms(ms)
 
 
 def store_status(root: Path, *, now: int | None = None) -> list[SeriesStatus]:
@@ -53,7 +83,7 @@ def store_status(root: Path, *, now: int | None = None) -> list[SeriesStatus]:
     :class:`~trio_klines.errors.StoreError` if ``root`` is not a store or a file cannot be read (``EIO``);
     whatever the files hold, it reports.
     """
-    clock = int(time.time() * 1000) if now is None else now
+    clock = now_ms() if now is None else now
     ledger = ExchangeGapLedger(root)
     ended = read_ended(root)
     out = []
