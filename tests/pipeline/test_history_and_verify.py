@@ -13,7 +13,7 @@ import trio
 
 from trio_klines.config import RecorderConfig
 from trio_klines.core.markets import apply_endpoints, series
-from trio_klines.pipeline.history import HistoryProgress, download
+from trio_klines.pipeline.history import HistoryProgress, download, plan_size
 from trio_klines.pipeline.verify import SeriesComparison, verify
 from trio_klines.store.dataset import Store, load
 from trio_klines.testing import ground_truth, open_exchange
@@ -69,3 +69,38 @@ async def test_verify_reports_missing_extra_and_different_candles(tmp_path: Path
         with trio.fail_after(30):
             (since_21,) = await verify(tmp_path, apply_endpoints(exchange.endpoints), since=START + 21 * MIN)
     assert (since_21.stored, since_21.on_exchange, since_21.problems) == (9, 9, 0)
+
+
+@pytest.mark.parametrize("source", ["rest", "auto"])
+async def test_an_open_ended_download_counts_its_total_to_the_exchanges_clock(tmp_path: Path, source: str) -> None:
+    # The exchange's clock (2 h after START) is not the local one: the total is what it has closed since START.
+    async with open_exchange(seed=SEED, start=START + 120 * MIN) as exchange:
+        config = RecorderConfig.build(streams=["spot:1m:BTCUSDT"], endpoints=exchange.endpoints, data_dir=tmp_path)
+        reports: list[HistoryProgress] = []
+        with trio.fail_after(30):
+            stats = await download(config, START, on_progress=reports.append, source=source)  # type: ignore[arg-type]
+    assert stats.rest.candles == 120
+    assert (reports[0].candles, reports[0].total_candles, reports[0].total_pages) == (0, 120, 1)
+    assert (reports[-1].candles, reports[-1].total_candles) == (120, 120)
+
+
+def test_plan_size_counts_an_open_end_to_the_markets_clock() -> None:
+    btc, eth_1h = series("spot", "BTCUSDT", "1m"), series("spot", "ETHUSDT", "1h")
+    perp = series("coin_futures", "BTCUSD_PERP", "3m")
+    plan = {btc: [(START, START + 10 * MIN), (START + 20 * MIN, None)], eth_1h: [(START, None)], perp: [(START, None)]}
+    now = {"spot": START + 2500 * MIN + 30_000}  # minute 2500 and hour 41 are still open
+    assert plan_size(plan, now) == (1 + 3 + 1, 10 + 2480 + 41)  # coin_futures' clock unknown: its open end counts 0
+    assert plan_size(plan, {}) == (1, 10)
+    assert plan_size({btc: [(START + 5 * MIN, None)]}, {"spot": START}) == (0, 0)  # a start after the clock
+
+
+def test_a_comparison_as_json_lists_at_most_limit_times_of_each_kind() -> None:
+    missing = tuple(START + i * MIN for i in range(5))
+    result = SeriesComparison(series("spot", "BTCUSDT", "1m"), 10, 11, missing, extra=(START + 250,), different=())
+    assert result.as_dict(limit=2) == {
+        "market": "spot", "symbol": "BTCUSDT", "interval": "1m", "stored": 10, "on_exchange": 11, "problems": 6,
+        "missing": 5, "missing_times": ["2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z"],
+        "extra": 1, "extra_times": ["2026-01-01T00:00:00.250Z"],
+        "different": 0, "different_times": [],
+    }  # fmt: skip
+    assert len(result.as_dict()["missing_times"]) == 5

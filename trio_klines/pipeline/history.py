@@ -12,17 +12,19 @@ not fetched again, so a run that failed part-way is finished by running it again
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final, Literal, NamedTuple
 
 import trio
 
 from ..config import HISTORY_SOURCES, RecorderConfig, WriterSettings
-from ..core.markets import Series, count_open_times
+from ..core.markets import Series, count_open_times, floor_open_time
 from ..core.paging import catch_up_plan, pages_needed
 from ..core.parse import Candle
-from ..net.rest import new_http_client, rest_clients
+from ..errors import KlinesError
+from ..net.rest import RestClient, new_http_client, rest_clients
 from ..store.coverage import SeriesCoverage, coverage
 from ..store.dataset import Store
 from ..store.ledger import ExchangeGapLedger
@@ -31,7 +33,9 @@ from .backfill import Backfiller, BackfillStats
 from .supervision import single_error
 from .writer import WriterStats, run_writer
 
-__all__ = ["SOURCES", "Downloaded", "HistoryProgress", "Source", "download", "download_plan"]
+__all__ = ["SOURCES", "Downloaded", "HistoryProgress", "Source", "download", "download_plan", "plan_size"]
+
+log = logging.getLogger("trio_klines.history")
 
 Source = Literal["auto", "archive", "rest"]
 #: Where history comes from: the archive, then REST for the rest (``auto``); the archive alone; REST alone.
@@ -43,13 +47,16 @@ PROGRESS_EVERY: Final = 0.5
 WORKERS: Final = 4
 #: A download is not latency-bound: write fewer, larger batches than the recorder.
 FLUSH_SECONDS: Final = 1.0
+#: How long (s) a download waits for the exchanges' clocks that size an open-ended plan for its progress
+#: total, before it takes the local clock instead (the download itself does not need them).
+CLOCK_TIMEOUT: Final = 10.0
 
 
 class HistoryProgress(NamedTuple):
-    """How far a :func:`download` is: REST ``pages`` fetched of ``total_pages`` (``0`` when the plan
-    has an open end, up to the exchange's now, whose size is unknown), the candles received (REST and
-    archive), archive ``files`` done of ``total_files``, and ``total_candles``: the candles the plan
-    covers up to now (``0`` until known), an upper bound, as exchange gaps hold none."""
+    """How far a :func:`download` is: REST ``pages`` fetched of ``total_pages``, the candles received
+    (REST and archive), archive ``files`` done of ``total_files``, and ``total_candles``: the candles the
+    plan covers, an upper bound, as exchange gaps hold none (see :func:`plan_size`; an open end counts up
+    to the exchange's clock when the download started, so the exchange's later candles may go past it)."""
 
     pages: int
     total_pages: int
@@ -82,6 +89,37 @@ def download_plan(
         else:
             plan[s] = catch_up_plan(s.interval, cov.first, cov.last, cov.gaps, since, until)
     return plan
+
+
+def plan_size(plan: Mapping[Series, Sequence[tuple[int, int | None]]], now: Mapping[str, int]) -> tuple[int, int]:
+    """The REST pages and the candles a :func:`download_plan` covers (for a progress bar's total and ETA).
+
+    An open end (``None``) counts the candles closed by ``now[market]`` (the exchange's clock, ms), as the
+    backfiller fetches; an open end of a market not in ``now`` counts none.
+    """
+    pages = candles = 0
+    for s, ranges in plan.items():
+        clock = now.get(s.market)
+        for lo, hi in ranges:
+            end = hi if hi is not None else None if clock is None else floor_open_time(s.interval, clock)
+            if end is not None:
+                pages += pages_needed(s.interval, lo, end)
+                candles += count_open_times(s.interval, lo, end)
+    return pages, candles
+
+
+async def _clocks(clients: Mapping[str, RestClient], markets: Iterable[str]) -> dict[str, int]:
+    """The exchange's clock of each of ``markets``; the local clock for one that does not answer within
+    :data:`CLOCK_TIMEOUT` (logged). Raises nothing but ``Cancelled``."""
+    now: dict[str, int] = {}
+    with trio.move_on_after(CLOCK_TIMEOUT):
+        for market in markets:
+            try:
+                now[market] = await clients[market].server_time()
+            except KlinesError as exc:
+                log.warning("cannot read %s's clock (%s): the progress total counts to the local clock", market, exc)
+    local = int(time.time() * 1000)
+    return {market: now.get(market, local) for market in markets}
 
 
 async def download(
@@ -122,18 +160,20 @@ async def download(
         held = await trio.to_thread.run_sync(coverage, config.data_dir, list(config.streams))
         ledger = await trio.to_thread.run_sync(ExchangeGapLedger, config.data_dir)
         plan = download_plan(held, config.streams, since, until)
-        total = sum(pages_needed(s.interval, lo, hi) for s, ranges in plan.items() for lo, hi in ranges if hi)
-        horizon = int(time.time() * 1000)
-        total_candles = sum(count_open_times(s.interval, lo, hi or horizon) for s, r in plan.items() for lo, hi in r)
         send, receive = trio.open_memory_channel[Sequence[Candle]](config.channel_size)
         async with new_http_client() as http, trio.open_nursery() as nursery:
             settings = WriterSettings(flush_seconds=FLUSH_SECONDS)
             nursery.start_soon(lambda: run_writer(receive, store, settings=settings, stats=writer_stats))
             markets = {m: config.market(m) for m in sorted({s.market for s in config.streams})}
             clients = rest_clients(markets.values(), http)
+            # An open end is sized by the exchange's clock (a fake exchange's may be far from ours), which
+            # only the progress total needs: asked once per market, and only when someone listens.
+            open_ended = {s.market for s, ranges in plan.items() for _, hi in ranges if hi is None}
+            clocks = await _clocks(clients, sorted(open_ended)) if on_progress is not None else {}
+            total_pages, total_candles = plan_size(plan, clocks)
             backfiller = Backfiller(clients, send.clone(), ledger, workers=WORKERS)
             importer: ArchiveImporter | None = None
-            progress = _Progress(backfiller, total, total_candles, on_progress)
+            progress = _Progress(backfiller, total_pages, total_candles, on_progress)
             async with send, trio.open_nursery() as fetchers:
                 fetchers.start_soon(backfiller.run)
                 requests = [(s, lo, hi) for s, ranges in plan.items() for lo, hi in ranges]

@@ -5,6 +5,9 @@ The engine of ``python -m trio_klines verify``. For each stored series, from its
 clock, it reports the candles the exchange has and the store lacks (*missing*), those the store has and
 the exchange does not (*extra*, including any row from after the exchange's clock), and those both have
 with different values.
+
+:meth:`SeriesComparison.as_dict` is one series of ``verify --json``: the counts, and the open times as
+ISO-8601 UTC text, at most :data:`MAX_LISTED` of each kind (the earliest).
 """
 
 from __future__ import annotations
@@ -13,20 +16,24 @@ import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import pyarrow as pa
 import trio
 
 from ..core.markets import Market, Series, next_open_time
 from ..core.parse import Candle
+from ..core.timefmt import iso_ms
 from ..net.rest import RestClient, new_http_client, rest_clients
 from ..store.compaction import open_times
 from ..store.coverage import coverage
 from ..store.reading import read_series
 from ..store.tables import COLUMNS
 
-__all__ = ["SeriesComparison", "verify"]
+__all__ = ["MAX_LISTED", "SeriesComparison", "verify"]
+
+#: The most open times :meth:`SeriesComparison.as_dict` lists of each kind (missing, extra, different).
+MAX_LISTED: Final = 1000
 
 #: The values compared, named alike on a stored row and on a :class:`Candle` (the open time is the key).
 VALUES: Final = COLUMNS[1:]
@@ -47,6 +54,18 @@ class SeriesComparison:
     def problems(self) -> int:
         """Candles missing, extra or different."""
         return len(self.missing) + len(self.extra) + len(self.different)
+
+    def as_dict(self, limit: int = MAX_LISTED) -> dict[str, Any]:
+        """The comparison as JSON-ready values: ``missing``, ``extra`` and ``different`` are counts, and
+        ``missing_times``… list the earliest ``limit`` open times of each as ISO-8601 UTC text (the list is
+        cut short when it is shorter than its count)."""
+        out: dict[str, Any] = {"market": self.series.market, "symbol": self.series.symbol,
+                               "interval": self.series.interval, "stored": self.stored,
+                               "on_exchange": self.on_exchange, "problems": self.problems}  # fmt: skip
+        for name, times in (("missing", self.missing), ("extra", self.extra), ("different", self.different)):
+            out[name] = len(times)
+            out[f"{name}_times"] = [iso_ms(t) for t in times[:limit]]
+        return out
 
 
 async def verify(
