@@ -63,7 +63,9 @@ def test_find_gaps_edge_cases() -> None:
     assert find_gaps(s, []) == []
     assert find_gaps(s, [], 0, 180_000) == [Gap(s, 0, 180_000)]
     assert find_gaps(s, [60_000], 30_000, 90_000) == []  # no open time between 30 s and 60 s
-    assert str(Gap(s, 0, 180_000)) == "spot BTCUSDT-1m: 3 candle(s) missing from 0 to 180000"
+    assert str(Gap(s, 0, 180_000)) == (
+        "spot BTCUSDT-1m: 3 candle(s) missing from 1970-01-01T00:00:00Z to 1970-01-01T00:03:00Z"
+    )
 
 
 @settings(max_examples=300)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from .markets import Series, count_open_times, next_open_time, open_time_index
+from .timefmt import iso_range
 
 __all__ = ["ContinuityTracker", "Gap", "RangeSet", "Verdict", "find_gaps", "missing_count"]
 
@@ -43,7 +44,9 @@ class Gap:
         return count_open_times(self.series.interval, self.start, self.end)
 
     def __str__(self) -> str:
-        return f"{self.series}: {self.candles} candle(s) missing from {self.start} to {self.end}"
+        """``spot BTCUSDT-1m: 3 candle(s) missing from 2026-11-30T10:15:00Z to 2026-11-30T10:18:00Z``
+        (the end is the open time of the first candle present again)."""
+        return f"{self.series}: {self.candles} candle(s) missing {iso_range(self.start, self.end)}"
 
 
 class Verdict(enum.Enum):
