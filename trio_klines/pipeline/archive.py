@@ -54,6 +54,7 @@ import trio
 
 from ..core.archive import ArchiveFile, FileJob, archive_file, plan_sources
 from ..core.markets import Market, Series, count_open_times, floor_open_time
+from ..core.timefmt import iso_ms, iso_range
 from ..errors import ArchiveError, KlinesError, MalformedMessage, StoreError
 from ..net.archive import ArchiveClient, Downloaded
 from ..net.rest import RestClient
@@ -213,8 +214,8 @@ class ArchiveImporter:
                 for lo, hi in plan.skipped:
                     # REST had no candle there: no file is fetched, but the range is not known to be empty
                     # until the ledger's rule confirms it (a listing's head, or an outage the store lacks).
-                    log.info("%s: no candle from %s to %s (REST): no file fetched; checking it is an exchange gap",
-                             s, _iso(lo), _iso(hi))  # fmt: skip
+                    log.info("%s: no candle %s (REST): no file fetched; checking it is an exchange gap",
+                             s, iso_range(lo, hi))  # fmt: skip
                     self.stats.suspected += 1
                     self._backfiller.suspect(s, lo, hi)
         self.stats.candles_total += sum(count_open_times(s.interval, lo, hi) for lo, hi in closed) - sum(
@@ -281,7 +282,7 @@ class ArchiveImporter:
                 if not should_exist:
                     self._to_rest(s, list(job.wanted), f"{f.name} is not published yet")
                     return
-                problem = f"{f.name} is not in the archive (HTTP 404) although its day ended {_iso(f.end)}"
+                problem = f"{f.name} is not in the archive (HTTP 404) although its day ended {iso_ms(f.end)}"
                 missing = True
                 log.warning("%s: %s (try %d of %d)", s, problem, attempt, self._attempts)
                 continue
@@ -357,8 +358,8 @@ class ArchiveImporter:
         self.stats.bytes += size
         for a, b in absent:
             self.stats.suspected += 1
-            log.info("%s: %s lacks %d candles from %s to %s; checking over REST whether it is an exchange gap",
-                     s, job.file.name, count_open_times(s.interval, a, b), _iso(a), _iso(b))  # fmt: skip
+            log.info("%s: %s lacks %d candles %s; checking over REST whether it is an exchange gap",
+                     s, job.file.name, count_open_times(s.interval, a, b), iso_range(a, b))  # fmt: skip
             self._backfiller.suspect(s, a, b)
 
     # --- REST and progress ------------------------------------------------------------------------
@@ -367,12 +368,12 @@ class ArchiveImporter:
         for lo, hi in ranges:
             if self._rest:
                 self.stats.rest_ranges += 1
-                log.debug("%s: %s to %s over REST: %s", s, _iso(lo), _iso(hi) if hi else "now", why)
+                log.debug("%s: %s over REST: %s", s, iso_range(lo, hi), why)
                 self._backfiller.request(s, lo, hi)
             else:
                 self.stats.not_fetched += 1
-                log.warning("%s: %s to %s not fetched (%s; --source archive takes nothing over REST)",
-                            s, _iso(lo), _iso(hi) if hi else "now", why)  # fmt: skip
+                log.warning("%s: %s not fetched (%s; --source archive takes nothing over REST)",
+                            s, iso_range(lo, hi), why)  # fmt: skip
 
     def _report(self) -> None:
         if self._on_progress is not None:
@@ -382,7 +383,3 @@ class ArchiveImporter:
 
 def _is_monthly(f: ArchiveFile) -> bool:
     return "/monthly/" in f.path
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

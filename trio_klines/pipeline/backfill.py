@@ -46,6 +46,7 @@ from ..core.gaps import Gap, RangeSet
 from ..core.markets import Series, count_open_times, floor_open_time, iter_open_times, next_open_time
 from ..core.paging import page_windows
 from ..core.parse import Candle
+from ..core.timefmt import iso_ms, iso_range
 from ..errors import BinanceError, KlinesError
 from ..net.rest import RestClient, RestStats
 from ..store.ledger import ExchangeGapLedger
@@ -150,7 +151,8 @@ class Backfiller:
         as a page's absence is (see the module's docstring). Parts already known to the ledger as
         exchange gaps are left alone."""
         if s.market not in self._clients:
-            log.error("no REST client for %s; cannot check its missing candles from %d to %d", s, start, end)
+            log.error("no REST client for %s; cannot check its missing candles %s", s, iso_range(start, end),
+                      extra=_fields(s, start, end))  # fmt: skip
             return
         claimed = self._claimed.setdefault(s, RangeSet())
         for a, b in self.ledger.ranges(s).missing(start, end):
@@ -223,8 +225,9 @@ class Backfiller:
         if job.attempt > self._max_checks:
             self.stats.failures += 1
             what = "still unconfirmed exchange gap (missing until a later run confirms it)" if job.check else "tail"
-            log.error("%s: giving up on %s from %d to %s after %d tries in this run",
-                      job.series, what, job.start, job.end, job.attempt - 1)  # fmt: skip
+            log.error("%s: giving up on %s %s after %d tries in this run", job.series, what,
+                      iso_range(job.start, job.end), job.attempt - 1,
+                      extra=_fields(job.series, job.start, job.end))  # fmt: skip
             if job.check and job.end is not None:
                 self._claimed.setdefault(job.series, RangeSet()).remove(job.start, job.end)
             return
@@ -257,7 +260,8 @@ class Backfiller:
             if not await self._fill_range(client, s, lo, hi, end, now):
                 return
         if todo:
-            log.info("backfilled %s from %d to %d", s, todo[0][0], todo[-1][1])
+            log.info("backfilled %s %s", s, iso_range(todo[0][0], todo[-1][1]),
+                     extra=_fields(s, todo[0][0], todo[-1][1]))  # fmt: skip
 
     def _capped(self, job: _Job, now: int) -> int:
         """``job``'s end capped at the candle open on the exchange's clock ``now``; a tail cut off by a
@@ -268,8 +272,9 @@ class Backfiller:
         tail = max(job.start, limit)
         if job.end <= now + MAX_CLOCK_LAG_MS:
             self.stats.deferred += 1
-            log.warning("%s: the REST clock (%d) is behind the requested end (%d); asking for %d to %d again later",
-                        job.series, now, job.end, tail, job.end)  # fmt: skip
+            log.warning("%s: the REST clock (%s) is behind the requested end (%s); asking for %s again later",
+                        job.series, iso_ms(now), iso_ms(job.end), iso_range(tail, job.end),
+                        extra=_fields(job.series, tail, job.end))  # fmt: skip
             self._again(dataclasses.replace(job, start=tail, attempt=job.attempt + 1))
         return limit
 
@@ -299,8 +304,9 @@ class Backfiller:
         for a, b in absent:
             self.ledger.suspect(s, a, b)
             self.stats.suspected += 1
-            log.warning("%s: no candles from %d to %d (%d); checking again before calling it an exchange gap",
-                        s, a, b, count_open_times(s.interval, a, b))  # fmt: skip
+            n = count_open_times(s.interval, a, b)
+            log.warning("%s: no candles %s (%d); checking again before calling it an exchange gap",
+                        s, iso_range(a, b), n, extra=_fields(s, a, b, n))  # fmt: skip
             self._again(_Job(s, a, b, check=True, attempt=1))
         await self._save_ledger()
         return True
@@ -334,7 +340,8 @@ class Backfiller:
             self._claimed.setdefault(s, RangeSet()).remove(a, b)
             return
         except KlinesError as exc:
-            log.warning("check of %s from %d to %d failed (%s); trying again later", s, a, b, exc)
+            log.warning("check of %s %s failed (%s); trying again later", s, iso_range(a, b), exc,
+                        extra=_fields(s, a, b))  # fmt: skip
             self._again(dataclasses.replace(job, attempt=job.attempt + 1, heads=0))
             return
         self.stats.pages += len(windows)
@@ -343,8 +350,8 @@ class Backfiller:
         if inside:
             self.stats.candles += len(inside)
             self.stats.recovered += len(inside)
-            log.warning("%s: %d candles from %d to %d a page had lacked came now: a transient fault of the exchange",
-                        s, len(inside), a, b)  # fmt: skip
+            log.warning("%s: %d candles %s a page had lacked came now: a transient fault of the exchange",
+                        s, len(inside), iso_range(a, b), extra=_fields(s, a, b, len(inside)))  # fmt: skip
             await self._send.send(inside)
         self.ledger.clear(s, a, b)
         confirmed = self.ledger.ranges(s)
@@ -365,7 +372,8 @@ class Backfiller:
             n = count_open_times(s.interval, x, y)
             self.stats.exchange_gaps += 1
             self.stats.exchange_gap_candles += n
-            log.warning("exchange gap: %s has no candles from %d to %d (%d), confirmed", s, x, y, n)
+            log.warning("exchange gap: %s has no candles %s (%d), confirmed", s, iso_range(x, y), n,
+                        extra=_fields(s, x, y, n))  # fmt: skip
             return
         self.ledger.suspect(s, x, y)
         self._again(dataclasses.replace(job, start=x, end=y, attempt=job.attempt + 1, heads=heads))
@@ -386,7 +394,8 @@ class Backfiller:
 
     def _failed(self, s: Series, start: int, end: int | None, exc: KlinesError) -> None:
         self.stats.failures += 1
-        log.error("backfill of %s from %d failed (%s); retrying in %.0fs", s, start, exc, self._retry_delay)
+        log.error("backfill of %s from %s failed (%s); retrying in %.0fs", s, iso_ms(start), exc, self._retry_delay,
+                  extra=_fields(s, start, end))  # fmt: skip
         if self._nursery is not None:
             self._nursery.start_soon(self._retry_later, s, start, end)
 
@@ -408,3 +417,12 @@ def _absent(interval: str, start: int, end: int, page: Sequence[Candle]) -> Iter
             run = t
     if run is not None:
         yield run, end
+
+
+def _fields(s: Series, start: int, end: int | None, candles: int | None = None) -> dict[str, object]:
+    """A log line's fields for ``--log-format json``: the series and the range (ISO-8601 UTC; an open end,
+    up to the exchange's clock, is ``None``), and how many candles when the line counts them."""
+    fields: dict[str, object] = {"series": str(s), "start": iso_ms(start), "end": None if end is None else iso_ms(end)}
+    if candles is not None:
+        fields["candles"] = candles
+    return fields
