@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EXIT_CONFIG",
     "EXIT_FAILURE",
+    "LOG_FORMATS",
     "STOP_SIGNALS",
     "Command",
     "SignalStop",
@@ -101,18 +102,39 @@ def positive_float(text: str) -> float:
     return value
 
 
-#: Libraries that log every request at INFO (httpx: a line per REST call): heard only at DEBUG.
-CHATTY_LOGGERS: Final = ("httpx", "httpcore")
+#: Third-party loggers the recorder and its commands set off, heard only at DEBUG (else from WARNING up):
+#: httpx logs a line per REST call at INFO, httpcore traces each connection, websockets logs every frame at
+#: DEBUG (and server-side opens and closes at INFO), trio-websocket its handshakes, hypercorn (the fake
+#: exchange's server) requests and start-up.
+CHATTY_LOGGERS: Final = ("httpx", "httpcore", "websockets", "trio-websocket", "hypercorn")
+#: The shapes ``configure_logging`` writes: ``text`` for people, ``json`` (one object a line) for collectors.
+LOG_FORMATS: Final = ("text", "json")
 
 
-def configure_logging(level: str) -> None:
-    """Log to stderr at ``level`` with timestamps; the library itself never configures logging.
+def configure_logging(level: str | int, fmt: str = "text") -> None:
+    """Log to stderr at ``level`` in ``fmt`` (one of :data:`LOG_FORMATS`), times in ISO-8601 UTC; the
+    library itself never configures logging.
 
-    Third-party request chatter stays out unless ``level`` is DEBUG.
+    As :func:`logging.basicConfig`, it leaves a root logger that already has handlers as it is (a program
+    that set up its own logging keeps it); the chatty loggers' levels are set either way. Third-party
+    chatter (:data:`CHATTY_LOGGERS`) stays out unless ``level`` is DEBUG. Raises :class:`ConfigError`
+    for an unknown ``fmt`` or ``level``.
     """
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .logformat import JsonFormatter, TextFormatter
+
+    if fmt not in LOG_FORMATS:
+        raise ConfigError(f"unknown log format {fmt!r}; choose one of: {', '.join(LOG_FORMATS)}")
+    number = level if isinstance(level, int) else logging.getLevelName(level.upper())
+    if not isinstance(number, int):  # getLevelName answers "Level X" for a name it does not know
+        raise ConfigError(f"unknown log level {level!r}; choose one of: DEBUG, INFO, WARNING, ERROR")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    logging.basicConfig(level=number, handlers=[handler])
+    # A logger's own level decides whether a record goes on to the root's handlers, not the root's level:
+    # at ERROR, a chatty logger left at WARNING would still print its warnings.
+    chatty = logging.DEBUG if number <= logging.DEBUG else max(logging.WARNING, number)
     for name in CHATTY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+        logging.getLogger(name).setLevel(chatty)
 
 
 # --- exit statuses and stop signals ------------------------------------------------------------
