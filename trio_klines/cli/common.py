@@ -102,10 +102,10 @@ def positive_float(text: str) -> float:
     return value
 
 
-#: Third-party loggers the recorder and its commands set off, heard only at DEBUG (else from WARNING up):
-#: httpx logs a line per REST call at INFO, httpcore traces each connection, websockets logs every frame at
-#: DEBUG (and server-side opens and closes at INFO), trio-websocket its handshakes, hypercorn (the fake
-#: exchange's server) requests and start-up.
+#: Third-party loggers the commands set off, heard only at DEBUG (else from WARNING up): httpx logs a line
+#: per REST call at INFO, httpcore traces each connection, websockets (the default transport) every frame at
+#: DEBUG and a server's opens and closes at INFO, trio-websocket its handshakes; hypercorn serves the fake
+#: exchange and the metrics endpoint, whose start-up and requests go to its own loggers unless routed to ours.
 CHATTY_LOGGERS: Final = ("httpx", "httpcore", "websockets", "trio-websocket", "hypercorn")
 #: The shapes ``configure_logging`` writes: ``text`` for people, ``json`` (one object a line) for collectors.
 LOG_FORMATS: Final = ("text", "json")
