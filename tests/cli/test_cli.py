@@ -97,7 +97,9 @@ def test_status_lists_quarantined_files_and_rows_beyond_the_clock(tmp_path: Path
     quarantined = (
         "_quarantine/market=spot/interval=1m/symbol=BTCUSDT/2026-01_000000000002-000000000002.parquet.quarantined"
     )
-    assert "spot BTCUSDT-1m  2026-01-01 00:00  2026-01-01 00:19    10       10" in out
+    table = out.splitlines()
+    [row] = [line for line in table if line.startswith("spot BTCUSDT-1m  2026-01-01 00:00  2026-01-01 00:19 ")]
+    assert row.split()[-4:-2] == ["10", "10"]  # rows, missing
     assert "quarantined files (their candles count as missing until record or backfill fetches them):" in out
     assert f"\n  spot BTCUSDT-1m: {quarantined}\n" in out
     assert "rows beyond the clock (not real closed candles; neither counted nor missing):" in out
@@ -140,3 +142,50 @@ def test_the_backfill_progress_bar_counts_candles_files_and_pages(capsys: pytest
     err = capsys.readouterr().err
     assert "backfill" in err and "2.50k/5.00k" in err and "files=2/3" in err and "pages=3" in err
     assert "<" in err  # tqdm's ETA, from the total
+
+
+def test_the_backfill_progress_bar_raises_its_total_when_candles_pass_it(capsys: pytest.CaptureFixture[str]) -> None:
+    from trio_klines.cli.data import _ProgressBar
+    from trio_klines.pipeline.history import HistoryProgress
+
+    bar = _ProgressBar()
+    bar(HistoryProgress(pages=0, total_pages=1, candles=0, total_candles=100))
+    bar(HistoryProgress(pages=1, total_pages=1, candles=120, total_candles=100))  # the clock moved on meanwhile
+    assert (bar._bar.n, bar._bar.total) == (120, 120)
+    bar.close()
+    assert "120/120" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "level"),
+    [
+        (["status"], "WARNING"),  # the command's default
+        (["--log-level", "DEBUG", "status"], "DEBUG"),
+        (["status", "--log-level", "DEBUG"], "DEBUG"),
+        (["--log-level", "ERROR", "status", "--log-level", "INFO"], "INFO"),  # the command's wins
+        (["--log-level", "ERROR", "compact"], "ERROR"),
+    ],
+)
+def test_log_level_before_or_after_the_command(
+    argv: list[str], level: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trio_klines.cli
+    from trio_klines.cli import build_parser, main
+
+    configured: list[str] = []
+    monkeypatch.setattr(trio_klines.cli, "configure_logging", configured.append)
+    with Store(tmp_path):
+        pass
+    assert main([*argv, "--data", str(tmp_path)]) == 0
+    assert configured == [level]
+    args = build_parser().parse_args([*argv, "--data", str(tmp_path)])
+    assert (args.log_level or args.default_log_level) == level
+
+
+def test_a_bad_log_level_after_the_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from trio_klines.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["status", "--log-level", "LOUD"])
+    assert exited.value.code == 2
+    assert "--log-level: invalid choice: 'LOUD'" in capsys.readouterr().err

@@ -34,18 +34,15 @@ COMMANDS: list[Command] = [RECORD, DEMO, BACKFILL, STATUS, VERIFY, COMPACT, EXCH
 PROG = "python -m trio_klines"
 #: The distribution whose version ``--version`` prints.
 DISTRIBUTION = "trio-klines"
+#: What ``--log-level`` takes.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The parser of every command in :data:`COMMANDS`."""
     parser = argparse.ArgumentParser(prog=prog, description="Record Binance klines live and gap-free into Parquet.")
     parser.add_argument("--version", action=_VersionAction, help="print the installed version and exit")
-    parser.add_argument(
-        "--log-level",
-        default=None,
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-        help="log level on stderr (default: INFO for record and demo, WARNING otherwise)",
-    )
+    _log_level_argument(parser, default=None)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_CommandParser)
     for command in COMMANDS:
         sub = subparsers.add_parser(
@@ -56,8 +53,20 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         command.add_arguments(sub)
+        # After the command too; absent there, it leaves the one given before the command in place (a
+        # subparser's defaults overwrite the main parser's values), and given in both, the command's wins.
+        _log_level_argument(sub, default=argparse.SUPPRESS)
         sub.set_defaults(run=command.run, default_log_level=command.log_level)
     return parser
+
+
+def _log_level_argument(parser: argparse.ArgumentParser, *, default: str | None) -> None:
+    parser.add_argument(
+        "--log-level",
+        default=default,
+        choices=LOG_LEVELS,
+        help="log level on stderr (default: INFO for record and demo, WARNING otherwise); before or after the command",
+    )
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:

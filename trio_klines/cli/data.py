@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ..pipeline.history import Downloaded, HistoryProgress, Source
     from ..pipeline.verify import SeriesComparison
     from ..pipeline.writer import WriterStats
+    from ..store.lock import LockHolder
     from ..store.status import SeriesStatus
 
 log = logging.getLogger("trio_klines.cli")
@@ -150,12 +151,15 @@ class _ProgressBar:
         self._bar: Any = None
 
     def __call__(self, progress: HistoryProgress) -> None:
+        # Candles past the total (an open end's tail, which the exchange's clock reached meanwhile) raise it.
+        total = max(progress.total_candles, progress.candles) if progress.total_candles else None
         if self._bar is None:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=progress.total_candles or None, unit="candle", unit_scale=True, desc="backfill",
-                             file=sys.stderr)  # fmt: skip
-        self._bar.update(min(progress.candles, self._bar.total or progress.candles) - self._bar.n)
+            self._bar = tqdm(total=total, unit="candle", unit_scale=True, desc="backfill", file=sys.stderr)
+        elif total is not None and total != self._bar.total:
+            self._bar.total = total
+        self._bar.update(progress.candles - self._bar.n)
         postfix = {"pages": progress.pages}
         if progress.total_files:
             postfix["files"] = f"{progress.files}/{progress.total_files}"  # type: ignore[assignment]
@@ -180,21 +184,40 @@ BACKFILL = Command(
 
 def _status_arguments(parser: argparse.ArgumentParser) -> None:
     _data_argument(parser)
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object instead of a table: the clock, whether a process writes the "
+                             "store, and per series its counts, times (ISO-8601 UTC and epoch ms) and lag")  # fmt: skip
 
 
 def _run_status(args: argparse.Namespace) -> int:
-    from ..store.status import store_status
+    from ..store import status
+    from ..store.lock import lock_holder
 
-    rows = store_status(args.data_dir)
+    now = status.now_ms()
+    rows = status.store_status(args.data_dir)
     if args.json:
-        print(json.dumps({"data": str(args.data_dir), "series": [r.as_dict() for r in rows]}))
+        print(json.dumps(status_report(args.data_dir, rows, now, lock_holder(args.data_dir))))
     else:
-        print(_table(rows))
+        print(_table(rows, now))
         notes = _notes(rows)
         if notes:
             print(notes)
     return 1 if any(r.missing for r in rows) else 0
+
+
+def status_report(data_dir: Path, rows: Sequence[SeriesStatus], now: int, holder: LockHolder | None) -> dict[str, Any]:
+    """``status --json``: the store, the clock ``now`` (ms) its lags are taken at, whether a process holds the
+    store's lock (``holder``: a recorder, a backfill, a compaction…) and which, and a dict per series."""
+    from ..core.timefmt import iso_ms
+
+    return {
+        "data": str(data_dir),
+        "now": iso_ms(now),
+        "now_ms": now,
+        "recorder_running": holder is not None,
+        "recorder_pid": None if holder is None else holder.pid,
+        "series": [r.as_dict(now) for r in rows],
+    }
 
 
 def _notes(rows: Sequence[SeriesStatus]) -> str:
@@ -224,10 +247,26 @@ def _when(ms: int | None) -> str:
         return f"{ms} ms"
 
 
-def _table(rows: Sequence[SeriesStatus]) -> str:
-    head = ("series", "first", "last", "rows", "missing", "exchange gaps", "files")
-    body = [(str(r.series), _when(r.first), _when(r.last), str(r.rows), str(r.missing), str(r.exchange_gaps),
-             str(r.files)) for r in rows]  # fmt: skip
+def _lag(ms: int | None) -> str:
+    """A lag for the table, to the unit that matters: ``45s``, ``12m05s``, ``5h12m``, ``3d04h``."""
+    if ms is None:
+        return "-"
+    seconds = ms // 1000
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{minutes}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{hours}h{minutes % 60:02d}m"
+    return f"{days}d{hours % 24:02d}h"
+
+
+def _table(rows: Sequence[SeriesStatus], now: int) -> str:
+    # The lag beside the last candle it is measured from; the counts keep their places at the end.
+    head = ("series", "first", "last", "lag", "rows", "missing", "exchange gaps", "files")
+    body = [(str(r.series), _when(r.first), _when(r.last), _lag(r.lag_ms(now)), str(r.rows), str(r.missing),
+             str(r.exchange_gaps), str(r.files)) for r in rows]  # fmt: skip
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
     lines = [
         "  ".join(
@@ -250,6 +289,10 @@ def _verify_arguments(parser: argparse.ArgumentParser) -> None:
     _data_argument(parser)
     parser.add_argument("--endpoints", type=Path, help="JSON endpoints map (default: Binance)")
     parser.add_argument("--since", type=argument_type(parse_time), metavar="TIME", help="check from here on only")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object when done instead of a report per series: counts, and the "
+                             "open times (ISO-8601 UTC) of at most 1000 missing, extra and different candles "
+                             "each")  # fmt: skip
 
 
 def _run_verify(args: argparse.Namespace) -> int:
@@ -258,8 +301,25 @@ def _run_verify(args: argparse.Namespace) -> int:
     from ..pipeline.verify import verify
 
     markets = apply_endpoints(load_endpoints(args.endpoints)) if args.endpoints else dict(MARKETS)
-    results = trio.run(functools.partial(verify, args.data_dir, markets, args.since, on_series=_print_comparison))
+    on_series = None if args.json else _print_comparison
+    results = trio.run(functools.partial(verify, args.data_dir, markets, args.since, on_series=on_series))
+    if args.json:
+        print(json.dumps(verify_report(args.data_dir, args.since, results)))
     return 1 if any(r.problems for r in results) else 0
+
+
+def verify_report(data_dir: Path, since: int | None, results: Sequence[SeriesComparison]) -> dict[str, Any]:
+    """``verify --json``: the store, where the check started (``since``, ISO-8601 UTC; ``null``: each
+    series' first candle), the candles missing, extra or different in all (``problems``), and a dict per
+    series (:meth:`~trio_klines.pipeline.verify.SeriesComparison.as_dict`)."""
+    from ..core.timefmt import iso_ms
+
+    return {
+        "data": str(data_dir),
+        "since": None if since is None else iso_ms(since),
+        "problems": sum(r.problems for r in results),
+        "series": [r.as_dict() for r in results],
+    }
 
 
 def _print_comparison(result: SeriesComparison) -> None:
