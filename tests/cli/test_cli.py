@@ -173,7 +173,7 @@ def test_log_level_before_or_after_the_command(
     from trio_klines.cli import build_parser, main
 
     configured: list[str] = []
-    monkeypatch.setattr(trio_klines.cli, "configure_logging", configured.append)
+    monkeypatch.setattr(trio_klines.cli, "configure_logging", lambda level, *_, **__: configured.append(level))
     with Store(tmp_path):
         pass
     assert main([*argv, "--data", str(tmp_path)]) == 0
