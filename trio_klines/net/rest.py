@@ -146,6 +146,9 @@ class RestStats:
     banned: int = 0
     #: Calls that raised :class:`RestError` once their retries were spent.
     gave_up: int = 0
+    #: Answers by HTTP status (``"200"``, ``"429"``…), and ``"error"`` for a request that got none (the
+    #: network, a timeout, a body that cannot be decoded).
+    statuses: dict[str, int] = field(default_factory=dict)
 
 
 @contextmanager
@@ -207,7 +210,9 @@ class RestClient:
                     response = await self.http.get(url, params=params)
             except RestError as exc:
                 failure = exc
+                self._count("error")
             else:
+                self._count(str(response.status_code))
                 self.budget.observe(response.headers.get("x-mbx-used-weight-1m"))
                 if response.status_code == 200:
                     self.backoff.reset()
@@ -225,6 +230,9 @@ class RestClient:
             delay = self.backoff.next_delay()
             log.warning("%s: %s; retry %d in %.1fs", where, failure, attempt, delay)
             await trio.sleep(delay)
+
+    def _count(self, status: str) -> None:
+        self.stats.statuses[status] = self.stats.statuses.get(status, 0) + 1
 
     def _refusal(self, response: httpx.Response) -> RestError | None:
         """What a non-``200`` answer means: a failed attempt to retry (returned), a wait the server asked

@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -88,6 +89,9 @@ class BackfillStats:
     recovered: int = 0
     #: Request tails past the REST clock, asked again later.
     deferred: int = 0
+    #: Candles requested and not fetched yet (a gauge): a queued request counts to its end, or to the local
+    #: clock for one open-ended; once under way, what is left of its ranges not already held.
+    to_fetch: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +106,8 @@ class _Job:
     attempt: int = 0
     #: Checks in a row that found the candle after the range and nothing before it.
     heads: int = 0
+    #: Candles this job counts in ``stats.to_fetch`` while queued.
+    estimate: int = 0
 
 
 class Backfiller:
@@ -143,7 +149,9 @@ class Backfiller:
             return
         self.stats.requests += 1
         self._begin()
-        self._queue_send.send_nowait(_Job(s, start, end))
+        estimate = count_open_times(s.interval, start, end if end is not None else int(time.time() * 1000))
+        self.stats.to_fetch += estimate
+        self._queue_send.send_nowait(_Job(s, start, end, estimate=estimate))
 
     def suspect(self, s: Series, start: int, end: int) -> None:
         """Take ``[start, end)``, a range another source lacked (an archive file's missing candles), for a
@@ -243,6 +251,7 @@ class Backfiller:
     # --- fills --------------------------------------------------------------------------------
 
     async def _fill(self, job: _Job) -> None:
+        self.stats.to_fetch -= job.estimate
         s, start = job.series, job.start
         client = self._clients[s.market]
         try:
@@ -256,8 +265,11 @@ class Backfiller:
         todo = [r for lo, hi in claimed.missing(start, end) for r in known.missing(lo, hi)]
         for lo, hi in todo:
             claimed.add(lo, hi)
-        for lo, hi in todo:
+        counts = [count_open_times(s.interval, lo, hi) for lo, hi in todo]
+        self.stats.to_fetch += sum(counts)
+        for i, (lo, hi) in enumerate(todo):
             if not await self._fill_range(client, s, lo, hi, end, now):
+                self.stats.to_fetch -= sum(counts[i + 1 :])
                 return
         if todo:
             log.info("backfilled %s %s", s, iso_range(todo[0][0], todo[-1][1]),
@@ -275,17 +287,22 @@ class Backfiller:
             log.warning("%s: the REST clock (%s) is behind the requested end (%s); asking for %s again later",
                         job.series, iso_ms(now), iso_ms(job.end), iso_range(tail, job.end),
                         extra=_fields(job.series, tail, job.end))  # fmt: skip
-            self._again(dataclasses.replace(job, start=tail, attempt=job.attempt + 1))
+            self._again(dataclasses.replace(job, start=tail, attempt=job.attempt + 1, estimate=0))
         return limit
 
     async def _fill_range(self, client: RestClient, s: Series, lo: int, hi: int, end: int, now: int) -> bool:
         """Fetch ``[lo, hi)`` page by page; suspect what the pages lacked. ``False`` if a page failed (then
-        handled: ``[page, end)`` is unclaimed and asked again later, or a refusal is logged)."""
+        handled: ``[page, end)`` is unclaimed and asked again later, or a refusal is logged). Takes the range's
+        candles off ``stats.to_fetch`` as pages come, the rest when it fails."""
         claimed = self._claimed[s]
         absent = RangeSet()
         for w_lo, w_hi in page_windows(s.interval, lo, hi):
             try:
-                page = await client.klines(s.symbol, s.interval, w_lo, w_hi, closed_before=now)
+                try:
+                    page = await client.klines(s.symbol, s.interval, w_lo, w_hi, closed_before=now)
+                except KlinesError:
+                    self.stats.to_fetch -= count_open_times(s.interval, w_lo, hi)
+                    raise
             except BinanceError as exc:
                 log.error("backfill of %s refused by Binance: %s", s, exc)
                 self.stats.failures += 1
@@ -296,6 +313,7 @@ class Backfiller:
                 return False
             self.stats.pages += 1
             self.stats.candles += len(page)
+            self.stats.to_fetch -= count_open_times(s.interval, w_lo, w_hi + 1)
             for a, b in _absent(s.interval, w_lo, w_hi + 1, page):
                 absent.add(a, b)
             if page:

@@ -34,6 +34,7 @@ import functools
 import logging
 import math
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
@@ -44,7 +45,8 @@ from ..config import WriterSettings
 from ..core.backoff import Backoff
 from ..core.flushing import Action, FlushPolicy, FlushState
 from ..core.gaps import ContinuityTracker, Gap, Verdict
-from ..core.markets import Series
+from ..core.histogram import FLUSH_BUCKETS, LATENCY_BUCKETS, Histogram
+from ..core.markets import Series, next_open_time
 from ..core.parse import Candle
 from ..core.throttle import LogThrottle
 from ..core.validity import candle_problem, describe
@@ -101,6 +103,13 @@ class WriterStats:
     pending: int = 0
     last_error: str | None = None
     last_open_time: dict[Series, int] = field(default_factory=dict)
+    #: Seconds from a candle's close to durable, for the newest closed candle of its series when it became
+    #: durable (one per series and flush): live latency, which the catch-up's history would drown.
+    latency: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
+    #: Seconds each successful append to the sink took.
+    flush_seconds: Histogram = field(default_factory=lambda: Histogram(FLUSH_BUCKETS))
+    #: Wall-clock time (s) of the first failed write of the failures going on now; ``None`` while writes succeed.
+    failing_since: float | None = None
 
 
 GapHandler = Callable[[Gap], None]
@@ -309,6 +318,7 @@ class _Writer:
         self.pending, self.first_pending_at, self.busy, self.overdue = [], math.inf, len(batch), False
         try:
             while batch:  # each refusal removes candles: at most one more call after the store names them
+                started = trio.current_time()
                 try:
                     await self.run_sink(self.append, batch)
                 except InvalidCandles as exc:
@@ -321,6 +331,7 @@ class _Writer:
                 except BaseException:  # cancelled, or a bug: the batch is still ours
                     self.give_back(batch, first_at)
                     raise
+                self.stats.flush_seconds.observe(trio.current_time() - started)
                 await self.written(batch)
                 return True
             return True
@@ -350,6 +361,8 @@ class _Writer:
     def write_failed(self, batch: list[Candle], exc: Exception) -> None:
         self.stats.write_errors += 1
         self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        if self.stats.failing_since is None:
+            self.stats.failing_since = time.time()
         delay = self.backoff.next_delay()
         self.retry_at = trio.current_time() + delay
         log.error("writing %d candles failed (%s); keeping them, retry in %.1fs", len(batch), exc, delay)
@@ -358,16 +371,25 @@ class _Writer:
         """Count a durable batch, learn the sealing owed, and report it (``on_written``)."""
         self.backoff.reset()
         stats = self.stats
+        stats.failing_since = None
         stats.flushes += 1
         stats.written += len(batch)
         newest: dict[tuple[str, str, str], int] = {}
         for c in batch:
             if c.open_time > newest.get(name := (c.market, c.symbol, c.interval), -1):
                 newest[name] = c.open_time
+        edges: dict[tuple[str, int], int] = {}  # (interval, open time): series it is the new newest candle of
         for name, open_time in newest.items():
             key = self.names.get(name) or self.names.setdefault(name, Series(*name))
             if open_time > stats.last_open_time.get(key, -1):
                 stats.last_open_time[key] = open_time
+                edge = (name[2], open_time)
+                edges[edge] = edges.get(edge, 0) + 1
+        durable = time.time() * 1000
+        for (interval, open_time), count in edges.items():  # the same latency for every series of a group
+            close = next_open_time(interval, open_time)
+            if durable < next_open_time(interval, close):  # still the newest closed candle of its interval
+                stats.latency.observe(max(0.0, durable - close) / 1000, count)
         if self.seal_debt is not None:  # read between two calls in the worker thread: the sink is idle
             self.debt = float(self.seal_debt())
         if self.on_written is not None:
