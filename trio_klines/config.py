@@ -7,8 +7,10 @@ it over. Every check raises :class:`~trio_klines.errors.ConfigError` with a mess
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import math
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
@@ -58,6 +60,11 @@ DEFAULT_READ_INTERVAL: Final = 0.1
 #: Seconds between two reads of a universe's exchangeInfo (weight 1 on futures, 20 on spot).
 DEFAULT_UNIVERSE_REFRESH: Final = 180.0
 DEFAULT_MAX_PENDING: Final = 500_000
+#: Seconds past two intervals before a series' last candle counts as stale (``/healthz``).
+DEFAULT_HEALTH_GRACE: Final = 30.0
+#: Series above which the metrics stop carrying one age gauge per series (stale ones excepted, up to this
+#: many): at 45,000 series a label set per series is more than a Prometheus server wants per scrape.
+DEFAULT_METRICS_SERIES_LIMIT: Final = 1000
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -186,6 +193,12 @@ class RecorderConfig:
     #: exchangeInfo at start-up and again every ``universe_refresh`` seconds to follow listings and delistings.
     universes: tuple[UniverseSpec, ...] = ()
     universe_refresh: float = DEFAULT_UNIVERSE_REFRESH
+    #: ``HOST:PORT`` to serve Prometheus ``/metrics`` and ``/healthz`` on (port 0: any free one); None: off.
+    metrics: str | None = None
+    #: ``/healthz`` calls a series stale when its last closed candle is older than two intervals plus this.
+    health_grace: float = DEFAULT_HEALTH_GRACE
+    #: Per-series age gauges for up to this many series (above it, only for stale series, stalest first).
+    metrics_series_limit: int = DEFAULT_METRICS_SERIES_LIMIT
 
     def __post_init__(self) -> None:
         streams = tuple(self.streams)
@@ -203,7 +216,9 @@ class RecorderConfig:
                 raise ConfigError(f"invalid stream {s!r}")
         object.__setattr__(self, "streams", tuple(dict.fromkeys(streams)))
         object.__setattr__(self, "data_dir", Path(self.data_dir))
-        for name in ("flush_size", "max_pending", "channel_size"):
+        if self.metrics is not None:
+            parse_address(self.metrics)
+        for name in ("flush_size", "max_pending", "channel_size", "metrics_series_limit"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive whole number, not {value!r}")
@@ -218,6 +233,7 @@ class RecorderConfig:
             "stop_grace",
             "check_symbols_timeout",
             "universe_refresh",
+            "health_grace",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not (0 < value < math.inf):
@@ -290,6 +306,11 @@ class RecorderConfig:
         return cls(streams=tuple(parsed), universes=tuple(universes), markets=markets, **settings)
 
     @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """Where ``/metrics`` and ``/healthz`` are served, ``(host, port)``; None when they are off."""
+        return None if self.metrics is None else parse_address(self.metrics)
+
+    @property
     def markets_recorded(self) -> list[str]:
         """The markets of the series and universes, sorted."""
         return sorted({s.market for s in self.streams} | {u.market for u in self.universes})
@@ -318,7 +339,33 @@ _TOML_KEYS: Final = {
     "check_symbols_timeout": "check_symbols_timeout",
     "universe_refresh": "universe_refresh",
     "read_interval": "read_interval",
+    "metrics": "metrics",
+    "health_grace": "health_grace",
+    "metrics_series_limit": "metrics_series_limit",
 }
+
+
+_HOST_RE: Final = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})?")
+
+
+def parse_address(text: object) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6; port 0: any free one) → ``(host, port)``; :class:`ConfigError`
+    when it is not one. The host is a name or an IP literal, never anything a URL could be built from."""
+    syntax = "give HOST:PORT, e.g. 127.0.0.1:9464, 0.0.0.0:9464 or [::1]:9464"
+    if not isinstance(text, str) or ":" not in text:
+        raise ConfigError(f"invalid address {text!r}: {syntax}")
+    host, _, port_text = text.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(f"invalid address {text!r}: {host!r} is not an IPv6 address; {syntax}") from None
+    elif not _HOST_RE.fullmatch(host):
+        raise ConfigError(f"invalid address {text!r}: bad host {host!r}; {syntax}")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"invalid address {text!r}: the port must be 0 to 65535; {syntax}")
+    return host, int(port_text)
 
 
 def load_toml(path: Path | str) -> dict[str, Any]:
@@ -408,9 +455,12 @@ def load_endpoints(path: Path | str) -> dict[str, dict[str, str]]:
     except OSError as exc:
         raise ConfigError(f"cannot read endpoints file {path}: {exc.strerror or exc}") from None
     try:
-        endpoints = json.loads(text.splitlines()[0] if text else "")
+        # The first JSON value in the file: `exchange`'s first line, or a map written by hand over many lines.
+        endpoints, _ = json.JSONDecoder().raw_decode(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"endpoints file {path} does not start with a JSON object: {exc}") from None
+    if not isinstance(endpoints, dict):
+        raise ConfigError(f"endpoints file {path} does not start with a JSON object")
     apply_endpoints(endpoints)  # validates
     return endpoints
 

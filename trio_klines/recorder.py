@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Self
 
@@ -30,19 +30,22 @@ import trio
 
 from .config import RecorderConfig
 from .core.gaps import ContinuityTracker, Gap
+from .core.health import Freshness, freshness, health_body
 from .core.markets import (
     Market,
     Series,
+    next_open_time,
     plan_connections,
     stream_name,
 )
 from .core.paging import catch_up_plan
 from .core.parse import Candle
 from .core.symbols import Listing, describe_not_trading, describe_unknown
+from .core.timefmt import iso_ms
 from .core.validity import STORED_AHEAD_MS
 from .errors import ConfigError, StoreError
 from .net.exchange_info import check_series, fetch_listings
-from .net.rest import RestClient, new_http_client, rest_clients
+from .net.rest import RestClient, RestStats, new_http_client, rest_clients
 from .net.stream import ConnectionStats, StreamConnection
 from .net.transport import Transport, trio_websocket_transport
 from .pipeline.backfill import Backfiller
@@ -56,7 +59,7 @@ from .store.ledger import ExchangeGapLedger
 if TYPE_CHECKING:
     from .pipeline.archive import ArchiveImporter
 
-__all__ = ["Recorder", "RecorderStats"]
+__all__ = ["Reconfigured", "Recorder", "RecorderStats"]
 
 log = logging.getLogger("trio_klines.recorder")
 record_log = logging.getLogger("trio_klines.record")
@@ -170,6 +173,10 @@ class Recorder:
         self.archive: ArchiveImporter | None = None
         self._universe_scope = trio.CancelScope()
         self._explicit = frozenset(config.streams)
+        # When each series' recording started (ms): a series with no candle yet is fresh until two intervals on.
+        self._since: dict[Series, int] = {}
+        #: The base URL of ``/metrics`` and ``/healthz`` once served (``config.metrics``), else None.
+        self.ops_url: str | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -193,12 +200,18 @@ class Recorder:
             raise
         for series, open_time in stored.items():
             self._tracker.seed(series, open_time)
+            self._writer_stats.last_open_time[series] = open_time
         stack = AsyncExitStack()
         try:
             outer = await stack.enter_async_context(trio.open_nursery())
             send, receive = trio.open_memory_channel[Sequence[Candle]](self.config.channel_size)
             self._send, self._receive = send, receive
             outer.start_soon(self._run_writer, receive, sink)
+            if (address := self.config.metrics_address) is not None:
+                from .ops.http import serve_ops  # only a recorder that serves metrics loads hypercorn and prometheus
+
+                self.ops_url = await outer.start(serve_ops, self, *address)
+            self._since = dict.fromkeys(self._series, _now_ms())
             self._conn_nursery = await outer.start(self._run_connections)
             if ledger is not None:
                 self._start_backfill(plan, ledger)
@@ -567,6 +580,7 @@ class Recorder:
             if s.market not in self.config.markets:
                 raise ConfigError(f"unknown market {s.market!r}")
         self._series.update(dict.fromkeys(wanted))  # before any await: a concurrent call sees them
+        self._since.update(dict.fromkeys(wanted, _now_ms()))
         self._sync_config()
         for market in sorted({s.market for s in wanted}):
             streams = [stream_name(s.symbol, s.interval) for s in wanted if s.market == market]
@@ -597,6 +611,7 @@ class Recorder:
         pairs = {(s.market, stream_name(s.symbol, s.interval)) for s in gone}
         for s in gone:
             del self._series[s]
+            self._since.pop(s, None)
         self._sync_config()
         for name, (conn, scope) in list(self._connections.items()):
             mine = [st for st in conn.streams if (conn.market.name, st) in pairs]
@@ -608,6 +623,66 @@ class Recorder:
                 scope.cancel()
             else:
                 await conn.unsubscribe(mine)
+
+    async def reconfigure(self, config: RecorderConfig) -> Reconfigured:
+        """Apply ``config``'s series to the running recorder (what a SIGHUP does with the re-read config file).
+
+        Series listed by name that ``config`` adds are checked against exchangeInfo (unless ``check_symbols``
+        is off), recorded, and caught up: from the newest stored candle, or from ``since`` for a series the
+        store lacks. Series it no longer lists are removed, unless a universe selects them. Other settings
+        that differ (timeouts, universes, the data directory…) apply at the next start: they are named in
+        the result, not applied.
+
+        Raises :class:`ConfigError`, changing nothing, for an unknown symbol or a market the running
+        config lacks.
+        """
+        self._check_running()
+        wanted = dict.fromkeys(config.streams)
+        selected = self.universe.recorded if self.universe is not None else set()
+        added = [s for s in wanted if s not in self._series]
+        removed = [s for s in self._explicit if s not in wanted and s not in selected]
+        unknown_markets = sorted({s.market for s in added} - set(self.config.markets))
+        if unknown_markets:
+            raise ConfigError(f"unknown market(s) {', '.join(unknown_markets)}")
+        skipped: list[Series] = []
+        if added and config.check_symbols:
+            check = await check_series(added, self._rest_clients(), give_up_after=config.check_symbols_timeout)
+            if check.unknown:
+                raise ConfigError(f"unknown symbol(s): {describe_unknown(check.unknown)}")
+            if check.not_trading:
+                log.warning("not recording %d series whose symbol does not trade: %s", len(check.not_trading),
+                            describe_not_trading(check.not_trading))  # fmt: skip
+                skipped = [s for s in added if s not in set(check.recordable)]
+                added = [s for s in added if s in set(check.recordable)]
+        ignored = [f.name for f in fields(RecorderConfig) if f.name not in _LIVE_SETTINGS
+                   and getattr(config, f.name) != getattr(self.config, f.name)]  # fmt: skip
+        self._explicit = frozenset(wanted)
+        await self.remove_streams(removed)
+        await self.add_streams(added)
+        if added:
+            await self._catch_up_added(added)
+        return Reconfigured(tuple(added), tuple(removed), tuple(skipped), tuple(ignored))
+
+    async def _catch_up_added(self, added: Sequence[Series]) -> None:
+        """Backfill series added while running: from their newest stored candle (the tracker is seeded with
+        it, so nothing is taken for a gap twice), or from ``since`` if the store lacks them."""
+        last_of = getattr(self._sink, "last_open_time", None)
+        stored: dict[Series, int] = {}
+        if callable(last_of):
+            def read() -> dict[Series, int]:
+                return {s: t for s in added if (t := last_of(*s)) is not None}
+
+            stored = await trio.to_thread.run_sync(read)
+        for s in added:
+            if s in stored:
+                self._tracker.seed(s, stored[s])
+                self._writer_stats.last_open_time.setdefault(s, stored[s])
+            if self.backfiller is None:
+                continue
+            if s in stored:
+                self.backfiller.request(s, next_open_time(s.interval, stored[s]))
+            elif self.config.since is not None:
+                self.backfiller.request(s, self.config.since)
 
     def _sync_config(self) -> None:
         # A config holds at least one series: with none left, it keeps the last ones (``series`` is current).
@@ -644,6 +719,35 @@ class Recorder:
             connections=conns,
         )
 
+    @property
+    def writer_stats(self) -> WriterStats:
+        """The writer's live counters (read them, do not change them): ``last_open_time`` per series, the
+        close-to-durable ``latency`` and ``flush_seconds`` histograms, ``failing_since``."""
+        return self._writer_stats
+
+    def rest_stats(self) -> dict[str, RestStats]:
+        """The REST clients' counters per market (``statuses``: answers by HTTP status); empty before any."""
+        return {market: client.stats for market, client in (self._clients or {}).items()}
+
+    def freshness(self, now: int | None = None) -> list[Freshness]:
+        """Each recorded series judged at ``now`` (ms, default the local clock): how old its last durable
+        candle is and whether that is stale (see :mod:`trio_klines.core.health`)."""
+        now = _now_ms() if now is None else now
+        grace = int(self.config.health_grace * 1000)
+        return freshness(self._series, self._writer_stats.last_open_time, self._since, now, grace)
+
+    def health(self, now: int | None = None) -> tuple[bool, dict[str, Any]]:
+        """What ``/healthz`` answers: healthy (every series fresh, the writer writing), and a JSON-ready body
+        naming the stale series and the writer's problem otherwise."""
+        now = _now_ms() if now is None else now
+        w = self._writer_stats
+        problem = None
+        if w.failing_since is not None:
+            problem = f"writes failing since {iso_ms(int(w.failing_since * 1000))}: {w.last_error}"
+        elif self._stack is None:
+            problem = "not recording (starting or stopped)"
+        return health_body(self.freshness(now), now, problem)
+
     def _check_running(self) -> None:
         if self._stack is None:
             raise RuntimeError("the Recorder is not running: use it as `async with Recorder(config) as rec:`")
@@ -669,6 +773,43 @@ HTTP_CLOSE_GRACE: Final = 5.0
 _CONNECTION_COUNTS: Final = (
     "messages", "candles", "reconnects", "malformed", "binance_errors", "silent_alarms", "unsent"
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Reconfigured:
+    """What :meth:`Recorder.reconfigure` did: series added and removed, series skipped (listed, not
+    trading), and the settings that differ but apply only at the next start."""
+
+    added: tuple[Series, ...]
+    removed: tuple[Series, ...]
+    skipped: tuple[Series, ...] = ()
+    ignored: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        def names(series: Sequence[Series]) -> str:
+            shown = ", ".join(map(str, series[:10]))
+            return shown + (f" and {len(series) - 10} more" if len(series) > 10 else "")
+
+        parts = []
+        if self.added:
+            parts.append(f"added {len(self.added)} series ({names(self.added)})")
+        if self.removed:
+            parts.append(f"removed {len(self.removed)} series ({names(self.removed)})")
+        if self.skipped:
+            parts.append(f"skipped {len(self.skipped)} not trading ({names(self.skipped)})")
+        if not parts:
+            parts.append("no series changed")
+        if self.ignored:
+            parts.append(f"changed at the next start only: {', '.join(self.ignored)}")
+        return "; ".join(parts)
+
+
+#: Settings :meth:`Recorder.reconfigure` applies live (the series); every other one needs a restart.
+_LIVE_SETTINGS: Final = frozenset({"streams"})
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _with_series(config: RecorderConfig, streams: Sequence[Series]) -> RecorderConfig:

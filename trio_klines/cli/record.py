@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import signal
 import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -31,6 +33,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
+    from ..ops.notify import Notifier
     from ..recorder import Recorder, RecorderStats
 
 log = logging.getLogger("trio_klines.cli")
@@ -122,6 +125,18 @@ def _record_arguments(parser: argparse.ArgumentParser) -> None:
         help="WebSocket library: websockets (default: Sans-I/O over trio, the fastest) or trio-websocket",
     )
     parser.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics and a freshness /healthz here, e.g. 127.0.0.1:9464 (default: off)",
+    )
+    parser.add_argument(
+        "--health-grace",
+        type=positive_float,
+        metavar="SECONDS",
+        help="/healthz calls a series stale when its last candle closed more than two intervals plus this ago "
+        "(default 30)",
+    )
+    parser.add_argument(
         "--quiet", action="store_true", help="no line per candle; a summary every --summary-every seconds"
     )
     parser.add_argument("--summary-every", type=positive_float, default=60.0, metavar="SECONDS", help="(default 60)")
@@ -132,7 +147,8 @@ def record_config(args: argparse.Namespace) -> RecorderConfig:
     extra: dict[str, Any] = {"receive_timeout": args.receive_timeout, "flush_seconds": args.flush_seconds,
                              "seal_seconds": args.seal_seconds, "since": args.since,
                              "history_source": args.history_source,
-                             "transport": args.transport, "universe_refresh": args.universe_refresh}  # fmt: skip
+                             "transport": args.transport, "universe_refresh": args.universe_refresh,
+                             "metrics": args.metrics, "health_grace": args.health_grace}  # fmt: skip
     if args.no_backfill:
         extra["backfill"] = False
     if args.no_check_symbols:
@@ -143,10 +159,15 @@ def record_config(args: argparse.Namespace) -> RecorderConfig:
 def _run_record(args: argparse.Namespace) -> int:
     import trio
 
+    from ..ops.notify import Notifier
+
     config = record_config(args)
+    notifier = Notifier.from_env()  # a bad NOTIFY_SOCKET is a ConfigError, like any setting
     if args.quiet:
         logging.getLogger("trio_klines.record").setLevel(logging.WARNING)
-    stopped = trio.run(record_until_signalled, config, args.quiet, args.summary_every)
+    reload = functools.partial(record_config, args) if args.config else None
+    stopped = trio.run(functools.partial(record_until_signalled, config, args.quiet, args.summary_every,
+                                         notifier=notifier, reload=reload))  # fmt: skip
     return _stop_status(args.command_prog, config, stopped)
 
 
@@ -172,10 +193,20 @@ class RecordingStopped(NamedTuple):
     stats: RecorderStats
 
 
-async def record_until_signalled(config: RecorderConfig, quiet: bool, summary_every: float) -> RecordingStopped:
+async def record_until_signalled(
+    config: RecorderConfig,
+    quiet: bool,
+    summary_every: float,
+    *,
+    notifier: Notifier | None = None,
+    reload: Callable[[], RecorderConfig] | None = None,
+) -> RecordingStopped:
     """Record until SIGINT or SIGTERM, then flush, seal and return; a second signal cuts the stop short.
 
-    A first signal that arrives while the recorder starts stops it as soon as it has started.
+    A first signal that arrives while the recorder starts stops it as soon as it has started. SIGHUP
+    calls ``reload`` for a new config and applies its series (:meth:`Recorder.reconfigure`); a config that
+    cannot be read or used is refused with a logged error, and the running one kept. ``notifier`` tells
+    systemd the recorder is ready, reloading and stopping, and feeds its watchdog.
 
     Raises:
       KlinesError: what :class:`~trio_klines.recorder.Recorder` raises when it cannot start or go on
@@ -190,29 +221,70 @@ async def record_until_signalled(config: RecorderConfig, quiet: bool, summary_ev
     from ..recorder import Recorder
 
     rec = Recorder(config)
-    with trio.open_signal_receiver(*STOP_SIGNALS) as signals, single_error():
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals, trio.open_signal_receiver(signal.SIGHUP) as hups, \
+            single_error():  # fmt: skip
         stop = SignalStop(cancel_after=2)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(stop.watch, signals, "flushing and stopping", "stopping without waiting for the flush")
+            if notifier is not None:
+                await nursery.start(notifier.run_watchdog)  # systemd's watchdog runs during start-up too
             with stop.scope:
                 async with rec:
                     # Said once the signal handlers are installed and the connections started: what a
                     # supervisor (or a test) waits for before it may stop the recorder cleanly.
-                    log.info("ready: recording %d series; SIGINT or SIGTERM stops", len(rec.series))
-                    if quiet:
-                        nursery.start_soon(_summaries, rec, summary_every)
+                    log.info("ready: recording %d series; SIGINT or SIGTERM stops, SIGHUP reloads", len(rec.series))
+                    nursery.start_soon(_reloads, rec, hups, reload, notifier)
+                    if notifier is not None:
+                        await notifier.ready(f"recording {len(rec.series)} series")
+                    if quiet or notifier is not None:
+                        nursery.start_soon(_summaries, rec, summary_every, quiet, notifier)
                     await stop.requested.wait()
+                    if notifier is not None:
+                        await notifier.stopping("flushing and stopping")
             log.info("stopped: %s", rec.stats().summary())
             nursery.cancel_scope.cancel()
     return RecordingStopped(stop.first, stop.forced, rec.stats())
 
 
-async def _summaries(rec: Recorder, every: float) -> None:
+async def _summaries(rec: Recorder, every: float, log_them: bool, notifier: Notifier | None) -> None:
+    """The recorder's summary every ``every`` seconds: logged, and as systemd's status line."""
     import trio
 
     while True:
         await trio.sleep(every)
-        logging.getLogger("trio_klines.summary").info("%s", rec.stats().summary())
+        summary = rec.stats().summary()
+        if log_them:
+            logging.getLogger("trio_klines.summary").info("%s", summary)
+        if notifier is not None:
+            await notifier.status(summary)
+
+
+async def _reloads(
+    rec: Recorder,
+    hups: AsyncIterator[int],
+    reload: Callable[[], RecorderConfig] | None,
+    notifier: Notifier | None,
+) -> None:
+    """On each SIGHUP: read the config again and apply its series, or refuse it and keep the running one."""
+    import trio
+
+    from ..errors import KlinesError
+
+    async for _ in hups:
+        if reload is None:
+            log.warning("SIGHUP: nothing to reload (no --config file); still recording %d series", len(rec.series))
+            continue
+        if notifier is not None:
+            await notifier.reloading("reloading the configuration")
+        try:
+            new = await trio.to_thread.run_sync(reload)  # reads the file, checks the data directory
+            done = await rec.reconfigure(new)
+        except (KlinesError, OSError) as exc:
+            log.error("SIGHUP: config refused, still recording %d series as before: %s", len(rec.series), exc)
+        else:
+            log.info("SIGHUP: config reloaded: %s; recording %d series", done.summary(), len(rec.series))
+        if notifier is not None:
+            await notifier.ready(f"recording {len(rec.series)} series")
 
 
 RECORD = Command(
