@@ -177,6 +177,7 @@ class Recorder:
         self._since: dict[Series, int] = {}
         #: The base URL of ``/metrics`` and ``/healthz`` once served (``config.metrics``), else None.
         self.ops_url: str | None = None
+        self._ops_scope = trio.CancelScope()
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -207,10 +208,8 @@ class Recorder:
             send, receive = trio.open_memory_channel[Sequence[Candle]](self.config.channel_size)
             self._send, self._receive = send, receive
             outer.start_soon(self._run_writer, receive, sink)
-            if (address := self.config.metrics_address) is not None:
-                from .ops.http import serve_ops  # only a recorder that serves metrics loads hypercorn and prometheus
-
-                self.ops_url = await outer.start(serve_ops, self, *address)
+            if self.config.metrics_address is not None:
+                self.ops_url = await outer.start(self._serve_ops)
             self._since = dict.fromkeys(self._series, _now_ms())
             self._conn_nursery = await outer.start(self._run_connections)
             if ledger is not None:
@@ -276,6 +275,7 @@ class Recorder:
                 self._conn_nursery.cancel_scope.cancel()
             if self._send is not None:
                 self._send.close()
+            self._ops_scope.cancel()
 
     async def _after_stop(self) -> None:
         """The cleanup, on every exit path (a cancellation too): each step shielded, and run whatever the
@@ -502,6 +502,15 @@ class Recorder:
         self.gaps.append(gap)
         if self.backfiller is not None:
             self.backfiller.request_gap(gap)
+
+    async def _serve_ops(self, task_status: trio.TaskStatus[str]) -> None:
+        """``/metrics`` and ``/healthz`` until the stop's end (they answer while it flushes)."""
+        from .ops.http import serve_ops  # only a recorder that serves metrics loads hypercorn and prometheus
+
+        address = self.config.metrics_address
+        assert address is not None
+        with self._ops_scope:
+            await serve_ops(self, *address, task_status=task_status)
 
     async def _run_connections(self, task_status: trio.TaskStatus[trio.Nursery]) -> None:
         async with trio.open_nursery() as nursery:

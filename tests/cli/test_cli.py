@@ -172,12 +172,14 @@ def test_log_level_before_or_after_the_command(
     import trio_klines.cli
     from trio_klines.cli import build_parser, main
 
-    configured: list[str] = []
-    monkeypatch.setattr(trio_klines.cli, "configure_logging", lambda level, *_, **__: configured.append(level))
+    configured: list[tuple[str, str]] = []
+    monkeypatch.setattr(trio_klines.cli, "configure_logging", lambda level, fmt: configured.append((level, fmt)))
     with Store(tmp_path):
         pass
     assert main([*argv, "--data", str(tmp_path)]) == 0
-    assert configured == [level]
+    assert configured == [(level, "text")]
+    assert main([*argv, "--log-format", "json", "--data", str(tmp_path)]) == 0
+    assert configured[-1] == (level, "json")
     args = build_parser().parse_args([*argv, "--data", str(tmp_path)])
     assert (args.log_level or args.default_log_level) == level
 

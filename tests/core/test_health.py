@@ -77,7 +77,8 @@ def test_the_body_names_the_stalest_series_first_and_at_most_max_named() -> None
     assert not healthy
     assert body["status"] == "unhealthy" and body["stale"] == 2 and body["series"] == 3 and body["writer"] == "ok"
     assert body["now"] == "2026-01-01T01:00:00Z"
-    assert body["stale_series"] == [{"series": str(BTC), "last_close": "2026-01-01T00:01:00Z",
+    assert body["stale_series"] == [{"market": "spot", "symbol": "BTCUSDT", "interval": "1m",
+                                     "last_close": "2026-01-01T00:01:00Z",
                                      "age_seconds": 3540.0, "limit_seconds": 150.0}]  # fmt: skip
     json.dumps(body)
 

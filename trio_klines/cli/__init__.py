@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ..errors import ConfigError, KlinesError, StoreLocked
-from .common import EXIT_CONFIG, EXIT_FAILURE, Command, check_data_dir, configure_logging, signal_exit_status
+from .common import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    LOG_FORMATS,
+    Command,
+    check_data_dir,
+    configure_logging,
+    signal_exit_status,
+)
 from .data import BACKFILL, COMPACT, STATUS, VERIFY
 from .exchange import EXCHANGE
 from .record import DEMO, RECORD
@@ -42,7 +50,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The parser of every command in :data:`COMMANDS`."""
     parser = argparse.ArgumentParser(prog=prog, description="Record Binance klines live and gap-free into Parquet.")
     parser.add_argument("--version", action=_VersionAction, help="print the installed version and exit")
-    _log_level_argument(parser, default=None)
+    _log_arguments(parser, default=None)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_CommandParser)
     for command in COMMANDS:
         sub = subparsers.add_parser(
@@ -55,17 +63,24 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         command.add_arguments(sub)
         # After the command too; absent there, it leaves the one given before the command in place (a
         # subparser's defaults overwrite the main parser's values), and given in both, the command's wins.
-        _log_level_argument(sub, default=argparse.SUPPRESS)
+        _log_arguments(sub, default=argparse.SUPPRESS)
         sub.set_defaults(run=command.run, default_log_level=command.log_level)
     return parser
 
 
-def _log_level_argument(parser: argparse.ArgumentParser, *, default: str | None) -> None:
+def _log_arguments(parser: argparse.ArgumentParser, *, default: str | None) -> None:
     parser.add_argument(
         "--log-level",
         default=default,
         choices=LOG_LEVELS,
         help="log level on stderr (default: INFO for record and demo, WARNING otherwise); before or after the command",
+    )
+    parser.add_argument(
+        "--log-format",
+        default=default,
+        choices=LOG_FORMATS,
+        help="log lines as text (default: an ISO-8601 UTC time, level, logger, message) or json (one object a "
+        "line: time, level, logger, message and the line's own fields); before or after the command",
     )
 
 
@@ -78,7 +93,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     try:
         args = build_parser(prog).parse_args(argv)
         where = args.command_prog = f"{prog} {args.command}"
-        configure_logging(args.log_level or args.default_log_level)
+        configure_logging(args.log_level or args.default_log_level, args.log_format or "text")
         if isinstance(data_dir := getattr(args, "data_dir", None), Path):
             check_data_dir(data_dir, write=False)
         return int(args.run(args))

@@ -103,7 +103,9 @@ def health_body(
     if stale:
         body["stale_series"] = [
             {
-                "series": str(f.series),
+                "market": f.series.market,
+                "symbol": f.series.symbol,
+                "interval": f.series.interval,
                 "last_close": None if f.last_close is None else iso_ms(f.last_close),
                 "age_seconds": round(f.age_ms / 1000, 3),
                 "limit_seconds": round(f.limit_ms / 1000, 3),
