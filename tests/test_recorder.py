@@ -370,3 +370,48 @@ async def test_a_stored_row_from_the_future_is_not_where_the_series_stands(
         await trio.sleep(1)
     assert rec._writer_stats.late == 0 and rec.stats().written == 1
     assert "hold rows beyond the clock" in caplog.text
+
+
+async def test_a_restart_logs_its_catch_up_not_a_gap(tmp_path: object, caplog: pytest.LogCaptureFixture) -> None:
+    # The hole between the last stored candle and the first live one is what the start-up catch-up fills:
+    # logged as the catch-up, with its size and end, never as a warning about a gap.
+    import logging
+
+    from trio_klines.core.parse import parse_rest_klines
+    from trio_klines.store.dataset import Store, load
+
+    caplog.set_level(logging.INFO, logger="trio_klines")
+    data = Path(str(tmp_path)) / "data"
+    fake = FakeBinance("spot", 10 * 60_000 + 5_000)
+    rows = fake(httpx.Request("GET", "http://exchange.test/api/v3/klines?symbol=BTCUSDT&interval=1m"
+                              "&startTime=120000&endTime=179999&limit=1")).content  # fmt: skip
+    with Store(data) as store:
+        store.append(parse_rest_klines(rows, "spot", "BTCUSDT", "1m"))
+    cfg = config("spot:1m:BTCUSDT", backfill=True, data_dir=data, endpoints={"spot": {"rest": "http://exchange.test"}})
+    transport = FakeTransport()
+    klines = trio.Event()  # REST klines answer once the live candle is written: the order a real restart sees
+
+    async def exchange(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/klines"):
+            await klines.wait()
+        return fake(request)
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(exchange))
+    with trio.fail_after(20):
+        async with Recorder(cfg, transport=transport, http=http) as rec:
+            durable = rec.candles()
+            ws = await transport.next_connection(1)
+            await ws.push(kline_frame("BTCUSDT", "1m", 9 * 60_000))  # 3 … 8 missing since the last run
+            assert [c.open_time for c in await durable.receive()] == [9 * 60_000]
+            durable.close()
+            klines.set()
+            assert rec.backfiller is not None
+            await rec.backfiller.wait_idle()
+    opens = [int(t.value // 10**6) // 60_000 for t in load(data, "spot", "BTCUSDT", "1m")["candle_begin_time"]]
+    assert opens == list(range(2, 10))
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert any(m.startswith("catch-up: ") and "candles of 1 series to fetch from 1970-01-01T00:03:00Z on" in m
+               for _, m in messages)  # fmt: skip
+    assert (logging.INFO, "live again: spot BTCUSDT-1m: 6 candle(s) missing from 1970-01-01T00:03:00Z to "
+            "1970-01-01T00:09:00Z, which the catch-up fills") in messages  # fmt: skip
+    assert not [m for level, m in messages if level >= logging.WARNING and "gap" in m]

@@ -34,6 +34,7 @@ from .core.health import Freshness, freshness, health_body
 from .core.markets import (
     Market,
     Series,
+    count_open_times,
     next_open_time,
     plan_connections,
     stream_name,
@@ -178,6 +179,8 @@ class Recorder:
         #: The base URL of ``/metrics`` and ``/healthz`` once served (``config.metrics``), else None.
         self.ops_url: str | None = None
         self._ops_scope = trio.CancelScope()
+        # The start-up catch-up's ranges per series (end None: up to now), until it is done.
+        self._catching_up: dict[Series, list[tuple[int, int | None]]] = {}
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -390,12 +393,43 @@ class Recorder:
         assert self._conn_nursery is not None and self._send is not None
         self.backfiller = Backfiller(self._rest_clients(), self._send.clone(), ledger)
         self._conn_nursery.start_soon(self.backfiller.run, name="backfill")
+        for s, start, end in plan:
+            self._catching_up.setdefault(s, []).append((start, end))
+        if plan:
+            now = _now_ms()
+            total = sum(count_open_times(s.interval, start, now if end is None else end) for s, start, end in plan)
+            log.info("catch-up: %d candles of %d series to fetch from %s on (%s)", total, len(self._catching_up),
+                     iso_ms(min(start for _, start, _ in plan)), self.config.history_source)  # fmt: skip
+            self._conn_nursery.start_soon(self._report_catch_up, total, name="catch-up progress")
         if plan and self.config.history_source != "rest" and callable(getattr(self._sink, "append_table", None)):
             self.backfiller.hold()  # wait_idle() waits for the import to hand over what REST must fetch
             self._conn_nursery.start_soon(self._import_archive, plan, name="archive")
             return
         for s, start, end in plan:
             self.backfiller.request(s, start, end)
+
+    def _expected_gap(self, gap: Gap) -> bool:
+        """Whether the start-up catch-up is filling ``gap`` already (the hole a restart leaves)."""
+        ranges = self._catching_up.get(gap.series, ())
+        return any(lo <= gap.start and (hi is None or gap.end <= hi) for lo, hi in ranges)
+
+    async def _report_catch_up(self, total: int) -> None:
+        """Log the start-up catch-up's progress every :data:`CATCH_UP_LOG_EVERY` seconds, then its end."""
+        assert self.backfiller is not None
+        started = trio.current_time()
+        while True:
+            with trio.move_on_after(CATCH_UP_LOG_EVERY):
+                await self.backfiller.wait_idle()
+                log.info("catch-up: done, %d candles fetched in %.0fs", self._fetched(), trio.current_time() - started)
+                self._catching_up.clear()
+                return
+            fetched = self._fetched()
+            log.info("catch-up: %d of %d candles fetched (%.0f%%)", fetched, total,
+                     100 * min(fetched, total) / max(total, 1))  # fmt: skip
+
+    def _fetched(self) -> int:
+        rest = self.backfiller.stats.candles if self.backfiller is not None else 0
+        return rest + (self.archive.stats.candles if self.archive is not None else 0)
 
     async def _import_archive(self, plan: Sequence[tuple[Series, int, int | None]]) -> None:
         """The start-up catch-up through the data archive (what it has published), REST for the rest."""
@@ -528,6 +562,7 @@ class Recorder:
             on_written=self._written,
             on_caught_up=self._note_caught_up,
             run_sink=self._run_sink,
+            expected_gap=self._expected_gap,
         )
 
     def _note_caught_up(self) -> None:
@@ -776,6 +811,8 @@ async def _exit_unwrapped(stack: AsyncExitStack, exc: BaseException | None) -> N
         await stack.__aexit__(*info)
 
 
+#: Seconds between two log lines on the start-up catch-up's progress.
+CATCH_UP_LOG_EVERY: Final = 30.0
 #: How long closing the recorder's own HTTP client may take when it stops.
 HTTP_CLOSE_GRACE: Final = 5.0
 #: The counters of a connection that a recorder's stats add up, ended connections included.

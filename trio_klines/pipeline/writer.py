@@ -169,6 +169,7 @@ class _Writer:
         on_gap: GapHandler | None,
         on_written: WrittenHandler | None,
         on_caught_up: Callable[[], None] | None,
+        expected_gap: Callable[[Gap], bool] | None = None,
     ) -> None:
         self.receive = receive
         self.tracker = tracker
@@ -177,6 +178,7 @@ class _Writer:
         self.policy = FlushPolicy(settings.flush_size, settings.flush_seconds, settings.max_pending)
         self.backoff = Backoff(settings.retry_initial, settings.retry_max, rng=rng)
         self.on_gap, self.on_written, self.on_caught_up = on_gap, on_written, on_caught_up
+        self.expected_gap = expected_gap
         self.append: Callable[[list[Candle]], object] = sink.append
         seal_due, seal_debt = getattr(sink, "seal_due", None), getattr(sink, "seal_debt", None)
         self.seal_due: Callable[[int, int], float] | None = None
@@ -278,7 +280,11 @@ class _Writer:
     def gap_found(self, gap: Gap) -> None:
         self.stats.gaps += 1
         self.stats.missing_candles += gap.candles
-        log.warning("gap: %s", gap)
+        if self.expected_gap is not None and self.expected_gap(gap):
+            # The hole a restart leaves, which the start-up catch-up is already filling: not news.
+            log.info("live again: %s, which the catch-up fills", gap)
+        else:
+            log.warning("gap: %s", gap)
         if self.on_gap is not None:
             self.on_gap(gap)
 
@@ -427,6 +433,7 @@ async def run_writer(
     run_sink: SinkRunner = run_in_thread,
     on_caught_up: Callable[[], None] | None = None,
     rng: random.Random | None = None,
+    expected_gap: Callable[[Gap], bool] | None = None,
 ) -> None:
     """Consume ``receive`` until it is closed and empty, writing every new candle to ``sink``.
 
@@ -439,7 +446,8 @@ async def run_writer(
     the disk fails), so a candle's wait starts when it arrives, not when the previous write ends.
     ``on_caught_up`` is called each time the writer has just taken a batch and left the channel empty,
     and once more when the channel ends: a caller can wait for the writer to drain without polling.
-    ``rng`` draws the jitter of the retry delays (seed it for deterministic tests).
+    ``rng`` draws the jitter of the retry delays (seed it for deterministic tests). A gap for which
+    ``expected_gap`` is true (one a start-up catch-up is filling) is logged at INFO, not as a warning.
 
     Raises:
       trio.Cancelled: when cancelled, after the final flush.
@@ -464,6 +472,7 @@ async def run_writer(
         on_gap=on_gap,
         on_written=on_written,
         on_caught_up=on_caught_up,
+        expected_gap=expected_gap,
     )
     try:
         async with trio.open_nursery() as nursery:
