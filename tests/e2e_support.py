@@ -47,8 +47,8 @@ _COUNTS = re.compile(r"(\d+) (candles written|messages|reconnects|gaps|malformed
 WAIT = 60.0
 
 
-def python(*args: str, **kw: object) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def python(*args: str, extra_env: dict[str, str] | None = None, **kw: object) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     return subprocess.Popen([sys.executable, "-m", "trio_klines", *args], text=True, env=env, **kw)  # type: ignore[call-overload]
 
 
