@@ -91,8 +91,10 @@ class ServerShutdown(KlinesError):
     """
 
     def __init__(self, event_time: int | None = None) -> None:
+        from .core.timefmt import iso_ms  # here, not at the top: errors.py imports nothing of ours at load
+
         self.event_time = event_time
-        super().__init__(f"server shutdown announced (E={event_time})")
+        super().__init__("server shutdown announced" + ("" if event_time is None else f" at {iso_ms(event_time)}"))
 
 
 class RestError(KlinesError):

@@ -68,7 +68,7 @@ def test_backfill_is_exact_resumable_and_verified(tmp_path: Path) -> None:
         code, out, err = run("verify", "--data", str(data), "--endpoints", str(endpoints))
         assert code == 1, out + err
         assert "1 different" in out
-        assert f"different: 2026-01-01 00:05 ({START + 5 * MIN})" in out
+        assert "different: 2026-01-01T00:05:00Z" in out and str(START + 5 * MIN) not in out
     finally:
         stop(exchange)
 

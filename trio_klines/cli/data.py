@@ -64,7 +64,9 @@ def _run_backfill(args: argparse.Namespace) -> int:
         names = ", ".join(str(u) for u in config.universes)
         raise ConfigError(f"backfill takes symbols by name, not universes ({names}); `record --since` records one")
     if args.until is not None and args.until <= args.since:
-        raise ConfigError(f"--until ({args.until}) must come after --since ({args.since})")
+        from ..core.timefmt import iso_ms
+
+        raise ConfigError(f"--until ({iso_ms(args.until)}) must come after --since ({iso_ms(args.since)})")
     bar = _ProgressBar() if not args.no_progress and sys.stderr.isatty() else None
     try:
         done = trio.run(_backfill_until_signalled, config, args.since, args.until, bar, args.source)
@@ -323,11 +325,13 @@ def verify_report(data_dir: Path, since: int | None, results: Sequence[SeriesCom
 
 
 def _print_comparison(result: SeriesComparison) -> None:
+    from ..core.timefmt import iso_ms
+
     print(f"{result.series}: {result.stored} stored, {result.on_exchange} on the exchange; "
           f"{len(result.missing)} missing, {len(result.extra)} extra, {len(result.different)} different")  # fmt: skip
     for label, times in (("missing", result.missing), ("extra", result.extra), ("different", result.different)):
         for t in times[:5]:
-            print(f"  {label}: {_when(t)} ({t})")
+            print(f"  {label}: {iso_ms(t)}")
 
 
 VERIFY = Command(

@@ -18,6 +18,7 @@ from msgspec import UNSET, UnsetType
 
 from ..errors import BinanceError, ConfigError, MalformedMessage, ServerShutdown
 from .markets import INTERVALS, Market, get_market, next_open_time, normalize_symbol, validate_interval
+from .timefmt import iso_ms
 from .validity import CLOCK_TOLERANCE, MAX_COUNT, MAX_OPEN_TIME, MAX_VALUE, open_time_problem, order_problem
 
 __all__ = ["Candle", "FrameParser", "frame_parser", "parse_frame", "parse_rest_klines", "parse_rest_row"]
@@ -148,7 +149,9 @@ def _check_times(interval: str, open_time: int, close_time: int, frame: object) 
     """Validate a candle's times (ms or µs); returns the open time in ms."""
     if open_time >= _MICROS_THRESHOLD:
         if open_time % 1000:
-            raise MalformedMessage(f"open time {open_time} µs is not a whole millisecond", frame)
+            raise MalformedMessage(
+                f"open time {iso_ms(open_time // 1000)} + {open_time % 1000} µs is not a whole millisecond", frame
+            )
         open_time //= 1000
         close_time //= 1000
     problem = open_time_problem(interval, open_time)
@@ -156,7 +159,9 @@ def _check_times(interval: str, open_time: int, close_time: int, frame: object) 
         raise MalformedMessage(problem, frame)
     # A candle may close early (trading halt) but never before it opens nor after its interval.
     if not open_time <= close_time < next_open_time(interval, open_time):
-        raise MalformedMessage(f"close time {close_time} outside the {interval} candle opening at {open_time}", frame)
+        raise MalformedMessage(
+            f"close time {iso_ms(close_time)} outside the {interval} candle opening at {iso_ms(open_time)}", frame
+        )
     return open_time
 
 
@@ -168,7 +173,9 @@ def _check_clock(close_time: int, clock: int, frame: object) -> None:
     clock_ms = clock // 1000 if clock >= _MICROS_THRESHOLD else clock
     if close_ms > clock_ms + CLOCK_TOLERANCE:
         raise MalformedMessage(
-            f"closed candle from the future: it closes at {close_ms}, after the exchange's clock {clock_ms}", frame
+            f"closed candle from the future: it closes at {iso_ms(close_ms)}, after the exchange's clock "
+            f"{iso_ms(clock_ms)}",
+            frame,
         )
 
 
@@ -373,7 +380,9 @@ def parse_rest_klines(
         future = [c.open_time for c in candles if c.open_time > closed_before + CLOCK_TOLERANCE]
         if future:
             raise MalformedMessage(
-                f"candle from the future: it opens at {future[0]}, after the exchange's clock {closed_before}", body
+                f"candle from the future: it opens at {iso_ms(future[0])}, after the exchange's clock "
+                f"{iso_ms(closed_before)}",
+                body,
             )
         candles = [c for c in candles if c.end_time <= closed_before]
     return candles

@@ -26,6 +26,7 @@ from typing import Final, NamedTuple
 
 from ..errors import ConfigError
 from .markets import INTERVALS, floor_open_time, is_open_time, series
+from .timefmt import iso_ms
 
 __all__ = [
     "CLOCK_TOLERANCE",
@@ -96,10 +97,10 @@ def open_time_problem(interval: str, open_time: object) -> str | None:
     if type(open_time) is not int:
         return f"open time {open_time!r} is not an integer"
     if not 0 <= open_time < MAX_OPEN_TIME:
-        return f"open time {open_time} is outside 1970-9999"
+        return f"open time {iso_ms(open_time)} is outside 1970-9999"
     grid = _GRIDS[interval]
     aligned = is_open_time(interval, open_time) if grid is None else (open_time - grid[0]) % grid[1] == 0
-    return None if aligned else f"open time {open_time} is not a {interval} boundary"
+    return None if aligned else f"open time {iso_ms(open_time)} is not a {interval} boundary"
 
 
 def _number_problem(name: str, x: object, limit: float) -> str | None:
@@ -169,11 +170,17 @@ def _explain(candle: object) -> str | None:
 
 
 def describe(candle: object) -> str:
-    """``repr(candle)`` for logs and messages, even of a candle holding values nested too deeply to show."""
+    """``repr(candle)`` for logs and messages, even of a candle holding values nested too deeply to show,
+    followed by ``(opening <ISO-8601 UTC>)`` when its ``open_time`` is an ``int``: the repr shows epoch ms."""
     try:
-        return repr(candle)
+        text = repr(candle)
     except RecursionError:
-        return f"a {type(candle).__name__} holding values nested too deeply to show"
+        text = f"a {type(candle).__name__} holding values nested too deeply to show"
+    try:
+        open_time = getattr(candle, "open_time", None)
+    except Exception:  # any object may reach here: a property that fails just goes unsaid
+        return text
+    return f"{text} (opening {iso_ms(open_time)})" if type(open_time) is int else text
 
 
 def partition(candles: Iterable[object]) -> tuple[list[object], list[Refusal]]:

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..core.gaps import Gap
 from ..core.markets import INTERVALS, Series, next_open_time
+from ..core.timefmt import iso_range
 from ..errors import StoreError
 from .compaction import open_times
 from .fileops import FileOps
@@ -71,7 +72,7 @@ class SeriesCoverage:
     def __str__(self) -> str:
         if self.first is None:
             return f"{self.series}: empty"
-        return f"{self.series}: {self.rows} candles from {self.first} to {self.last}, {self.missing} missing"
+        return f"{self.series}: {self.rows} candles {iso_range(self.first, self.last)}, {self.missing} missing"
 
 
 def coverage(

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..core.markets import INTERVALS, Series, floor_open_time, is_open_time, next_open_time
+from ..core.timefmt import iso_ms
 from ..errors import CorruptFile, StoreError
 from .compaction import FileInfo, open_times, redundant_files
 from .fileops import FileOps
@@ -167,11 +168,13 @@ def _check_times(series: Series, name: FileName, first: int, last: int, rows: in
     start, end = period_bounds(series.interval, name.period)
     on_grid = is_open_time(series.interval, first) and is_open_time(series.interval, last)
     if not (start <= first <= last < end and on_grid):
-        raise CorruptFile(path, f"open times {first}..{last} do not fit period {name.period} of {series.interval}")
+        raise CorruptFile(
+            path, f"open times {iso_ms(first)}..{iso_ms(last)} do not fit period {name.period} of {series.interval}"
+        )
     length = INTERVALS[series.interval]
     span = (last - first) // length + 1 if length else rows  # 1M: at most 12 rows a year, nothing to gain
     if not 0 < rows <= span:
-        raise CorruptFile(path, f"{rows} rows cannot be unique open times in {first}..{last}")
+        raise CorruptFile(path, f"{rows} rows cannot be unique open times in {iso_ms(first)}..{iso_ms(last)}")
 
 
 def read_footer(path: Path, series: Series, name: FileName) -> FileInfo:
@@ -237,7 +240,11 @@ def read_file(path: Path, series: Series, name: FileName, columns: list[str] | N
     _check_times(series, name, int(times[0]), int(times[-1]), times.size, path)
     span = _span(table.schema, path)
     if span is not None and span[:2] != (int(times[0]), int(times[-1])):
-        raise CorruptFile(path, f"open times {times[0]}..{times[-1]} differ from the footer's {span[0]}..{span[1]}")
+        raise CorruptFile(
+            path,
+            f"open times {iso_ms(int(times[0]))}..{iso_ms(int(times[-1]))} differ from the footer's "
+            f"{iso_ms(span[0])}..{iso_ms(span[1])}",
+        )
     if series.interval != "1M":
         length = INTERVALS[series.interval] or 0
         if bool(np.any((times - floor_open_time(series.interval, 0)) % length)):
