@@ -29,6 +29,7 @@ import pyarrow.csv as pacsv
 
 from ..core.archive import ARCHIVE_HEADER
 from ..core.markets import INTERVALS, Market, floor_open_time, get_market, normalize_symbol, validate_interval
+from ..core.timefmt import iso_ms
 from ..core.validity import MAX_COUNT, MAX_OPEN_TIME, MAX_VALUE
 from ..errors import ConfigError, MalformedMessage
 from .compaction import open_times, sort_unique
@@ -184,7 +185,8 @@ def _convert(interval: str, batch: pa.RecordBatch) -> tuple[pa.Table, str | None
     bad_close = ~((t <= close) & (close < ends))
     if bad_close.any():
         i = _first(bad_close)
-        return pa.table({}), f"close time {int(close[i])} outside the {interval} candle opening at {int(t[i])}", i
+        return pa.table({}), (f"close time {iso_ms(int(close[i]))} outside the {interval} candle opening at "
+                              f"{iso_ms(int(t[i]))}"), i
     values = {name: columns[name].to_numpy() for name in _VALUES}
     count = columns["count"].to_numpy()
     stored = ("open", "high", "low", "close", "volume", "quote_volume", "count", "taker_buy_base", "taker_buy_quote")
@@ -232,7 +234,7 @@ def _rows_problem(
     for ok, what in checks:
         if not ok.all():
             i = _first(~ok)
-            return f"{what} (open time {int(t[i])})", i
+            return f"{what} (open time {iso_ms(int(t[i]))})", i
     return None, 0
 
 

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from ..core.markets import INTERVALS, Series, floor_open_time, is_open_time
 from ..core.parse import Candle
+from ..core.timefmt import iso_ms
 from ..core.validity import MAX_OPEN_TIME, Refusal, candle_problem
 from ..errors import ConfigError, CorruptFile, InvalidCandles
 from .batches import refused_candles
@@ -241,7 +242,7 @@ def _times_problem(interval: str, times: np.ndarray) -> str | None:
         off = [t for t in times.tolist() if not is_open_time(interval, t)]
     else:
         off = times[(times - floor_open_time(interval, 0)) % length != 0].tolist()
-    return f"open times off the {interval} grid: {off[:3]}" if off else None
+    return f"open times off the {interval} grid: {', '.join(iso_ms(int(t)) for t in off[:3])}" if off else None
 
 
 def split_by_series(tables: Iterable[pa.Table]) -> dict[Series, pa.Table]:
