@@ -784,13 +784,16 @@ class Recorder:
         """What ``/healthz`` answers: healthy (every series fresh, the writer writing), and a JSON-ready body
         naming the stale series and the writer's problem otherwise."""
         now = _now_ms() if now is None else now
+        return health_body(self.freshness(now), now, self.problem())
+
+    def problem(self) -> str | None:
+        """What keeps the recorder from being healthy whatever its series: failing writes, or not running."""
         w = self._writer_stats
-        problem = None
         if w.failing_since is not None:
-            problem = f"writes failing since {iso_ms(int(w.failing_since * 1000))}: {w.last_error}"
-        elif self._stack is None:
-            problem = "not recording (starting or stopped)"
-        return health_body(self.freshness(now), now, problem)
+            return f"writes failing since {iso_ms(int(w.failing_since * 1000))}: {w.last_error}"
+        if self._stack is None:
+            return "not recording (starting or stopped)"
+        return None
 
     def _check_running(self) -> None:
         if self._stack is None:

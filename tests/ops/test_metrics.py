@@ -95,6 +95,7 @@ async def test_the_counters_move_promtool_accepts_them_and_healthz_follows_fresh
             assert (("trio_klines_series_last_candle_age_seconds",
                      (("interval", "1m"), ("market", "usdt_futures"), ("symbol", "BTCUSDT")))) in samples(later)
 
+            assert value(later, "trio_klines_healthy") == 1
             healthy = await scrape(rec.ops_url + "/healthz")
             assert healthy.status_code == 200 and healthy.json()["status"] == "ok"
             # An hour later on the local clock, with the exchange stopped: every series is stale.
@@ -102,6 +103,7 @@ async def test_the_counters_move_promtool_accepts_them_and_healthz_follows_fresh
             monkeypatch.setattr(recorder_module, "_now_ms", lambda: real_now() + 100 * HOUR)
             stale = await scrape(rec.ops_url + "/healthz")
             assert stale.status_code == 503
+            assert value((await scrape(metrics)).text, "trio_klines_healthy") == 0
             body = stale.json()
             assert body["status"] == "unhealthy" and body["stale"] == 3 and body["writer"] == "ok"
             named = {(s["market"], s["symbol"], s["interval"]) for s in body["stale_series"]}

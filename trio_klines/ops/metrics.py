@@ -13,8 +13,7 @@ gauge per series is exported only while the recorder has at most ``metrics_serie
 from __future__ import annotations
 
 import functools
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -57,17 +56,18 @@ _RECORDER_COUNTERS: Final = (
 class RecorderCollector(Collector):
     """Every metric of ``recorder``, built from a snapshot of its counters on each scrape.
 
-    ``clock`` gives wall-clock seconds (for the ages). Runs on the recorder's event loop: the counters it
-    reads change only between checkpoints, so a scrape sees them consistent.
+    ``clock`` gives wall-clock seconds for the ages (default: the recorder's, as ``/healthz`` uses). Runs on
+    the recorder's event loop: the counters it reads change only between checkpoints, so a scrape sees them
+    consistent.
     """
 
-    def __init__(self, recorder: Recorder, *, clock: Any = time.time) -> None:
+    def __init__(self, recorder: Recorder, *, clock: Callable[[], float] | None = None) -> None:
         self._rec = recorder
         self._clock = clock
 
     def collect(self) -> Iterator[Any]:
         rec = self._rec
-        now = int(self._clock() * 1000)
+        now = None if self._clock is None else int(self._clock() * 1000)
         stats = rec.stats()
         writer = rec.writer_stats
         yield from self._build_info()
@@ -85,7 +85,9 @@ class RecorderCollector(Collector):
         yield from self._rest()
         yield from self._backfill()
         judged = rec.freshness(now)
-        yield from self._freshness(judged, now)
+        yield _gauge("healthy", "1 while /healthz answers 200 (every series fresh, the writer writing), else 0",
+                     int(not any(f.stale for f in judged) and rec.problem() is None))  # fmt: skip
+        yield from self._freshness(judged)
         yield _histogram("close_to_durable_seconds", "seconds from a candle's close until it is durable, for the "
                          "newest closed candle of its series (one per series and flush)", writer.latency)  # fmt: skip
         yield _histogram("flush_duration_seconds", "seconds one write of a batch to the store took",
@@ -127,7 +129,7 @@ class RecorderCollector(Collector):
                 gaps.add_metric([market, interval], n)
         yield gaps
 
-    def _freshness(self, judged: list[Freshness], now: int) -> Iterator[Any]:
+    def _freshness(self, judged: list[Freshness]) -> Iterator[Any]:
         labels = ["market", "interval"]
         count = GaugeMetricFamily(f"{PREFIX}_series", "series being recorded", labels=labels)
         stale = GaugeMetricFamily(f"{PREFIX}_stale_series", "series whose last closed candle is older than two "
