@@ -93,16 +93,21 @@ def test_text_format_of_a_record() -> None:
     )
 
 
-def test_text_shows_the_traceback_after_the_line() -> None:
+def log_a_failure(fmt: str) -> str:
+    """What ``configure_logging("INFO", fmt)`` writes for an exception logged with its traceback."""
     with bare_root() as stderr:
-        configure_logging("INFO", "text")
+        configure_logging("INFO", fmt)
         try:
             raise ValueError("boom")
         except ValueError:
             logging.getLogger("trio_klines.test").exception("it failed")
-        first, *rest = lines(stderr)
-        assert TEXT_LINE.fullmatch(first) and first.endswith("ERROR trio_klines.test: it failed")
-        assert rest[0] == "Traceback (most recent call last):" and rest[-1] == "ValueError: boom"
+        return stderr.getvalue()
+
+
+def test_text_shows_the_traceback_after_the_line() -> None:
+    first, *rest = log_a_failure("text").splitlines()
+    assert TEXT_LINE.fullmatch(first) and first.endswith("ERROR trio_klines.test: it failed")
+    assert rest[0] == "Traceback (most recent call last):" and rest[-1] == "ValueError: boom"
 
 
 # --- JSON ---------------------------------------------------------------------------------------
@@ -137,17 +142,11 @@ def test_json_time_of_a_record() -> None:
 
 
 def test_json_includes_the_traceback() -> None:
-    with bare_root() as stderr:
-        configure_logging("INFO", "json")
-        try:
-            raise ValueError("boom")
-        except ValueError:
-            logging.getLogger("trio_klines.test").exception("it failed")
-        (entry,) = json_lines(stderr)
-        assert entry["message"] == "it failed" and entry["level"] == "ERROR"
-        exc = str(entry["exc"])
-        assert exc.startswith("Traceback (most recent call last):") and exc.endswith("ValueError: boom")
-        assert list(entry)[-1] == "exc"
+    (entry,) = [json.loads(line) for line in log_a_failure("json").splitlines()]
+    assert entry["message"] == "it failed" and entry["level"] == "ERROR"
+    exc = str(entry["exc"])
+    assert exc.startswith("Traceback (most recent call last):") and exc.endswith("ValueError: boom")
+    assert list(entry)[-1] == "exc"
 
 
 def test_json_carries_extra_fields_without_clobbering_the_stable_keys() -> None:

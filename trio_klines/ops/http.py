@@ -15,7 +15,6 @@ import functools
 import json
 import logging
 import socket
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
@@ -23,6 +22,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from ..errors import ConfigError
+from .asgi import Receive, Send, lifespan, respond
 from .metrics import CONTENT_TYPE, exposition, metrics_registry
 
 if TYPE_CHECKING:
@@ -32,8 +32,9 @@ __all__ = ["OpsApp", "serve_ops"]
 
 log = logging.getLogger("trio_klines.ops")
 
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+_TEXT: Final = "text/plain; charset=utf-8"
+#: Every answer is of the moment: no cache may keep it.
+_NO_STORE: Final = (("cache-control", "no-store"),)
 #: How long open scrapes may take to finish when the recorder stops.
 GRACE_S: Final = 1.0
 
@@ -47,44 +48,23 @@ class OpsApp:
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         path, method = scope["path"], scope["method"]
         if path not in ("/metrics", "/healthz"):
-            await _respond(send, 404, b"not found: try /metrics or /healthz\n", "text/plain; charset=utf-8")
+            await respond(send, 404, b"not found: try /metrics or /healthz\n", _TEXT, _NO_STORE)
             return
         if method not in ("GET", "HEAD"):
-            await _respond(send, 405, b"method not allowed\n", "text/plain; charset=utf-8", (("allow", "GET, HEAD"),))
+            await respond(send, 405, b"method not allowed\n", _TEXT, (*_NO_STORE, ("allow", "GET, HEAD")))
             return
         if path == "/metrics":
             status, body, kind = 200, exposition(self._registry), CONTENT_TYPE
         else:
             healthy, report = self._rec.health()
             status, body, kind = (200 if healthy else 503), json.dumps(report).encode() + b"\n", "application/json"
-        await _respond(send, status, b"" if method == "HEAD" else body, kind, length=len(body))
-
-
-async def _respond(
-    send: Send,
-    status: int,
-    body: bytes,
-    content_type: str,
-    headers: tuple[tuple[str, str], ...] = (),
-    *,
-    length: int | None = None,
-) -> None:
-    size = len(body) if length is None else length
-    raw = [(b"content-type", content_type.encode()), (b"content-length", str(size).encode())]
-    raw += [(b"cache-control", b"no-store")] + [(k.encode(), v.encode()) for k, v in headers]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
+        await respond(send, status, b"" if method == "HEAD" else body, kind, _NO_STORE, length=len(body))
 
 
 async def serve_ops(

@@ -26,6 +26,7 @@ from hypercorn.trio import serve
 from ..core.markets import MARKETS, Market, apply_endpoints, validate_interval
 from ..core.parse import Candle
 from ..errors import ConfigError
+from ..ops.asgi import lifespan, respond
 from .archive import ARCHIVE_PREFIX, ArchiveServer
 from .faults import Dice, Faults, parse_faults
 from .feed import DEFAULT_MIN_UPDATE_GAP_S, ExchangeClock
@@ -229,13 +230,7 @@ class FakeExchange:
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await lifespan(receive, send)
 
     def _route(self, path: str) -> tuple[Market, str] | None:
         _, _, rest = path.partition("/")
@@ -251,7 +246,7 @@ class FakeExchange:
         routed = self._route(path)
         if routed is None or scope["method"] not in ("GET", "HEAD"):
             status = 404 if routed is None else 405
-            await _respond(send, status, b"", "text/plain", ())
+            await respond(send, status, b"", "text/plain", ())
             return
         market, path = routed
         self.stats["rest_requests"] += 1
@@ -263,7 +258,7 @@ class FakeExchange:
             self.stats["fault_rest_slow"] += 1
             await trio.sleep(self.faults.rest_slow)
         body = b"" if scope["method"] == "HEAD" else response.body
-        await _respond(send, response.status, body, response.content_type, response.headers)
+        await respond(send, response.status, body, response.content_type, response.headers)
 
     async def _websocket(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         routed = self._route(scope["path"])
@@ -330,15 +325,6 @@ def _check_bindable(host: str, port: int) -> None:
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as hypercorn does
         probe.bind((host, port))
-
-
-async def _respond(
-    send: Send, status: int, body: bytes, content_type: str, headers: tuple[tuple[str, str], ...]
-) -> None:
-    raw = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
-    raw += [(k.encode(), v.encode()) for k, v in headers]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
 
 
 @asynccontextmanager
