@@ -30,7 +30,7 @@ import trio
 
 from .config import RecorderConfig
 from .core.gaps import ContinuityTracker, Gap
-from .core.health import Freshness, freshness, health_body
+from .core.health import Judged, health_body, judge
 from .core.markets import (
     Market,
     Series,
@@ -773,18 +773,18 @@ class Recorder:
         """The REST clients' counters per market (``statuses``: answers by HTTP status); empty before any."""
         return {market: client.stats for market, client in (self._clients or {}).items()}
 
-    def freshness(self, now: int | None = None) -> list[Freshness]:
-        """Each recorded series judged at ``now`` (ms, default the local clock): how old its last durable
-        candle is and whether that is stale (see :mod:`trio_klines.core.health`)."""
+    def freshness(self, now: int | None = None, *, keep_every: bool = False) -> Judged:
+        """Every recorded series judged at ``now`` (ms, default the local clock): how old its last durable
+        candle is and whether that is stale, summed per market and interval, the stale ones listed (and all,
+        with ``keep_every``); see :mod:`trio_klines.core.health`."""
         now = _now_ms() if now is None else now
         grace = int(self.config.health_grace * 1000)
-        return freshness(self._series, self._writer_stats.last_open_time, self._since, now, grace)
+        return judge(self._series, self._writer_stats.last_open_time, self._since, now, grace, keep_every=keep_every)
 
     def health(self, now: int | None = None) -> tuple[bool, dict[str, Any]]:
         """What ``/healthz`` answers: healthy (every series fresh, the writer writing), and a JSON-ready body
         naming the stale series and the writer's problem otherwise."""
-        now = _now_ms() if now is None else now
-        return health_body(self.freshness(now), now, self.problem())
+        return health_body(self.freshness(now), self.problem())
 
     def problem(self) -> str | None:
         """What keeps the recorder from being healthy whatever its series: failing writes, or not running."""

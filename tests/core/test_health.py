@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trio_klines.core.health import by_group, freshness, health_body
+from trio_klines.core.health import freshness, health_body, judge
 from trio_klines.core.markets import INTERVALS, Series, floor_open_time, max_interval_ms, next_open_time
 
 pytestmark = pytest.mark.timeout(60)
@@ -62,8 +62,9 @@ def test_stale_exactly_when_older_than_two_of_the_longest_intervals_plus_the_gra
 
 def test_groups_sum_per_market_and_interval() -> None:
     now = T0 + 10 * 60_000
-    judged = freshness([BTC, ETH, COIN], {BTC: now - 60_000, ETH: T0}, {BTC: T0, ETH: T0, COIN: now}, now)
-    groups = by_group(judged)
+    judged = judge([BTC, ETH, COIN], {BTC: now - 60_000, ETH: T0}, {BTC: T0, ETH: T0, COIN: now}, now)
+    assert judged.every is None and [f.series for f in judged.stale] == [ETH] and judged.series == 3
+    groups = judged.groups
     assert set(groups) == {("spot", "1m"), ("coin_futures", "3m")}
     spot = groups["spot", "1m"]
     assert (spot.series, spot.stale, spot.max_age_ms) == (2, 1, now - (T0 + 60_000))
@@ -73,7 +74,7 @@ def test_groups_sum_per_market_and_interval() -> None:
 def test_the_body_names_the_stalest_series_first_and_at_most_max_named() -> None:
     now = T0 + 60 * 60_000
     last = {BTC: T0, ETH: T0 + 30 * 60_000}
-    healthy, body = health_body(freshness([BTC, ETH, COIN], last, {COIN: now}, now), now, None, max_named=1)
+    healthy, body = health_body(judge([BTC, ETH, COIN], last, {COIN: now}, now), None, max_named=1)
     assert not healthy
     assert body["status"] == "unhealthy" and body["stale"] == 2 and body["series"] == 3 and body["writer"] == "ok"
     assert body["now"] == "2026-01-01T01:00:00Z"
@@ -84,7 +85,27 @@ def test_the_body_names_the_stalest_series_first_and_at_most_max_named() -> None
 
 
 def test_a_failing_writer_is_unhealthy_with_fresh_series() -> None:
-    healthy, body = health_body(freshness([BTC], {BTC: T0}, {}, T0 + 60_000), T0 + 60_000, "writes failing: disk full")
+    healthy, body = health_body(judge([BTC], {BTC: T0}, {}, T0 + 60_000), "writes failing: disk full")
     assert not healthy and body["writer"] == "writes failing: disk full" and "stale_series" not in body
-    assert health_body([], T0, None) == (True, {"status": "ok", "now": "2026-01-01T00:00:00Z", "series": 0,
-                                                "stale": 0, "writer": "ok"})  # fmt: skip
+    empty = {"status": "ok", "now": "2026-01-01T00:00:00Z", "series": 0, "stale": 0, "writer": "ok"}
+    assert health_body(judge([], {}, {}, T0), None) == (True, empty)
+
+
+@given(
+    series=st.lists(st.tuples(st.sampled_from(["spot", "usdt_futures"]), st.sampled_from(["AUSDT", "BUSDT", "CUSDT"]),
+                              st.sampled_from(["1s", "1m", "1h", "1M"])), unique=True, max_size=12),
+    ages=st.lists(st.integers(-86_400_000, 200 * 86_400_000), min_size=12, max_size=12),
+)
+def test_judge_agrees_with_one_verdict_per_series(series: list[tuple[str, str, str]], ages: list[int]) -> None:
+    """The single pass (groups, stale list) says what the per-series verdicts say, summed."""
+    keys = [Series(*t) for t in series]
+    now = T0 + 400 * 86_400_000
+    last = {s: floor_open_time(s.interval, now - age) for s, age in zip(keys, ages, strict=False) if age % 3}
+    since = {s: now - age for s, age in zip(keys, ages, strict=False) if age % 2}
+    every = freshness(keys, last, since, now, 1_000)
+    judged = judge(keys, last, since, now, 1_000)
+    assert judged.stale == [f for f in every if f.stale]
+    for (market, interval), g in judged.groups.items():
+        mine = [f for f in every if (f.series.market, f.series.interval) == (market, interval)]
+        assert (g.series, g.stale, g.max_age_ms) == (len(mine), sum(f.stale for f in mine), max(f.age_ms for f in mine))
+    assert sum(g.series for g in judged.groups.values()) == len(keys)

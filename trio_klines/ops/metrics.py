@@ -21,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from ..core.gaps import RangeSet
-from ..core.health import Freshness, by_group
+from ..core.health import Judged, stalest
 from ..core.histogram import Histogram
 from ..core.markets import count_open_times
 from ..net.stream import ConnectionState
@@ -84,9 +84,9 @@ class RecorderCollector(Collector):
                      int(writer.failing_since is not None))  # fmt: skip
         yield from self._rest()
         yield from self._backfill()
-        judged = rec.freshness(now)
+        judged = rec.freshness(now, keep_every=len(rec.series) <= rec.config.metrics_series_limit)
         yield _gauge("healthy", "1 while /healthz answers 200 (every series fresh, the writer writing), else 0",
-                     int(not any(f.stale for f in judged) and rec.problem() is None))  # fmt: skip
+                     int(not judged.stale and rec.problem() is None))  # fmt: skip
         yield from self._freshness(judged)
         yield _histogram("close_to_durable_seconds", "seconds from a candle's close until it is durable, for the "
                          "newest closed candle of its series (one per series and flush)", writer.latency)  # fmt: skip
@@ -129,7 +129,7 @@ class RecorderCollector(Collector):
                 gaps.add_metric([market, interval], n)
         yield gaps
 
-    def _freshness(self, judged: list[Freshness]) -> Iterator[Any]:
+    def _freshness(self, judged: Judged) -> Iterator[Any]:
         labels = ["market", "interval"]
         count = GaugeMetricFamily(f"{PREFIX}_series", "series being recorded", labels=labels)
         stale = GaugeMetricFamily(f"{PREFIX}_stale_series", "series whose last closed candle is older than two "
@@ -137,15 +137,14 @@ class RecorderCollector(Collector):
         oldest = GaugeMetricFamily(f"{PREFIX}_last_candle_age_seconds", "the largest age among the series of a "
                                    "market and interval: seconds since its last durable candle closed (or since "
                                    "its recording started, before its first)", labels=labels)  # fmt: skip
-        for (market, interval), g in sorted(by_group(judged).items()):
+        for (market, interval), g in sorted(judged.groups.items()):
             count.add_metric([market, interval], g.series)
             stale.add_metric([market, interval], g.stale)
             if g.max_age_ms is not None:
                 oldest.add_metric([market, interval], g.max_age_ms / 1000)
         yield from (count, stale, oldest)
         limit = self._rec.config.metrics_series_limit
-        shown = judged if len(judged) <= limit else sorted(
-            (f for f in judged if f.stale), key=lambda f: f.limit_ms - f.age_ms)[:limit]  # fmt: skip
+        shown = judged.every if judged.every is not None else stalest(judged.stale, limit)
         each = GaugeMetricFamily(f"{PREFIX}_series_last_candle_age_seconds", "seconds since a series' last "
                                  "durable candle closed; every series up to metrics_series_limit, above it only "
                                  "the stale ones", labels=["market", "symbol", "interval"])  # fmt: skip
