@@ -703,28 +703,19 @@ class Recorder:
         self._explicit = frozenset(wanted)
         await self.remove_streams(removed)
         await self.add_streams(added)
-        if added:
-            await self._catch_up_added(added)
+        self._catch_up_added(added)
         return Reconfigured(tuple(added), tuple(removed), tuple(skipped), tuple(ignored))
 
-    async def _catch_up_added(self, added: Sequence[Series]) -> None:
-        """Backfill series added while running: from their newest stored candle (the tracker is seeded with
-        it, so nothing is taken for a gap twice), or from ``since`` if the store lacks them."""
-        last_of = getattr(self._sink, "last_open_time", None)
-        stored: dict[Series, int] = {}
-        if callable(last_of):
-            def read() -> dict[Series, int]:
-                return {s: t for s in added if (t := last_of(*s)) is not None}
-
-            stored = await trio.to_thread.run_sync(read)
+    def _catch_up_added(self, added: Sequence[Series]) -> None:
+        """Backfill series added while running, at once rather than at their first live candle: from their
+        newest candle stored or written (known for every stored series since the start), or from ``since``
+        for a series the store lacks."""
+        if self.backfiller is None:
+            return
         for s in added:
-            if s in stored:
-                self._tracker.seed(s, stored[s])
-                self._writer_stats.last_open_time.setdefault(s, stored[s])
-            if self.backfiller is None:
-                continue
-            if s in stored:
-                self.backfiller.request(s, next_open_time(s.interval, stored[s]))
+            last = self._writer_stats.last_open_time.get(s)
+            if last is not None:
+                self.backfiller.request(s, next_open_time(s.interval, last))
             elif self.config.since is not None:
                 self.backfiller.request(s, self.config.since)
 
