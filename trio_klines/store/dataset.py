@@ -479,7 +479,6 @@ class Store:
         self._check_open()
         return sorted(key for key in self._states if self.last_open_time(*key) is not None)
 
-    @_locked
     def last_open_time(self, market: str, symbol: str, interval: str) -> int | None:
         """Open time (ms) of the newest stored candle of the series, or ``None``; from file footers and
         what the store knows of its landing files.
