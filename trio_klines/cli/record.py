@@ -33,6 +33,8 @@ from .common import (
 )
 
 if TYPE_CHECKING:
+    import trio
+
     from ..ops.notify import Notifier
     from ..recorder import Recorder, RecorderStats
 
@@ -233,7 +235,7 @@ async def record_until_signalled(
                     # Said once the signal handlers are installed and the connections started: what a
                     # supervisor (or a test) waits for before it may stop the recorder cleanly.
                     log.info("ready: recording %d series; SIGINT or SIGTERM stops, SIGHUP reloads", len(rec.series))
-                    nursery.start_soon(_reloads, rec, hups, reload, notifier)
+                    nursery.start_soon(_reloads, rec, hups, reload, notifier, stop.requested)
                     if notifier is not None:
                         await notifier.ready(f"recording {len(rec.series)} series")
                     if quiet or notifier is not None:
@@ -264,6 +266,7 @@ async def _reloads(
     hups: AsyncIterator[int],
     reload: Callable[[], RecorderConfig] | None,
     notifier: Notifier | None,
+    stopping: trio.Event,
 ) -> None:
     """On each SIGHUP: read the config again and apply its series, or refuse it and keep the running one."""
     import trio
@@ -271,6 +274,9 @@ async def _reloads(
     from ..errors import KlinesError
 
     async for _ in hups:
+        if stopping.is_set():
+            log.warning("SIGHUP: the recorder is stopping; nothing reloaded")
+            continue
         if reload is None:
             log.warning("SIGHUP: nothing to reload (no --config file); still recording %d series", len(rec.series))
             continue
