@@ -182,3 +182,30 @@ def test_a_pretty_printed_endpoints_file_is_accepted(tmp_path: Path) -> None:
     path.write_text("[1, 2]", encoding="utf-8")
     with pytest.raises(ConfigError, match="does not start with a JSON object"):
         load_endpoints(path)
+
+
+async def test_a_metrics_server_that_fails_once_serving_never_stops_the_recording(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import trio_klines.ops.http as ops_http
+
+    crash = trio.Event()
+
+    async def serve(app: object, config: object, *, shutdown_trigger: object, task_status: trio.TaskStatus) -> None:
+        task_status.started(["http://127.0.0.1:1"])
+        await crash.wait()
+        raise RuntimeError("the server broke")
+
+    monkeypatch.setattr(ops_http, "serve", serve)
+    async with open_exchange(seed=5, speed=600) as exchange:
+        config = RecorderConfig.build(streams=STREAMS, endpoints=exchange.endpoints, data_dir=tmp_path / "data",
+                                      metrics="127.0.0.1:0", flush_seconds=0.1, backfill=False)  # fmt: skip
+        async with Recorder(config) as rec, rec.candles() as batches:
+            crash.set()
+            with trio.fail_after(WAIT):
+                while "recording goes on without /metrics" not in caplog.text:
+                    await batches.receive()  # candles keep becoming durable meanwhile
+            written = rec.stats().written
+            with trio.fail_after(WAIT):
+                await batches.receive()
+            assert rec.stats().written > written

@@ -74,7 +74,8 @@ async def serve_ops(
 
     ``await nursery.start(serve_ops, rec, host, port)`` returns the base URL once listening (with port 0,
     the port the system chose). Raises :class:`ConfigError` when it cannot listen there (in use, not an
-    address of this machine, a port that needs privileges).
+    address of this machine, a port that needs privileges). Once serving it raises nothing: a failure of
+    the server is logged and ends it, never the recorder around it.
     """
     _check_bindable(host, port)
     config = HypercornConfig()
@@ -85,11 +86,19 @@ async def serve_ops(
     config.include_server_header = False
 
     app = OpsApp(recorder)
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(functools.partial(serve, app, config, shutdown_trigger=trio.sleep_forever))
-        base = binds[0]
-        log.info("serving %s/metrics and %s/healthz", base, base)
-        task_status.started(base)
+    serving = False
+    try:
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(functools.partial(serve, app, config, shutdown_trigger=trio.sleep_forever))
+            base = binds[0]
+            log.info("serving %s/metrics and %s/healthz", base, base)
+            task_status.started(base)
+            serving = True
+    except Exception:
+        if not serving:
+            raise
+        # Watching must never stop the recording: the recorder goes on without its endpoints.
+        log.exception("the metrics server failed; recording goes on without /metrics and /healthz")
 
 
 def _check_bindable(host: str, port: int) -> None:
