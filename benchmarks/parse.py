@@ -7,6 +7,9 @@ on the same frames, so the ratios hold even on a machine whose speed drifts:
 
 - ``parse``: :func:`trio_klines.core.parse.frame_parser`, the path a connection uses (decode, validate,
   build a :class:`~trio_klines.core.parse.Candle`);
+- ``parse_exact``: the same with ``exact=True``: the values kept as Binance's decimal strings, their shape
+  checked by one regular expression per candle (issue 18's target: ``exact_over_float`` at most 1.5 in time,
+  that is ``parse_exact`` at least 2/3 of ``parse``'s rate);
 - ``parse_frame``: the convenience function that looks the market up per call;
 - ``msgspec_decode`` / ``orjson_extract``: the JSON decoders alone, the first typed (what the parser
   uses), the second ``orjson.loads`` plus the dict look-ups and ``float()`` calls it would need;
@@ -109,6 +112,7 @@ def run(messages: int, repeat: int, baseline_messages: int) -> dict[str, Any]:
     results: dict[str, Any] = {
         "messages": messages,
         "parse_msgs_per_s": rate(parse, frames, repeat),
+        "parse_exact_msgs_per_s": rate(frame_parser(MARKET, exact=True), frames, repeat),
         "parse_frame_msgs_per_s": rate(lambda f: parse_frame(f, MARKET), frames, repeat),
         "msgspec_decode_msgs_per_s": rate(_frame_decoder.decode, frames, repeat),
         # Updates of still-open candles, the bulk of real traffic: recognised without a full decode.
@@ -119,6 +123,8 @@ def run(messages: int, repeat: int, baseline_messages: int) -> dict[str, Any]:
         results["orjson_extract_msgs_per_s"] = rate(extract, frames, repeat)
     results["baseline_msgs_per_s"] = rate(seed_style, frames[:baseline_messages], max(1, repeat // 2))
     results["ratio"] = results["parse_msgs_per_s"] / results["baseline_msgs_per_s"]
+    # Time per message in exact mode over float mode (1.5 at most, issue 18).
+    results["exact_over_float"] = results["parse_msgs_per_s"] / results["parse_exact_msgs_per_s"]
     results["python"] = sys.version.split()[0]
     return results
 
@@ -142,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             label = key.removesuffix("_msgs_per_s")
             print(f"  {label:<18} {value:>12,.0f} /s   {value / results['baseline_msgs_per_s']:>8.1f}× baseline")
     print(f"  ratio parse/baseline: {results['ratio']:.0f}×")
+    print(f"  exact/float time per message: {results['exact_over_float']:.2f} (target at most 1.5)")
 
 
 if __name__ == "__main__":

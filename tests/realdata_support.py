@@ -24,3 +24,10 @@ def market_of(name: str) -> str:
 
 def csv_files() -> list[Path]:
     return sorted(REALDATA.glob("*.csv")) if REALDATA.is_dir() else []
+
+
+def rest_series(path: Path) -> tuple[str, str, str]:
+    """The series of a REST capture, from its name: ``gct_usdm_rest_btcusdt_5m_10rows_…`` → usdt_futures BTCUSDT 5m."""
+    parts = path.stem.split("_rest_")[1].split("_")
+    interval_at = next(i for i, part in enumerate(parts) if part[:-1].isdigit() and part[-1] in "smhdwM")
+    return market_of(path.name), "_".join(parts[:interval_at]).upper(), parts[interval_at]

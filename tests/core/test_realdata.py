@@ -12,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from realdata_support import REALDATA, csv_files, market_of, needs_realdata
+from realdata_support import REALDATA, csv_files, market_of, needs_realdata, rest_series
 
 from trio_klines.core.markets import iter_open_times
 from trio_klines.core.parse import Candle, parse_frame, parse_rest_klines, parse_rest_row
@@ -64,13 +64,6 @@ def test_captures_hold_closed_candles() -> None:
     # The BTCUSDT close of 2021-04-04 20:03 that MANIFEST.md checked against the archive.
     btc = next(c for c in closed if c and c.symbol == "BTCUSDT" and c.open_time == 1617566580000)
     assert (btc.open, btc.high, btc.low, btc.close, btc.trade_num) == (57994.6, 58018.03, 57974.41, 57999.99, 1020)
-
-
-def rest_series(path: Path) -> tuple[str, str, str]:
-    # e.g. gct_usdm_rest_btcusdt_5m_10rows_2026-03-25.json, gct_coinm_rest_btcusd_perp_1M_5rows_…
-    parts = path.stem.split("_rest_")[1].split("_")
-    interval_at = next(i for i, part in enumerate(parts) if part[:-1].isdigit() and part[-1] in "smhdwM")
-    return market_of(path.name), "_".join(parts[:interval_at]).upper(), parts[interval_at]
 
 
 @pytest.mark.parametrize("path", rest_files(), ids=lambda p: p.name)
