@@ -94,30 +94,6 @@ class Candle(msgspec.Struct, frozen=True, gc=False):
 # --- wire schemas -----------------------------------------------------------------------------
 
 
-class _Kline(msgspec.Struct, gc=False):
-    t: _Time
-    T: _Time
-    i: str
-    o: _Value
-    c: _Value
-    h: _Value
-    l: _Value  # noqa: E741 - Binance's name
-    v: _Value
-    n: _Count
-    x: bool
-    q: _Value
-    V: _Value
-    Q: _Value
-    s: str = ""
-
-
-class _Event(msgspec.Struct, gc=False):
-    e: str | UnsetType = UNSET
-    E: Annotated[int, msgspec.Meta(ge=0)] = _NO_CLOCK  # the exchange's clock when it sent the event
-    s: str = ""
-    k: _Kline | UnsetType = UNSET
-
-
 class _ErrorBody(msgspec.Struct, gc=False):
     code: int | None = None
     msg: str = ""
@@ -128,58 +104,39 @@ class _RestError(msgspec.Struct, gc=False):
     msg: str = ""
 
 
-class _Frame(_Event, gc=False):
-    """Every top-level shape at once: combined, raw event, control reply, error."""
+def _wire_schema(value: Any, prefix: str) -> tuple[Any, Any]:
+    """The kline event and the frame around it, their prices and volumes of type ``value``: floats (lax
+    decoding turns Binance's strings into them) or, for the exact parsers, the strings themselves."""
+    kline = msgspec.defstruct(
+        f"{prefix}Kline",
+        [("t", _Time), ("T", _Time), ("i", str), *((name, value) for name in "ochlv"), ("n", _Count),
+         ("x", bool), *((name, value) for name in "qVQ"), ("s", str, "")],
+        gc=False,
+    )  # fmt: skip
+    event = msgspec.defstruct(
+        f"{prefix}Event",
+        [("e", str | UnsetType, UNSET),
+         ("E", Annotated[int, msgspec.Meta(ge=0)], _NO_CLOCK),  # the exchange's clock when it sent the event
+         ("s", str, ""), ("k", kline | UnsetType, UNSET)],
+        gc=False,
+    )  # fmt: skip
+    # Every top-level shape at once: combined, raw event, control reply, error.
+    frame = msgspec.defstruct(
+        f"{prefix}Frame",
+        [("stream", str | UnsetType, UNSET), ("data", event | UnsetType, UNSET), ("result", Any, UNSET),
+         ("id", Any, UNSET), ("code", int | UnsetType, UNSET), ("msg", str | UnsetType, UNSET),
+         ("error", _ErrorBody | UnsetType, UNSET)],
+        bases=(event,),
+        gc=False,
+    )  # fmt: skip
+    return event, frame
 
-    stream: str | UnsetType = UNSET
-    data: _Event | UnsetType = UNSET
-    result: Any = UNSET
-    id: Any = UNSET
-    code: int | UnsetType = UNSET
-    msg: str | UnsetType = UNSET
-    error: _ErrorBody | UnsetType = UNSET
 
-
-# Lax mode turns Binance's decimal strings into floats inside the decoder.
+_Event, _Frame = _wire_schema(_Value, "_")
+_ExactEvent, _ExactFrame = _wire_schema(str, "_Exact")
+# Lax mode turns Binance's decimal strings into floats inside the decoder; the exact one is strict (a JSON
+# number where Binance sends a string is malformed).
 _frame_decoder: Final = msgspec.json.Decoder(_Frame, strict=False)
-
-
-class _ExactKline(msgspec.Struct, gc=False):
-    """:class:`_Kline` with the values kept as the strings Binance sends (strict: a JSON number is malformed)."""
-
-    t: _Time
-    T: _Time
-    i: str
-    o: str
-    c: str
-    h: str
-    l: str  # noqa: E741 - Binance's name
-    v: str
-    n: _Count
-    x: bool
-    q: str
-    V: str
-    Q: str
-    s: str = ""
-
-
-class _ExactEvent(msgspec.Struct, gc=False):
-    e: str | UnsetType = UNSET
-    E: Annotated[int, msgspec.Meta(ge=0)] = _NO_CLOCK
-    s: str = ""
-    k: _ExactKline | UnsetType = UNSET
-
-
-class _ExactFrame(_ExactEvent, gc=False):
-    stream: str | UnsetType = UNSET
-    data: _ExactEvent | UnsetType = UNSET
-    result: Any = UNSET
-    id: Any = UNSET
-    code: int | UnsetType = UNSET
-    msg: str | UnsetType = UNSET
-    error: _ErrorBody | UnsetType = UNSET
-
-
 _exact_frame_decoder: Final = msgspec.json.Decoder(_ExactFrame)
 _ExactRestRow = tuple[_Time, str, str, str, str, str, _Time, str, _Count, str, str]
 
