@@ -2,25 +2,38 @@
 
 The seed recorder's DataFrame, which users' research code already expects, is indexed by
 ``candle_end_time`` (begin + interval, UTC) with the columns of :data:`COLUMNS` in that order.
+
+Exact values (issue 18; the store does not write them yet): :data:`EXACT_SCHEMA` holds prices and volumes
+as ``decimal128(38, 18)``, built from the exact parsers' decimal strings by Arrow's string cast (exact, 0.04
+µs a value). Back to float64 they go through their decimal text (:func:`exact_to_float`): Arrow's direct
+decimal-to-float64 cast is not correctly rounded (12,173 of the 148,864 real values of
+``../shared/realdata`` come out one ulp off ``float(text)``), the text route is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Final
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..core.markets import INTERVALS, interval_ms
 from ..core.parse import Candle
 
 __all__ = [
     "COLUMNS",
+    "EXACT_SCHEMA",
+    "EXACT_TYPE",
+    "NUMBERS",
     "SCHEMA",
     "SERIES_COLUMNS",
     "candles_to_dataframe",
     "candles_to_table",
+    "exact_to_float",
+    "schema_for",
     "table_to_dataframe",
 ]
 
@@ -51,14 +64,38 @@ SCHEMA: Final = pa.schema(
     + [pa.field(name, pa.float64(), nullable=False) for name in _TAKER]
 )
 _SERIES_FIELDS: Final = [pa.field(name, pa.string(), nullable=False) for name in SERIES_COLUMNS]
+_VALUES: Final = (*_FLOATS, *_TAKER)
+
+#: How a dataset stores prices and volumes: ``float`` (float64, the seed's) or ``exact`` (decimals).
+NUMBERS: Final = ("float", "exact")
+#: Exact prices and volumes: 18 digits after the dot, 20 before. Binance sends at most 8 after the dot in
+#: every capture of ../shared/realdata and up to 12 before (quote volumes); USDⓈ-M quote volumes can carry
+#: pricePrecision + quantityPrecision digits after it, so the scale leaves room.
+EXACT_TYPE: Final = pa.decimal128(38, 18)
+#: :data:`SCHEMA` with :data:`EXACT_TYPE` prices and volumes.
+EXACT_SCHEMA: Final = pa.schema([pa.field(f.name, EXACT_TYPE, nullable=False) if f.name in _VALUES else f
+                                  for f in SCHEMA])  # fmt: skip
+#: What the exact parsers take as a value (core.parse): ASCII digits with at most one dot.
+_DECIMAL_TEXT: Final = r"^(?:[0-9]+\.?[0-9]*|\.[0-9]+)$"
 
 
-def candles_to_table(candles: Sequence[Candle], *, with_series: bool = False) -> pa.Table:
-    """``candles`` as a table in :data:`SCHEMA`, in the given order.
+def schema_for(numbers: str) -> pa.Schema:
+    """The file schema of a dataset whose ``numbers`` are ``float`` or ``exact``; ``ValueError`` otherwise."""
+    if numbers not in NUMBERS:
+        raise ValueError(f"numbers must be one of {', '.join(NUMBERS)}, not {numbers!r}")
+    return EXACT_SCHEMA if numbers == "exact" else SCHEMA
+
+
+def candles_to_table(candles: Sequence[Candle], *, with_series: bool = False, numbers: str = "float") -> pa.Table:
+    """``candles`` as a table in :data:`SCHEMA` (``numbers="exact"``: :data:`EXACT_SCHEMA`, from candles of the
+    exact parsers, whose values are decimal strings), in the given order.
 
     With ``with_series`` the table starts with ``market``, ``symbol`` and ``interval`` columns, for
-    batches that mix series.
+    batches that mix series. Raises ``ValueError`` for an exact value that is not a decimal string or does
+    not fit :data:`EXACT_TYPE`, naming it.
     """
+    if schema_for(numbers) is EXACT_SCHEMA:
+        return _exact_table(candles, with_series)
     arrays: list[pa.Array] = []
     fields: list[pa.Field] = []
     if with_series:
@@ -84,12 +121,60 @@ def candles_to_table(candles: Sequence[Candle], *, with_series: bool = False) ->
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def table_to_dataframe(table: pa.Table, interval: str) -> pd.DataFrame:
-    """A table in :data:`SCHEMA` (extra columns ignored) as the seed-shaped DataFrame of ``interval``.
+def _exact_table(candles: Sequence[Candle], with_series: bool) -> pa.Table:
+    """:func:`candles_to_table` in :data:`EXACT_SCHEMA`: the same columns, but the values' decimal strings cast."""
+    float_columns = candles_to_table(candles[:0], with_series=with_series).schema.names
+    arrays = []
+    for name in float_columns:
+        values = list(map(attrgetter("open_time" if name == "candle_begin_time" else name), candles))
+        if name in _VALUES:
+            arrays.append(_decimal_column(name, values))
+        elif name == "candle_begin_time":
+            arrays.append(pa.array(values, pa.int64()).cast(SCHEMA.field(0).type))
+        else:
+            arrays.append(pa.array(values, pa.string() if name in SERIES_COLUMNS else pa.int64()))
+    fields = (_SERIES_FIELDS if with_series else []) + list(EXACT_SCHEMA)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _decimal_column(name: str, texts: list[object]) -> pa.Array:
+    try:
+        strings = pa.array(texts, pa.string())
+    except (pa.ArrowException, TypeError):
+        bad = next(t for t in texts if not isinstance(t, str))
+        raise ValueError(f"{name} {bad!r} is not a decimal string (exact values come from the exact parsers)") from None
+    shaped = pc.match_substring_regex(strings, _DECIMAL_TEXT)
+    if len(strings) and not pc.all(shaped).as_py():
+        bad = strings[pc.index(shaped, False).as_py()].as_py()
+        raise ValueError(f"{name} {bad!r} is not a decimal string")
+    try:
+        return strings.cast(EXACT_TYPE)
+    except pa.ArrowInvalid as exc:  # more than 18 digits after the dot, or 20 before
+        raise ValueError(f"{name}: a value does not fit {EXACT_TYPE} ({exc})") from None
+
+
+def exact_to_float(table: pa.Table) -> pa.Table:
+    """``table`` with its decimal columns as float64, each the float nearest its decimal (as ``float(text)``
+    is), through their text: Arrow's direct cast is not correctly rounded."""
+    columns = [c.cast(pa.string()).cast(pa.float64()) if pa.types.is_decimal(c.type) else c for c in table.columns]
+    fields = [pa.field(f.name, pa.float64(), nullable=f.nullable) if pa.types.is_decimal(f.type) else f
+              for f in table.schema]  # fmt: skip
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
+def table_to_dataframe(table: pa.Table, interval: str, *, exact: bool = False) -> pd.DataFrame:
+    """A table in :data:`SCHEMA` or :data:`EXACT_SCHEMA` (extra columns ignored) as the seed-shaped DataFrame of
+    ``interval``: float64 values, or with ``exact`` (an exact table) ``pd.ArrowDtype`` decimals.
 
     The index is ``candle_end_time`` = begin + interval (a calendar month for ``1M``), UTC.
     """
-    frame = table.select(list(COLUMNS)).to_pandas()
+    table = table.select(list(COLUMNS))
+    if exact:
+        frame = table.to_pandas(types_mapper=lambda t: pd.ArrowDtype(t) if pa.types.is_decimal(t) else None)
+    elif any(pa.types.is_decimal(t) for t in table.schema.types):
+        frame = exact_to_float(table).to_pandas()
+    else:
+        frame = table.to_pandas()
     begin = frame["candle_begin_time"]
     if begin.dt.tz is None:  # pragma: no cover - SCHEMA always carries UTC
         begin = begin.dt.tz_localize("UTC")
