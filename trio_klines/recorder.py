@@ -352,7 +352,7 @@ class Recorder:
         stored: dict[Series, int] = dict(last()) if callable(last) else {}
         # A stored row from the future (an older version let one in) is not where a series stands: seeded with
         # it, the gap tracker would call every later candle late. ``status`` sets such rows aside the same way.
-        horizon = int(time.time() * 1000) + STORED_AHEAD_MS
+        horizon = _now_ms() + STORED_AHEAD_MS
         beyond = sorted(s for s, t in stored.items() if t >= horizon)
         if beyond:
             log.error("%d series hold rows beyond the clock (%s); where they stand is read without them",
@@ -522,7 +522,7 @@ class Recorder:
         """Note ``series`` as ended in the store (``why`` given) or as recorded again; a failure is logged."""
         if not series or not self._owns_sink:
             return
-        root, at = self.config.data_dir, int(time.time() * 1000)
+        root, at = self.config.data_dir, _now_ms()
         try:
             if why is None:
                 await trio.to_thread.run_sync(unmark_ended, root, series)
@@ -696,8 +696,9 @@ class Recorder:
             if check.not_trading:
                 log.warning("not recording %d series whose symbol does not trade: %s", len(check.not_trading),
                             describe_not_trading(check.not_trading))  # fmt: skip
-                skipped = [s for s in added if s not in set(check.recordable)]
-                added = [s for s in added if s in set(check.recordable)]
+                recordable = set(check.recordable)
+                skipped = [s for s in added if s not in recordable]
+                added = [s for s in added if s in recordable]
         ignored = [f.name for f in fields(RecorderConfig) if f.name not in _LIVE_SETTINGS
                    and getattr(config, f.name) != getattr(self.config, f.name)]  # fmt: skip
         self._explicit = frozenset(wanted)

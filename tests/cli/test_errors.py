@@ -98,7 +98,7 @@ def test_a_failure_inside_a_group_is_reported_as_itself(
 ) -> None:
     import trio_klines.store.status
 
-    def fail(_: Path) -> None:
+    def fail(_: Path, *, now: int | None = None) -> None:
         raise BaseExceptionGroup("nursery", [OSError(28, "No space left on device"), StoreLocked("later")])
 
     monkeypatch.setattr(trio_klines.store.status, "store_status", fail)
@@ -111,7 +111,7 @@ def test_ctrl_c_before_a_commands_handler_exits_130_in_one_line(
 ) -> None:
     import trio_klines.store.status
 
-    def interrupted(_: Path) -> None:
+    def interrupted(_: Path, *, now: int | None = None) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(trio_klines.store.status, "store_status", interrupted)
@@ -122,7 +122,7 @@ def test_ctrl_c_before_a_commands_handler_exits_130_in_one_line(
 def test_a_bug_still_shows_its_traceback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import trio_klines.store.status
 
-    def bug(_: Path) -> None:
+    def bug(_: Path, *, now: int | None = None) -> None:
         raise ZeroDivisionError
 
     monkeypatch.setattr(trio_klines.store.status, "store_status", bug)

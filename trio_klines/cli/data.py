@@ -196,7 +196,7 @@ def _run_status(args: argparse.Namespace) -> int:
     from ..store.lock import lock_holder
 
     now = status.now_ms()
-    rows = status.store_status(args.data_dir)
+    rows = status.store_status(args.data_dir, now=now)
     if args.json:
         print(json.dumps(status_report(args.data_dir, rows, now, lock_holder(args.data_dir))))
     else:

@@ -89,11 +89,8 @@ class RootLock:
 
     def _holder(self) -> str:
         """The pid the lock's holder wrote in ``ROOT/_lock``, or ``?`` (the file was removed, say)."""
-        try:
-            with open(self.root / LOCK_NAME, "rb") as file:
-                return file.read(32).decode(errors="replace").strip() or "?"
-        except OSError:
-            return "?"
+        pid = _written_pid(self.root)
+        return "?" if pid is None else str(pid)
 
 
 def _flock_within(fd: int, grace: float) -> None:
