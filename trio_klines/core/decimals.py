@@ -19,12 +19,16 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["DECIMAL_PATTERN", "canonical", "fraction_digits", "is_decimal", "scaled", "unscaled"]
+__all__ = ["DECIMAL_PATTERN", "VALUE_SHAPE", "canonical", "fraction_digits", "is_decimal", "scaled", "unscaled"]
 
 #: Binance's decimal strings: ASCII digits, then optionally a dot and at least one digit (``\Z``, not ``$``,
 #: which would let a trailing newline in). Anchored for ``re.search``, as msgspec's ``Meta(pattern=)`` uses it.
 DECIMAL_PATTERN: Final = r"^[0-9]+(?:\.[0-9]+)?\Z"
 _DECIMAL: Final = re.compile(DECIMAL_PATTERN)
+#: What the exact parsers and exact tables take as a value, unanchored (Python's ``fullmatch``; ``^…$`` for
+#: Arrow's RE2, where ``$`` is the end of the text): ASCII digits with at most one dot, ``".5"`` and ``"5."``
+#: too, which Binance never sends but which are exact all the same.
+VALUE_SHAPE: Final = r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)"
 
 
 def is_decimal(text: object) -> bool:

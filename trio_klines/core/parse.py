@@ -23,6 +23,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from ..errors import BinanceError, ConfigError, MalformedMessage, ServerShutdown
+from .decimals import VALUE_SHAPE
 from .markets import INTERVALS, Market, get_market, next_open_time, normalize_symbol, validate_interval
 from .timefmt import iso_ms
 from .validity import CLOCK_TOLERANCE, MAX_COUNT, MAX_OPEN_TIME, MAX_VALUE, open_time_problem, order_problem
@@ -48,7 +49,7 @@ _NO_CLOCK: Final = -1
 #: that Binance never sends, and they are exact all the same.
 _DECIMAL_CHARS: Final = re.compile(r"[0-9.,]+\Z")
 #: What the exact parsers take as a value: ASCII digits with at most one dot (``".5"`` and ``"5."`` too).
-_LOOSE_DECIMAL: Final = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)\Z")
+_LOOSE_DECIMAL: Final = re.compile(VALUE_SHAPE)
 
 #: A price or volume: a float, or in exact mode (``exact=True``) Binance's decimal string as sent.
 Value = float | str
@@ -205,7 +206,7 @@ def _check_exact(o: str, h: str, lo: str, c: str, v: str, q: str, bv: str, bq: s
     """The exact parsers' check of a candle's values: decimal strings, in range, in order (the slow path of
     the inlined check: it raises with the reason)."""
     for x in (o, h, lo, c, v, q, bv, bq):
-        if _LOOSE_DECIMAL.match(x) is None:
+        if _LOOSE_DECIMAL.fullmatch(x) is None:
             raise MalformedMessage(f"value {x!r} is not a decimal string", frame)
     f = float
     fo, fh, flo, fc, fv, fq, fbv, fbq = f(o), f(h), f(lo), f(c), f(v), f(q), f(bv), f(bq)

@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..core.decimals import VALUE_SHAPE
 from ..core.markets import INTERVALS, interval_ms
 from ..core.parse import Candle
 
@@ -76,7 +77,7 @@ EXACT_TYPE: Final = pa.decimal128(38, 18)
 EXACT_SCHEMA: Final = pa.schema([pa.field(f.name, EXACT_TYPE, nullable=False) if f.name in _VALUES else f
                                   for f in SCHEMA])  # fmt: skip
 #: What the exact parsers take as a value (core.parse): ASCII digits with at most one dot.
-_DECIMAL_TEXT: Final = r"^(?:[0-9]+\.?[0-9]*|\.[0-9]+)$"
+_DECIMAL_TEXT: Final = f"^{VALUE_SHAPE}$"
 
 
 def schema_for(numbers: str) -> pa.Schema:
@@ -123,9 +124,8 @@ def candles_to_table(candles: Sequence[Candle], *, with_series: bool = False, nu
 
 def _exact_table(candles: Sequence[Candle], with_series: bool) -> pa.Table:
     """:func:`candles_to_table` in :data:`EXACT_SCHEMA`: the same columns, but the values' decimal strings cast."""
-    float_columns = candles_to_table(candles[:0], with_series=with_series).schema.names
     arrays = []
-    for name in float_columns:
+    for name in [*(SERIES_COLUMNS if with_series else ()), *SCHEMA.names]:
         values = list(map(attrgetter("open_time" if name == "candle_begin_time" else name), candles))
         if name in _VALUES:
             arrays.append(_decimal_column(name, values))
