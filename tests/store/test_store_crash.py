@@ -35,6 +35,7 @@ from trio_klines.store.dataset import RETRY_SECONDS, Store, load, read_series
 from trio_klines.store.fileops import FileOps
 from trio_klines.store.landing import list_landing
 from trio_klines.store.layout import FileName
+from trio_klines.store.marker import read_numbers
 
 Model = dict[Series, dict[int, float]]
 #: Every value each (series, open time) ever had: what a raw reader may show while a correction waits.
@@ -338,8 +339,14 @@ def run_story(root: Path, crash_at: int | None, *, power_cut: bool, second_crash
     ops, clock = FaultyOps(), Clock()
     root.mkdir()  # the story crashes in the store's operations, not while its directory is made
     ops.crash_at = crash_at
-    store = Store(root, ops=ops, clock=clock, seal_seconds=SEAL_SECONDS)
     model, history = empty_model(), {}
+    try:
+        store = Store(root, ops=ops, clock=clock, seal_seconds=SEAL_SECONDS)
+    except Crash:  # while recording the dataset's numbers, the store's first writes
+        if power_cut:
+            ops.cut_power()
+        store = recover(root, ops, clock, model, model, history, None, "the first opening")
+    assert read_numbers(root) == "float"  # recorded before anything else is written
     for index, (kind, step, batch) in enumerate(story_steps()):
         after = applied(model, batch) if batch else model
         if batch:

@@ -10,8 +10,10 @@ A candle is valid when
   (:data:`MAX_OPEN_TIME`, so that period names have four digits);
 * its trade count is an ``int`` in ``[0, MAX_COUNT]`` (an int64 column);
 * its eight values are finite numbers in ``[0, MAX_VALUE]`` (float64 columns: a ``float``, or an ``int``
-  in the int64 range, which converts exactly as pyarrow does it);
-* ``low <= open, close <= high`` and the taker-buy volumes are at most the volumes.
+  in the int64 range, which converts exactly as pyarrow does it); for a store of exact numbers
+  (``exact=True``) decimal strings of at most :data:`EXACT_WHOLE_DIGITS` digits before the dot and
+  :data:`EXACT_FRACTION_DIGITS` after it (:data:`EXACT_VALUE`), what the exact parsers give;
+* ``low <= open, close <= high`` and the taker-buy volumes are at most the volumes (exactly, for decimals).
 
 The parser decodes with these bounds in msgspec's constraints and inlines the checks on its hot path;
 the store calls :func:`candle_problem` per candle. Tests hold both to this module. What only the wire
@@ -21,15 +23,21 @@ after the exchange's clock plus :data:`CLOCK_TOLERANCE`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from decimal import Decimal
 from typing import Final, NamedTuple
 
 from ..errors import ConfigError
+from .decimals import VALUE_SHAPE
 from .markets import INTERVALS, floor_open_time, is_open_time, series
 from .timefmt import iso_ms
 
 __all__ = [
     "CLOCK_TOLERANCE",
+    "EXACT_FRACTION_DIGITS",
+    "EXACT_VALUE",
+    "EXACT_WHOLE_DIGITS",
     "MAX_COUNT",
     "MAX_OPEN_TIME",
     "MAX_VALUE",
@@ -49,6 +57,16 @@ MAX_OPEN_TIME: Final = 253_402_300_800_000
 MAX_COUNT: Final = 2**63 - 1
 #: Largest price or volume; finite float64 (NaN fails every comparison, so ``0 <= x <= MAX_VALUE`` is false).
 MAX_VALUE: Final = 1e300
+#: An exact value's digits before and after the dot: the store's ``decimal128(38, 18)``. Binance sends at
+#: most 8 after it in every capture of ../shared/realdata and up to 12 before (quote volumes); a USDⓈ-M
+#: quote volume can carry pricePrecision + quantityPrecision digits after it, so 18 leaves room.
+EXACT_WHOLE_DIGITS: Final = 20
+EXACT_FRACTION_DIGITS: Final = 18
+#: An exact value the store holds (unanchored; ``^…$`` for Arrow's RE2): :data:`~trio_klines.core.decimals.VALUE_SHAPE`
+#: within those digits, leading zeros and trailing zeros aside (they change nothing).
+EXACT_VALUE: Final = rf"(?:0*[0-9]{{0,{EXACT_WHOLE_DIGITS}}}(?:\.[0-9]{{0,{EXACT_FRACTION_DIGITS}}}0*)?)"
+_EXACT_VALUE: Final = re.compile(EXACT_VALUE)
+_SHAPED: Final = re.compile(VALUE_SHAPE)
 #: How far (ms) a closed candle's close time may lie past the exchange's clock: a frame's event time ``E``
 #: on the WebSocket, the ``/time`` answer on REST. ``E`` is stamped by the exchange itself after the close
 #: (real closed frames carry ``E`` 5 ms to 2.4 s after ``T``), so no clock skew between machines enters;
@@ -123,11 +141,14 @@ def order_problem(o: float, h: float, lo: float, c: float, v: float, q: float, b
     return None
 
 
-def candle_problem(candle: object) -> str | None:
-    """Why ``candle`` is not a valid candle (see the module's docstring), or ``None``.
+def candle_problem(candle: object, *, exact: bool = False) -> str | None:
+    """Why ``candle`` is not a valid candle (see the module's docstring), or ``None``; with ``exact``, one
+    for a store of exact numbers, whose values are decimal strings.
 
     Never raises, whatever ``candle`` holds. About 0.4 µs for a valid candle of a known series.
     """
+    if exact:
+        return _exact_problem(candle)
     try:
         c = candle
         o, h, lo, cl, v, q = c.open, c.high, c.low, c.close, c.volume, c.quote_volume  # type: ignore[attr-defined]
@@ -159,14 +180,55 @@ def _explain(candle: object) -> str | None:
         m, s, i, t, o, h, lo, c, v, q, n, bv, bq = (getattr(candle, name) for name in _FIELDS)
     except AttributeError as exc:
         return f"not a candle: {exc}"
-    problem = series_problem(m, s, i) or open_time_problem(i, t)
-    if problem is None and (type(n) is not int or not 0 <= n <= MAX_COUNT):
-        problem = f"trade count {n!r} is not an integer in [0, 2**63)"
+    problem = _key_problem(m, s, i, t, n)
     values = {"open": o, "high": h, "low": lo, "close": c, "volume": v, "quote volume": q,
               "taker-buy base volume": bv, "taker-buy quote volume": bq}  # fmt: skip
     for name, x in values.items():
         problem = problem or _number_problem(name, x, MAX_VALUE)
     return problem or order_problem(o, h, lo, c, v, q, bv, bq)
+
+
+def _key_problem(m: object, s: object, i: object, t: object, n: object) -> str | None:
+    problem = series_problem(m, s, i) or open_time_problem(i, t)  # type: ignore[arg-type]
+    if problem is None and (type(n) is not int or not 0 <= n <= MAX_COUNT):
+        problem = f"trade count {n!r} is not an integer in [0, 2**63)"
+    return problem
+
+
+def _exact_problem(candle: object) -> str | None:
+    """:func:`candle_problem` of a store of exact numbers: decimal strings that fit, in order exactly.
+
+    The order is compared as floats (rounding keeps it: a value below another never rounds above it), and
+    only values whose floats tie are compared exactly, as :class:`~decimal.Decimal`.
+    """
+    try:
+        m, s, i, t, o, h, lo, c, v, q, n, bv, bq = (getattr(candle, name) for name in _FIELDS)
+    except AttributeError as exc:
+        return f"not a candle: {exc}"
+    try:
+        problem = _key_problem(m, s, i, t, n)
+    except RecursionError:
+        return "a value nested too deeply to show"
+    if problem is not None:
+        return problem
+    values = {"open": o, "high": h, "low": lo, "close": c, "volume": v, "quote volume": q,
+              "taker-buy base volume": bv, "taker-buy quote volume": bq}  # fmt: skip
+    for name, x in values.items():
+        if type(x) is not str or _SHAPED.fullmatch(x) is None:
+            shown = repr(x) if type(x) in (str, float, int) else f"a {type(x).__name__}"
+            return f"{name} {shown} is not a decimal string (exact numbers)"
+        if _EXACT_VALUE.fullmatch(x) is None:
+            return (f"{name} {x!r} has more than {EXACT_WHOLE_DIGITS} digits before the dot or "
+                    f"{EXACT_FRACTION_DIGITS} after it")  # fmt: skip
+    pairs = ((lo, o), (o, h), (lo, c), (c, h), (bv, v), (bq, q))
+    if all(_at_most(a, b) for a, b in pairs):
+        return None
+    return order_problem(*(Decimal(x) for x in (o, h, lo, c, v, q, bv, bq)))  # type: ignore[arg-type]
+
+
+def _at_most(a: str, b: str) -> bool:
+    fa, fb = float(a), float(b)
+    return fa < fb or (fa == fb and (a == b or Decimal(a) <= Decimal(b)))
 
 
 def describe(candle: object) -> str:

@@ -7,6 +7,10 @@ at a time (memory stays bounded however large the file). It accepts exactly what
 and gives the same values: pyarrow and Python both round a decimal string to the nearest float64, and
 tests hold the two readers to each other on every real archive file and on generated ones.
 
+In a dataset of exact numbers (``numbers="exact"``) the values are read as the strings the file holds and
+cast to decimals after the same shape check as the exact parsers' (:func:`~trio_klines.store.tables.decimal_problem`),
+so the archive stores the digits REST and the WebSocket send; their order is compared as decimals.
+
 Checked per row, as the REST parser checks a row: whole-number times (µs from spot's 2025 files, made
 ms), an open time on the interval's grid within the store's range, a close time within the candle,
 values that are finite numbers in range and in order, and a trade count that fits. The first row that
@@ -25,6 +29,7 @@ from typing import IO, Final
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ..core.archive import ARCHIVE_HEADER
@@ -33,7 +38,7 @@ from ..core.timefmt import iso_ms
 from ..core.validity import MAX_COUNT, MAX_OPEN_TIME, MAX_VALUE
 from ..errors import ConfigError, MalformedMessage
 from .compaction import open_times, sort_unique
-from .tables import SCHEMA
+from .tables import SCHEMA, decimal_column, decimal_problem, schema_for
 
 __all__ = ["BLOCK_SIZE", "read_archive_csv", "read_archive_zip", "select_wanted", "table_problem"]
 
@@ -55,6 +60,17 @@ _CONVERT: Final = pacsv.ConvertOptions(
     strings_can_be_null=False,
     quoted_strings_can_be_null=False,
 )
+#: Exact numbers: the values as the file's text (an empty one is null, as above).
+_CONVERT_EXACT: Final = pacsv.ConvertOptions(
+    column_types=_TYPES | {name: pa.string() for name in _VALUES},
+    include_columns=list(_NAMES[:11]),
+    null_values=[""],
+    strings_can_be_null=True,
+    quoted_strings_can_be_null=True,
+)
+#: The store's names of the value columns, in :data:`_VALUES`' order.
+_STORED_VALUES: Final = ("open", "high", "low", "close", "volume", "quote_volume",
+                         "taker_buy_base_asset_volume", "taker_buy_quote_asset_volume")  # fmt: skip
 _PARSE: Final = pacsv.ParseOptions(delimiter=",")
 
 
@@ -65,9 +81,11 @@ def read_archive_csv(
     interval: str,
     *,
     block_size: int = BLOCK_SIZE,
+    numbers: str = "float",
 ) -> Iterator[pa.Table]:
     """The rows of an archive CSV (bytes, or a binary file positioned at its start) as tables in the
-    store's :data:`~trio_klines.store.tables.SCHEMA`, a block at a time, in file order.
+    schema of a dataset of ``numbers`` (:func:`~trio_klines.store.tables.schema_for`), a block at a time,
+    in file order.
 
     Raises :class:`MalformedMessage` naming the line of the first row that is not a valid candle of
     the series (a block before it has been yielded already); :class:`ConfigError` for a bad series.
@@ -75,6 +93,7 @@ def read_archive_csv(
     m = market if isinstance(market, Market) else get_market(market)
     symbol = normalize_symbol(symbol)
     interval = validate_interval(m, interval)
+    schema = schema_for(numbers)
     if INTERVALS[interval] is None:
         raise ConfigError("the archive is not used for 1M candles: they come over REST")
     stream: IO[bytes] = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
@@ -85,7 +104,8 @@ def read_archive_csv(
     prefixed = io.BufferedReader(_Prefixed(head, stream), buffer_size=max(block_size, io.DEFAULT_BUFFER_SIZE))
     options = pacsv.ReadOptions(column_names=list(_NAMES), skip_rows=skip, block_size=block_size, use_threads=False)
     try:
-        reader = pacsv.open_csv(prefixed, read_options=options, parse_options=_PARSE, convert_options=_CONVERT)
+        convert = _CONVERT if schema is SCHEMA else _CONVERT_EXACT
+        reader = pacsv.open_csv(prefixed, read_options=options, parse_options=_PARSE, convert_options=convert)
     except pa.ArrowInvalid as exc:
         if "Empty CSV file" in str(exc):
             return
@@ -98,7 +118,7 @@ def read_archive_csv(
             return
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise MalformedMessage(f"archive CSV after line {line - 1}: {_first_line(exc)}") from None
-        table, problem, row = _convert(interval, batch)
+        table, problem, row = _convert(interval, batch, schema)
         if problem is not None:
             raise MalformedMessage(f"archive CSV line {line + row}: {problem}")
         line += batch.num_rows
@@ -106,9 +126,10 @@ def read_archive_csv(
 
 
 def read_archive_zip(
-    source: IO[bytes], csv_name: str, market: Market | str, symbol: str, interval: str
+    source: IO[bytes], csv_name: str, market: Market | str, symbol: str, interval: str, *, numbers: str = "float"
 ) -> list[pa.Table]:
-    """The rows of an archive zip (a binary file) holding the one CSV ``csv_name``, as store tables.
+    """The rows of an archive zip (a binary file) holding the one CSV ``csv_name``, as store tables of a
+    dataset of ``numbers``.
 
     The whole file is read, its CRC-32 checked at the end, before anything is returned: a file that
     fails anywhere gives no rows. Raises :class:`MalformedMessage` for a broken zip (truncated, a bad
@@ -120,7 +141,7 @@ def read_archive_zip(
             if names != [csv_name]:
                 raise MalformedMessage(f"zip holds {names[:3]!r}, not the one file {csv_name!r}")
             with archive.open(csv_name) as member:
-                tables = list(read_archive_csv(member, market, symbol, interval))
+                tables = list(read_archive_csv(member, market, symbol, interval, numbers=numbers))
                 if member.read(1):  # pragma: no cover - the reader stops only at the end
                     raise MalformedMessage(f"{csv_name}: not read to its end")
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError, ValueError) as exc:
@@ -131,14 +152,14 @@ def read_archive_zip(
 
 
 def select_wanted(
-    interval: str, tables: list[pa.Table], wanted: tuple[tuple[int, int], ...]
+    interval: str, tables: list[pa.Table], wanted: tuple[tuple[int, int], ...], schema: pa.Schema = SCHEMA
 ) -> tuple[pa.Table, list[tuple[int, int]]]:
     """The rows of ``tables`` (one file's, in the store's schema) opening in the ``wanted`` ranges, one
     row per open time (the last), sorted; and the runs ``[a, b)`` of open times in those ranges that
     no row has (where the file lacks candles: exchange gaps, or not)."""
     length = INTERVALS[interval]
     assert length is not None
-    table = pa.concat_tables(tables).combine_chunks() if tables else SCHEMA.empty_table()
+    table = pa.concat_tables(tables).combine_chunks() if tables else schema.empty_table()
     times = open_times(table)
     keep = np.zeros(times.size, dtype=bool)
     for lo, hi in wanted:
@@ -165,8 +186,8 @@ def _ceil(interval: str, t: int) -> int:
     return floor if floor == t else floor + length
 
 
-def _convert(interval: str, batch: pa.RecordBatch) -> tuple[pa.Table, str | None, int]:
-    """A block as a store table, or the problem of its first bad row and that row's index."""
+def _convert(interval: str, batch: pa.RecordBatch, schema: pa.Schema) -> tuple[pa.Table, str | None, int]:
+    """A block as a store table in ``schema``, or the problem of its first bad row and that row's index."""
     columns = {name: batch.column(name) for name in _NAMES[:11]}
     for name, column in columns.items():
         if column.null_count:
@@ -187,35 +208,68 @@ def _convert(interval: str, batch: pa.RecordBatch) -> tuple[pa.Table, str | None
         i = _first(bad_close)
         return pa.table({}), (f"close time {iso_ms(int(close[i]))} outside the {interval} candle opening at "
                               f"{iso_ms(int(t[i]))}"), i
-    values = {name: columns[name].to_numpy() for name in _VALUES}
+    if schema is not SCHEMA:
+        for short, name in zip(_VALUES, _STORED_VALUES, strict=True):
+            problem = decimal_problem(name, columns[short])
+            if problem is not None:
+                return pa.table({}), problem[1], problem[0]
+            columns[short] = decimal_column(name, columns[short])
     count = columns["count"].to_numpy()
     stored = ("open", "high", "low", "close", "volume", "quote_volume", "count", "taker_buy_base", "taker_buy_quote")
     times = pa.array(t.astype("datetime64[ms]"), SCHEMA.field("candle_begin_time").type)
-    table = pa.Table.from_arrays([times] + [columns[name] for name in stored], schema=SCHEMA)
-    problem, row = _rows_problem(interval, t, values, count)
+    table = pa.Table.from_arrays([times] + [columns[name] for name in stored], schema=schema)
+    problem, row = _rows_problem(interval, t, _value_checks({name: columns[name] for name in _VALUES}), count)
     return table, problem, row
 
 
-def table_problem(interval: str, table: pa.Table) -> str | None:
-    """Why a table in the store's schema does not hold valid candles of ``interval`` (the rules of
-    :mod:`trio_klines.core.validity`, vectorised), or ``None``."""
-    if table.schema != SCHEMA:
-        return "not the store's schema: " + ", ".join(f"{f.name} {f.type}{'' if f.nullable else ' not null'}"
-                                                      for f in table.schema)  # fmt: skip
+def table_problem(interval: str, table: pa.Table, *, numbers: str = "float") -> str | None:
+    """Why a table in the schema of a dataset of ``numbers`` does not hold valid candles of ``interval``
+    (the rules of :mod:`trio_klines.core.validity`, vectorised), or ``None``."""
+    if table.schema != schema_for(numbers):
+        return f"not the schema of a dataset of {numbers} numbers: " + ", ".join(
+            f"{f.name} {f.type}{'' if f.nullable else ' not null'}" for f in table.schema)  # fmt: skip
     if interval not in INTERVALS or INTERVALS[interval] is None:
         return f"interval {interval!r} is not stored from tables"
     if any(column.null_count for column in table.columns):
         return "a value is missing"
-    names = ("open", "high", "low", "close", "volume", "quote_volume",
-             "taker_buy_base_asset_volume", "taker_buy_quote_asset_volume")  # fmt: skip
-    values = {short: table.column(name).to_numpy() for short, name in zip(_VALUES, names, strict=True)}
+    values = {short: table.column(name).combine_chunks() for short, name in zip(_VALUES, _STORED_VALUES, strict=True)}
     t = table.column("candle_begin_time").cast(pa.int64()).to_numpy()
-    problem, _ = _rows_problem(interval, t, values, table.column("trade_num").to_numpy())
+    problem, _ = _rows_problem(interval, t, _value_checks(values), table.column("trade_num").to_numpy())
     return problem
 
 
+def _value_checks(columns: dict[str, pa.Array]) -> list[tuple[np.ndarray, str]]:
+    """The value rules as row masks (true: fine): numpy over float64 columns, Arrow's exact comparisons over
+    decimal ones (as floats, two different decimals may tie)."""
+    if pa.types.is_decimal(columns["open"].type):
+        zero = pa.scalar(0, columns["open"].type)
+        c = columns
+
+        def mask(*conditions: pa.Array) -> np.ndarray:
+            both = conditions[0]
+            for condition in conditions[1:]:
+                both = pc.and_(both, condition)
+            return np.asarray(both.to_numpy(zero_copy_only=False), dtype=bool)
+
+        le = pc.less_equal
+        in_range = mask(pc.greater_equal(c["low"], zero), pc.greater_equal(c["taker_buy_base"], zero),
+                        pc.greater_equal(c["taker_buy_quote"], zero))  # decimals fit MAX_VALUE by their type
+        prices = mask(le(c["low"], c["open"]), le(c["open"], c["high"]), le(c["low"], c["close"]),
+                      le(c["close"], c["high"]))
+        taker = mask(le(c["taker_buy_base"], c["volume"]), le(c["taker_buy_quote"], c["quote_volume"]))
+    else:
+        v = {name: column.to_numpy() for name, column in columns.items()}
+        in_range = ((v["low"] >= 0.0) & (v["high"] <= MAX_VALUE) & (v["volume"] <= MAX_VALUE)
+                    & (v["quote_volume"] <= MAX_VALUE) & (v["taker_buy_base"] >= 0.0) & (v["taker_buy_quote"] >= 0.0))
+        prices = ((v["low"] <= v["open"]) & (v["open"] <= v["high"])
+                  & (v["low"] <= v["close"]) & (v["close"] <= v["high"]))
+        taker = (v["taker_buy_base"] <= v["volume"]) & (v["taker_buy_quote"] <= v["quote_volume"])
+    return [(in_range, "a value is not a finite number in range"), (prices, "prices out of order"),
+            (taker, "taker-buy volumes exceed the volumes")]  # fmt: skip
+
+
 def _rows_problem(
-    interval: str, t: np.ndarray, v: dict[str, np.ndarray], count: np.ndarray
+    interval: str, t: np.ndarray, values: list[tuple[np.ndarray, str]], count: np.ndarray
 ) -> tuple[str | None, int]:
     length = INTERVALS[interval]
     assert length is not None
@@ -224,12 +278,7 @@ def _rows_problem(
         ((t >= 0) & (t < MAX_OPEN_TIME), "open time outside 1970-9999"),
         ((t - offset) % length == 0, f"open time not a {interval} boundary"),
         ((count >= 0) & (count <= MAX_COUNT), "trade count out of range"),
-        ((v["low"] >= 0.0) & (v["high"] <= MAX_VALUE) & (v["volume"] <= MAX_VALUE) & (v["quote_volume"] <= MAX_VALUE)
-         & (v["taker_buy_base"] >= 0.0) & (v["taker_buy_quote"] >= 0.0), "a value is not a finite number in range"),
-        ((v["low"] <= v["open"]) & (v["open"] <= v["high"]) & (v["low"] <= v["close"]) & (v["close"] <= v["high"]),
-         "prices out of order"),
-        ((v["taker_buy_base"] <= v["volume"]) & (v["taker_buy_quote"] <= v["quote_volume"]),
-         "taker-buy volumes exceed the volumes"),
+        *values,
     )  # fmt: skip
     for ok, what in checks:
         if not ok.all():

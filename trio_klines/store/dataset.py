@@ -77,6 +77,7 @@ from .landing import (
 )
 from .layout import FileName, is_temp_name, series_dir, temp_name
 from .lock import RootLock
+from .marker import settle_numbers
 from .periodfiles import (
     iter_series_dirs,
     list_series_dir,
@@ -91,6 +92,7 @@ from .periodfiles import (
 from .reading import last_open_time, load, read_series, scan
 from .segments import plan_homes, segment_rows
 from .tablecache import TableCache
+from .tables import schema_for
 
 __all__ = [
     "DEFAULT_SEAL_SECONDS",
@@ -216,13 +218,16 @@ class Store:
     Opening takes the root's lock, finishes what an older version's interrupted batch left, removes
     leftover temporary files, lists the series and the landing files not sealed yet (read and checked);
     a series' file footers are read (and checked) the first time it is sealed into. ``create=False``
-    refuses a root that does not exist. ``ops`` replaces the file operations (tests inject faults there);
+    refuses a root that does not exist. ``numbers``: ``float`` or ``exact`` prices and volumes (exact:
+    :meth:`append` takes the exact parsers' candles, whose values are decimal strings), recorded at the
+    root when it has none recorded (:mod:`~trio_klines.store.marker`); ``None`` takes what the root holds,
+    ``float`` for a new one. ``ops`` replaces the file operations (tests inject faults there);
     ``clock`` (seconds, monotonic) decides when a round is due.
 
     Raises :class:`StoreLocked` if another process writes the root, :class:`StoreWriteError` if the root
     cannot be created, :class:`StoreError` if there is no store, or if a partition directory or the
     quarantine is a symbolic link (never followed: it could lead outside the root, or one series into
-    another's files).
+    another's files), :class:`~trio_klines.errors.ConfigError` for ``numbers`` the root does not hold.
     """
 
     def __init__(
@@ -233,6 +238,7 @@ class Store:
         ops: FileOps | None = None,
         create: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        numbers: str | None = None,
     ) -> None:
         if not seal_seconds > 0:
             raise ValueError(f"seal_seconds must be positive, not {seal_seconds!r}")
@@ -262,6 +268,8 @@ class Store:
         # one at a time. Reentrant: an append runs a due round, closing seals.
         self._mutex = threading.RLock()
         self._closed = False
+        #: What this store's prices and volumes are, ``float`` or ``exact`` (see :mod:`~trio_klines.store.marker`).
+        self.numbers = "float"
         if not self.root.is_dir():
             if not create:
                 raise StoreError(f"no store at {self.root}")
@@ -273,6 +281,7 @@ class Store:
             refuse_links(self.root, self.root / LANDING_DIR)
             replay(self.root, self._ops)  # a batch an older version committed just before a crash
             self._discover()
+            self.numbers = self._settle(numbers)
             self._load_landing()
         except BaseException:
             self._release()
@@ -331,6 +340,28 @@ class Store:
                 if is_temp_name(name):
                     self._unlink_quietly(directory / name, "removed the leftover of an interrupted write")
 
+    @property
+    def schema(self) -> pa.Schema:
+        """The schema of this store's files (:func:`~trio_klines.store.tables.schema_for` its numbers)."""
+        return schema_for(self.numbers)
+
+    def _settle(self, wanted: str | None) -> str:
+        try:
+            return settle_numbers(self.root, wanted, self._sample, self._ops)
+        except OSError as exc:
+            message = f"could not record the numbers of {self.root}: {exc.strerror or exc}"
+            raise StoreWriteError(message, exc, committed=False) from exc
+
+    def _sample(self) -> Path | None:
+        """One file of the store, if it has any: its numbers stand for those of a root that records none."""
+        for _, path in list_landing(self.root):
+            return path
+        for key in self._states:
+            directory = self.root.joinpath(*series_dir(key))
+            for name in list_series_dir(directory):
+                return directory / str(name)
+        return None
+
     def _load_landing(self) -> None:
         """Register the landing files a previous run did not seal (read, checked, due for sealing now)."""
         now = self._clock() - self.seal_seconds
@@ -353,7 +384,7 @@ class Store:
         Raises :class:`StoreError` if it cannot be read at all (``EIO``).
         """
         try:
-            return read_landing(path)
+            return read_landing(path, numbers=self.numbers)
         except CorruptFile as exc:
             self._quarantine(exc.path, exc.reason)
         except FileNotFoundError:
@@ -415,7 +446,7 @@ class Store:
         tables = []
         for info in files:
             try:
-                tables.append(read_file(state.path(info.name), key, info.name))
+                tables.append(read_file(state.path(info.name), key, info.name, schema=self.schema))
             except CorruptFile as exc:
                 self._quarantine(exc.path, exc.reason)
             except OSError as exc:
@@ -452,7 +483,7 @@ class Store:
     def _footer(self, key: Series, directory: Path, name: FileName) -> FileInfo | None:
         path = directory / str(name)
         try:
-            return read_footer(path, key, name)
+            return read_footer(path, key, name, schema=self.schema)
         except CorruptFile as exc:
             self._quarantine(exc.path, exc.reason)
             return None
@@ -516,7 +547,7 @@ class Store:
         if not table.num_rows:
             return 0
         with _arrow_errors("build the landing file of a table"):
-            landed = landing_from_table(key, table)
+            landed = landing_from_table(key, table, numbers=self.numbers)
             data = serialize_landing(landed.table)
         return self._land(landed, data, seal)
 
@@ -538,7 +569,7 @@ class Store:
         if not candles:
             return 0
         with _arrow_errors("build the landing file of a batch"):
-            landed = landing_table(candles)  # InvalidCandles before anything is built
+            landed = landing_table(candles, numbers=self.numbers)  # InvalidCandles before anything is built
             data = serialize_landing(landed.table)
         return self._land(landed, data, seal)
 
@@ -761,7 +792,7 @@ class Store:
         if cached is not None and path.exists():  # gone: a reader quarantined it (handled below)
             return cached
         try:
-            return read_file(path, key, info.name)
+            return read_file(path, key, info.name, schema=self.schema)
         except CorruptFile as exc:
             self._quarantine(exc.path, exc.reason)
         except FileNotFoundError:  # moved by a reader's quarantine

@@ -30,12 +30,12 @@ from ..core.markets import INTERVALS, Series, floor_open_time, is_open_time
 from ..core.parse import Candle
 from ..core.timefmt import iso_ms
 from ..core.validity import MAX_OPEN_TIME, Refusal, candle_problem
-from ..errors import ConfigError, CorruptFile, InvalidCandles
+from ..errors import ConfigError, CorruptFile, InvalidCandles, StoreError
 from .batches import refused_candles
 from .compaction import open_times, sort_unique
 from .layout import series_dir
 from .periodfiles import read_parquet_bytes
-from .tables import SCHEMA, SERIES_COLUMNS, candles_to_table
+from .tables import SCHEMA, SERIES_COLUMNS, candles_to_table, schema_for
 
 __all__ = [
     "LANDING_DIR",
@@ -43,6 +43,7 @@ __all__ = [
     "Landed",
     "landing_from_table",
     "landing_name",
+    "landing_schema",
     "landing_table",
     "list_landing",
     "read_landing",
@@ -57,6 +58,12 @@ _NAME_RE: Final = re.compile(r"(\d{12})\.parquet")
 _DICT: Final = pa.dictionary(pa.int32(), pa.string())
 #: A landing file's schema: the series' names, then :data:`~trio_klines.store.tables.SCHEMA`.
 LANDING_SCHEMA: Final = pa.schema([pa.field(name, _DICT, nullable=False) for name in SERIES_COLUMNS] + list(SCHEMA))
+_EXACT_LANDING_SCHEMA: Final = pa.schema(list(LANDING_SCHEMA)[:3] + list(schema_for("exact")))
+
+
+def landing_schema(numbers: str) -> pa.Schema:
+    """A landing file's schema in a dataset of ``numbers`` (``float``: :data:`LANDING_SCHEMA`)."""
+    return _EXACT_LANDING_SCHEMA if schema_for(numbers) is not SCHEMA else LANDING_SCHEMA
 
 
 def landing_name(seq: int) -> str:
@@ -95,20 +102,22 @@ class Landed(NamedTuple):
     newest: dict[Series, int]
 
 
-def landing_table(candles: Sequence[Candle]) -> Landed:
-    """``candles`` (any series, any order) as a landing table; of a repeated open time the last one is kept.
+def landing_table(candles: Sequence[Candle], *, numbers: str = "float") -> Landed:
+    """``candles`` (any series, any order) as a landing table of a dataset of ``numbers`` (``exact``: the
+    candles' values are decimal strings); of a repeated open time the last one is kept.
 
     Raises :class:`~trio_klines.errors.RefusedCandles` naming every candle that is not valid
     (:mod:`trio_klines.core.validity`), before anything is built.
     """
-    refused = [Refusal(c, problem) for c in candles if (problem := candle_problem(c)) is not None]
+    exact = schema_for(numbers) is not SCHEMA
+    refused = [Refusal(c, problem) for c in candles if (problem := candle_problem(c, exact=exact)) is not None]
     if refused:
         raise refused_candles(refused)
     names: dict[tuple[str, str, str], int] = {}
     codes = np.fromiter(
         (names.setdefault((c.market, c.symbol, c.interval), len(names)) for c in candles), np.int64, len(candles)
     )
-    table = candles_to_table(candles)
+    table = candles_to_table(candles, numbers=numbers)
     times = open_times(table)
     keep = _last_of_each(codes, times)
     series = [Series(*name) for name in names]
@@ -116,32 +125,32 @@ def landing_table(candles: Sequence[Candle]) -> Landed:
         pa.DictionaryArray.from_arrays(pa.array(codes[keep], pa.int32()), pa.array([getattr(s, c) for s in series]))
         for c in SERIES_COLUMNS
     ]
-    landed = pa.Table.from_arrays(columns + list(table.take(keep).columns), schema=LANDING_SCHEMA)
+    landed = pa.Table.from_arrays(columns + list(table.take(keep).columns), schema=landing_schema(numbers))
     kept_codes, kept_times = codes[keep], times[keep]
     ends = [*np.flatnonzero(np.diff(kept_codes)).tolist(), kept_codes.size - 1]
     newest = {series[int(kept_codes[end])]: int(kept_times[end]) for end in ends} if keep.size else {}
     return Landed(landed, newest)
 
 
-def landing_from_table(key: Series, table: pa.Table) -> Landed:
-    """One series' rows, a table in the store's schema (any order, repeats allowed: the last one is kept),
-    as a landing table. Raises :class:`~trio_klines.errors.InvalidCandles` for a bad series name or rows
-    that are not valid candles of it (:func:`~trio_klines.store.archive_csv.table_problem`), before
-    anything is built."""
+def landing_from_table(key: Series, table: pa.Table, *, numbers: str = "float") -> Landed:
+    """One series' rows, a table in the schema of a dataset of ``numbers`` (any order, repeats allowed: the
+    last one is kept), as a landing table. Raises :class:`~trio_klines.errors.InvalidCandles` for a bad
+    series name or rows that are not valid candles of it (:func:`~trio_klines.store.archive_csv.table_problem`),
+    before anything is built."""
     from .archive_csv import table_problem  # the table checks live with the reader that needs them most
 
     try:
         series_dir(key)
     except ConfigError as exc:
         raise InvalidCandles(str(exc)) from None
-    problem = table_problem(key.interval, table)
+    problem = table_problem(key.interval, table, numbers=numbers)
     if problem is not None:
         raise InvalidCandles(f"{key}: {problem}")
     table = sort_unique(table.combine_chunks())
     rows = table.num_rows
     zeros = pa.array(np.zeros(rows, np.int32))
     columns = [pa.DictionaryArray.from_arrays(zeros, pa.array([getattr(key, c)])) for c in SERIES_COLUMNS]
-    landed = pa.Table.from_arrays(columns + [c.combine_chunks() for c in table.columns], schema=LANDING_SCHEMA)
+    landed = pa.Table.from_arrays(columns + [c.combine_chunks() for c in table.columns], schema=landing_schema(numbers))
     return Landed(landed, {key: int(open_times(table)[-1])} if rows else {})
 
 
@@ -174,11 +183,13 @@ def serialize_landing(table: pa.Table) -> pa.Buffer:
     return sink.getvalue()
 
 
-def read_landing(path: Path) -> pa.Table:
-    """A landing file's rows, every page checksum verified and every series name and open time checked.
+def read_landing(path: Path, *, numbers: str = "float") -> pa.Table:
+    """A landing file's rows, every page checksum verified and every series name and open time checked, in
+    a dataset of ``numbers``.
 
     Raises :class:`~trio_klines.errors.CorruptFile`, :class:`FileNotFoundError` (sealed and removed since
-    it was listed) or another :class:`OSError` (``EIO``…).
+    it was listed) or another :class:`OSError` (``EIO``…); :class:`~trio_klines.errors.StoreError` for a
+    file of the other numbers (never quarantined: see :mod:`~trio_klines.store.periodfiles`).
     """
     try:
         table = read_parquet_bytes(path)
@@ -190,14 +201,25 @@ def read_landing(path: Path) -> pa.Table:
         if isinstance(exc, FileNotFoundError) or "No such file" in str(exc):
             raise FileNotFoundError(str(path)) from exc
         raise CorruptFile(path, f"unreadable: {exc}") from exc
+    wanted = landing_schema(numbers)
+    other = LANDING_SCHEMA if wanted is not LANDING_SCHEMA else _EXACT_LANDING_SCHEMA
+    if _values_of(table.schema) == _values_of(other):  # a cast would convert them silently
+        held = "float" if other is LANDING_SCHEMA else "exact"
+        raise StoreError(f"{path} holds {held} numbers but its dataset {numbers} ones (ROOT/_dataset.json): a "
+                         "dataset never mixes both; move the file out of the data directory")
     try:
-        table = table.cast(LANDING_SCHEMA)
+        table = table.cast(wanted)
     except (pa.ArrowException, ValueError) as exc:
         raise CorruptFile(path, f"unexpected schema {table.schema}") from exc
     problem = _problem(table)
     if problem is not None:
         raise CorruptFile(path, problem)
     return table
+
+
+def _values_of(schema: pa.Schema) -> list[tuple[str, pa.DataType]]:
+    """The columns of ``schema`` past the series' names (which a landing file may store as plain strings)."""
+    return [(f.name, f.type) for f in schema if f.name not in SERIES_COLUMNS]
 
 
 def _problem(table: pa.Table) -> str | None:

@@ -36,7 +36,7 @@ from .layout import (
     period_bounds,
     series_dir,
 )
-from .tables import SCHEMA
+from .tables import EXACT_SCHEMA, SCHEMA
 
 __all__ = [
     "QuarantinedFile",
@@ -155,10 +155,26 @@ def live_files(directory: Path) -> list[FileName]:
     return [name for name in names if name not in redundant]
 
 
-def _check_schema(schema: pa.Schema, series: Series, path: Path, columns: list[str] | None = None) -> None:
-    expected = SCHEMA if columns is None else pa.schema([SCHEMA.field(c) for c in columns])
-    if not schema.remove_metadata().equals(expected):
-        raise CorruptFile(path, f"unexpected schema {schema.remove_metadata()}")
+def _check_schema(
+    schema: pa.Schema, series: Series, path: Path, columns: list[str] | None, wanted: pa.Schema | None
+) -> None:
+    """Raise :class:`CorruptFile` unless ``schema`` is ``wanted`` (``None``: either numbers' schema), or its
+    ``columns``, and names ``series``; :class:`StoreError` for a file of the other numbers than ``wanted``.
+
+    A file of the other numbers is whole and readable: it is not quarantined, the read stops instead
+    (a dataset never mixes both, so one got there by hand, or the dataset marker was changed).
+    """
+    bare = schema.remove_metadata()
+    for candidate in (SCHEMA, EXACT_SCHEMA) if wanted is None else (wanted, _other(wanted)):
+        expected = candidate if columns is None else pa.schema([candidate.field(c) for c in columns])
+        if bare.equals(expected):
+            if wanted is not None and candidate is not wanted:
+                held, other = ("exact", "float") if candidate is EXACT_SCHEMA else ("float", "exact")
+                raise StoreError(f"{path} holds {held} numbers but its dataset {other} ones (ROOT/_dataset.json): "
+                                 "a dataset never mixes both; move the file out of the data directory")
+            break
+    else:
+        raise CorruptFile(path, f"unexpected schema {bare}")
     tag = (schema.metadata or {}).get(SERIES_KEY)
     if tag != _series_tag(series):
         raise CorruptFile(path, f"file belongs to series {tag!r}, not {series}")
@@ -177,12 +193,19 @@ def _check_times(series: Series, name: FileName, first: int, last: int, rows: in
         raise CorruptFile(path, f"{rows} rows cannot be unique open times in {iso_ms(first)}..{iso_ms(last)}")
 
 
-def read_footer(path: Path, series: Series, name: FileName) -> FileInfo:
+def _other(schema: pa.Schema) -> pa.Schema:
+    return SCHEMA if schema is EXACT_SCHEMA else EXACT_SCHEMA
+
+
+def read_footer(path: Path, series: Series, name: FileName, *, schema: pa.Schema | None = SCHEMA) -> FileInfo:
     """Rows and first/last open time of a period file, from its footer alone (about 100 µs).
 
     A file of an older release, whose footer has no :data:`SPAN_KEY`, has its open times read instead.
-    Raises :class:`CorruptFile`, :class:`FileNotFoundError` or another :class:`OSError` (``EIO``…).
+    ``schema``: the dataset's (:func:`~trio_klines.store.tables.schema_for`), ``None`` for either.
+    Raises :class:`CorruptFile`, :class:`FileNotFoundError` or another :class:`OSError` (``EIO``…), and
+    :class:`StoreError` for a file of the other numbers.
     """
+    wanted = schema
     try:
         meta = pq.read_metadata(path)
         schema = meta.schema.to_arrow_schema()
@@ -194,7 +217,7 @@ def read_footer(path: Path, series: Series, name: FileName) -> FileInfo:
         if isinstance(exc, OSError) and exc.errno is not None:
             raise
         raise CorruptFile(path, f"unreadable footer: {exc}") from exc
-    _check_schema(schema, series, path)
+    _check_schema(schema, series, path, None, wanted)
     span = _span(schema, path)
     if span is None:
         times = open_times(read_file(path, series, name, ["candle_begin_time"]))
@@ -220,10 +243,14 @@ def _span(schema: pa.Schema, path: Path) -> tuple[int, int, bool] | None:
     return first, last, packed
 
 
-def read_file(path: Path, series: Series, name: FileName, columns: list[str] | None = None) -> pa.Table:
-    """A period file's rows, every page checksum verified and its open times checked.
+def read_file(
+    path: Path, series: Series, name: FileName, columns: list[str] | None = None, *, schema: pa.Schema = SCHEMA
+) -> pa.Table:
+    """A period file's rows, every page checksum verified and its open times checked; ``schema``: the
+    dataset's (:func:`~trio_klines.store.tables.schema_for`).
 
-    Raises :class:`CorruptFile`, :class:`FileNotFoundError` or another :class:`OSError` (``EIO``…).
+    Raises :class:`CorruptFile`, :class:`FileNotFoundError` or another :class:`OSError` (``EIO``…), and
+    :class:`StoreError` for a file of the other numbers.
     """
     try:
         table = read_parquet_bytes(path, columns)
@@ -233,7 +260,7 @@ def read_file(path: Path, series: Series, name: FileName, columns: list[str] | N
         if isinstance(exc, OSError) and exc.errno is not None:
             raise
         raise CorruptFile(path, f"unreadable: {exc}") from exc
-    _check_schema(table.schema, series, path, columns)
+    _check_schema(table.schema, series, path, columns, schema)
     times = open_times(table)
     if times.size == 0 or (times.size > 1 and not bool(np.all(times[1:] > times[:-1]))):
         raise CorruptFile(path, "open times are not sorted and unique")
@@ -345,8 +372,8 @@ def quarantined_files(root: Path, series: Series) -> list[QuarantinedFile]:
     found = []
     for path, name in _quarantine_entries(root, series):
         try:
-            info = None if path.is_symlink() else read_footer(path, series, name)
-        except (CorruptFile, OSError):  # truncated, garbled footer, a directory…: its period tells
+            info = None if path.is_symlink() else read_footer(path, series, name, schema=None)
+        except (StoreError, OSError):  # truncated, garbled footer, a directory…: its period tells
             info = None
         if info is not None:
             found.append(QuarantinedFile(path, name, info.first, info.last, exact=True))

@@ -27,8 +27,9 @@ from .compaction import merge_tables, open_times
 from .fileops import FileOps
 from .landing import list_landing, read_landing, split_by_series
 from .layout import FileName, period_bounds, series_dir
+from .marker import dataset_numbers
 from .periodfiles import iter_series_dirs, live_files, read_file, read_footer, refuse_links, with_quarantine
-from .tables import SCHEMA, SERIES_COLUMNS, table_to_dataframe
+from .tables import SERIES_COLUMNS, schema_for, table_to_dataframe
 
 __all__ = [
     "TimeLike",
@@ -58,32 +59,45 @@ def load(
     interval: str,
     start: TimeLike | None = None,
     end: TimeLike | None = None,
+    *,
+    exact: bool = False,
 ) -> pd.DataFrame:
     """The stored candles of one series as the seed-shaped DataFrame, sorted, one row per open time.
 
     The index is ``candle_end_time`` (UTC); rows are those with ``start <= candle_begin_time < end``.
+    Prices and volumes are float64 (a dataset of exact numbers gives the float nearest each decimal, as
+    ``float(text)`` does); with ``exact``, from a dataset of exact numbers only, they are the decimals
+    as stored, ``pd.ArrowDtype(pa.decimal128(38, 18))`` columns.
     A series with nothing stored gives an empty frame. A corrupt file is moved to quarantine (error
     logged) and its rows are missing from the result, as :func:`~trio_klines.store.coverage.coverage` shows.
 
-    Raises :class:`~trio_klines.errors.ConfigError` for a bad market, symbol, interval or time,
-    :class:`~trio_klines.store.dataset.StoreError` if ``root`` is not a directory, a file cannot be read (``EIO``)
-    or the series' directory is a symbolic link (never followed).
+    Raises :class:`~trio_klines.errors.ConfigError` for a bad market, symbol, interval or time, and for
+    ``exact`` on a dataset of float numbers; :class:`~trio_klines.store.dataset.StoreError` if ``root`` is
+    not a directory, a file cannot be read (``EIO``) or the series' directory is a symbolic link (never
+    followed).
     """
     key = series(market, symbol, interval)
-    return table_to_dataframe(read_series(root, key, to_ms(start, "start"), to_ms(end, "end")), key.interval)
+    lo, hi = to_ms(start, "start"), to_ms(end, "end")
+    if exact and (numbers := dataset_numbers(_existing(root))) != "exact":
+        raise ConfigError(f"the store at {root} holds {numbers} numbers: exact=True reads a dataset recorded "
+                          "with numbers = \"exact\"")  # fmt: skip
+    return table_to_dataframe(read_series(root, key, lo, hi), key.interval, exact=exact)
 
 
 def read_series(
     root: str | os.PathLike[str], key: Series, start: int | None = None, end: int | None = None
 ) -> pa.Table:
-    """The rows of ``key`` with ``start <= open time < end`` (ms) as a table in the store's schema.
+    """The rows of ``key`` with ``start <= open time < end`` (ms) as a table in the dataset's schema
+    (:func:`~trio_klines.store.tables.schema_for` its numbers).
 
     Raises as :func:`load`.
     """
     root = _existing(root)
+    numbers = dataset_numbers(root)
     directory = root.joinpath(*series_dir(key))
     refuse_links(root, directory)
-    return retrying(key, directory, functools.partial(_read_once, root, directory, key, start, end, None))
+    read = functools.partial(_read_once, root, directory, key, start, end, None, numbers)
+    return retrying(key, directory, read)
 
 
 def _read_once(
@@ -93,17 +107,20 @@ def _read_once(
     start: int | None,
     end: int | None,
     landed: Mapping[Series, pa.Table] | None,
+    numbers: str,
 ) -> pa.Table:
     paths = list_landing(root) if landed is None else []  # before the series' files: see the module's docstring
-    table = _sealed_rows(root, directory, key, start, end)
-    extra = (landing_rows(paths) if landed is None else landed).get(key)
+    table = _sealed_rows(root, directory, key, start, end, schema_for(numbers))
+    extra = (landing_rows(paths, numbers) if landed is None else landed).get(key)
     if extra is None or extra.num_rows == 0:
         return table
     extra = _between(extra, start, end)
     return merge_tables([table, extra]) if table.num_rows else extra
 
 
-def _sealed_rows(root: Path, directory: Path, key: Series, start: int | None, end: int | None) -> pa.Table:
+def _sealed_rows(
+    root: Path, directory: Path, key: Series, start: int | None, end: int | None, schema: pa.Schema
+) -> pa.Table:
     by_period: dict[str, list[FileName]] = {}
     for name in live_files(directory):
         by_period.setdefault(name.period, []).append(name)
@@ -115,12 +132,13 @@ def _sealed_rows(root: Path, directory: Path, key: Series, start: int | None, en
             continue
         tables = []
         for name in group:
-            table = with_quarantine(root, ops, functools.partial(read_file, directory / str(name), key, name))
+            read = functools.partial(read_file, directory / str(name), key, name, schema=schema)
+            table = with_quarantine(root, ops, read)
             if table is not None:
                 tables.append(table)
         if tables:
             parts.append(merge_tables(tables))
-    table = pa.concat_tables(parts) if parts else SCHEMA.empty_table()
+    table = pa.concat_tables(parts) if parts else schema.empty_table()
     return _between(table, start, end)
 
 
@@ -134,9 +152,9 @@ def _between(table: pa.Table, start: int | None, end: int | None) -> pa.Table:
 _warned: set[Path] = set()
 
 
-def landing_rows(paths: Iterable[tuple[int, Path]]) -> dict[Series, pa.Table]:
-    """The rows of the landing files ``paths`` (from :func:`~trio_klines.store.landing.list_landing`) by
-    series, sorted, one per open time, the later file winning.
+def landing_rows(paths: Iterable[tuple[int, Path]], numbers: str = "float") -> dict[Series, pa.Table]:
+    """The rows of the landing files ``paths`` (from :func:`~trio_klines.store.landing.list_landing`) of a
+    dataset of ``numbers`` by series, sorted, one per open time, the later file winning.
 
     A corrupt landing file is skipped with an error logged (once): the writer moves it to quarantine,
     and its rows show as missing. Raises :class:`FileNotFoundError` if one was sealed and removed since
@@ -145,7 +163,7 @@ def landing_rows(paths: Iterable[tuple[int, Path]]) -> dict[Series, pa.Table]:
     tables = []
     for _, path in paths:
         try:
-            tables.append(read_landing(path))
+            tables.append(read_landing(path, numbers=numbers))
         except CorruptFile as exc:
             if path not in _warned:
                 _warned.add(path)
@@ -167,32 +185,36 @@ def scan(
     series (sorted), each sorted by open time with one row per open time, as :func:`load` sees it.
 
     Rows carry ``market``, ``symbol`` and ``interval`` besides the store's columns (or ``columns``, in
-    that order). Memory holds one series at a time, so it reads stores larger than memory; the landing
-    files (a few minutes of rows) are read when it is called, the series' files as the stream reaches
-    them. With pyarrow: ``scan(...).read_all()``; pandas: ``.read_pandas()``; polars:
-    ``pl.from_arrow(scan(...))``; DuckDB queries it as a table.
+    that order); prices and volumes are float64, or ``decimal128(38, 18)`` in a dataset of exact numbers.
+    Memory holds one series at a time, so it reads stores larger than memory; the landing files (a few
+    minutes of rows) are read when it is called, the series' files as the stream reaches them. With
+    pyarrow: ``scan(...).read_all()``; pandas: ``.read_pandas()``; polars: ``pl.from_arrow(scan(...))``;
+    DuckDB queries it as a table.
 
     Raises :class:`~trio_klines.errors.ConfigError` for a bad name, time or column,
     :class:`~trio_klines.store.dataset.StoreError` if ``root`` is not a directory or a file cannot be read.
     """
     path = _existing(root)
+    numbers = dataset_numbers(path)
+    stored = schema_for(numbers)
     wanted = [_choice(market, "market"), _choice(symbol, "symbol"), _choice(interval, "interval")]
-    names = [*SERIES_COLUMNS, *SCHEMA.names] if columns is None else list(columns)
-    unknown = [c for c in names if c not in SERIES_COLUMNS and c not in SCHEMA.names]
+    names = [*SERIES_COLUMNS, *stored.names] if columns is None else list(columns)
+    unknown = [c for c in names if c not in SERIES_COLUMNS and c not in stored.names]
     if unknown:
-        raise ConfigError(f"unknown column(s) {unknown}: choose among {[*SERIES_COLUMNS, *SCHEMA.names]}")
+        raise ConfigError(f"unknown column(s) {unknown}: choose among {[*SERIES_COLUMNS, *stored.names]}")
     lo, hi = to_ms(start, "start"), to_ms(end, "end")
-    landed = landing_snapshot(path)
+    landed = landing_snapshot(path, numbers)
     keys = {key for key, _ in iter_series_dirs(path)} | set(landed)
     selected = sorted(k for k in keys if all(w is None or v in w for w, v in zip(wanted, k, strict=True)))
-    fields = [pa.field(name, pa.string(), nullable=False) for name in SERIES_COLUMNS] + list(SCHEMA)
+    fields = [pa.field(name, pa.string(), nullable=False) for name in SERIES_COLUMNS] + list(stored)
     schema = pa.schema([next(f for f in fields if f.name == name) for name in names])
 
     def batches() -> Iterator[pa.RecordBatch]:
         for key in selected:
             directory = path.joinpath(*series_dir(key))
             refuse_links(path, directory)
-            table = retrying(key, directory, functools.partial(_read_once, path, directory, key, lo, hi, landed))
+            read = functools.partial(_read_once, path, directory, key, lo, hi, landed, numbers)
+            table = retrying(key, directory, read)
             if table.num_rows == 0:
                 continue
             for name, value in zip(SERIES_COLUMNS, key, strict=True):
@@ -214,14 +236,16 @@ def _choice(value: str | Iterable[str] | None, what: str) -> frozenset[str] | No
     return chosen
 
 
-def landing_snapshot(root: Path) -> dict[Series, pa.Table]:
-    """:func:`landing_rows` of every landing file under ``root``, listed again if one is sealed meanwhile.
+def landing_snapshot(root: Path, numbers: str | None = None) -> dict[Series, pa.Table]:
+    """:func:`landing_rows` of every landing file under ``root`` (a dataset of ``numbers``, by default those
+    recorded), listed again if one is sealed meanwhile.
 
     Raises :class:`~trio_klines.store.dataset.StoreError` if they cannot be read.
     """
+    numbers = dataset_numbers(root) if numbers is None else numbers
     for _ in range(_READ_ATTEMPTS):
         try:
-            return landing_rows(list_landing(root))
+            return landing_rows(list_landing(root), numbers)
         except FileNotFoundError:  # sealed since the listing: list again
             continue
         except OSError as exc:
@@ -239,10 +263,10 @@ def last_open_time(root: str | os.PathLike[str], market: str, symbol: str, inter
     root = _existing(root)
     directory = root.joinpath(*series_dir(key))
     refuse_links(root, directory)
-    return retrying(key, directory, functools.partial(_newest, root, directory, key))
+    return retrying(key, directory, functools.partial(_newest, root, directory, key, dataset_numbers(root)))
 
 
-def _newest(root: Path, directory: Path, key: Series) -> int | None:
+def _newest(root: Path, directory: Path, key: Series, numbers: str) -> int | None:
     paths = list_landing(root)
     names = live_files(directory)
     ops = FileOps()
@@ -252,13 +276,14 @@ def _newest(root: Path, directory: Path, key: Series) -> int | None:
         lasts = []
         for name in names:
             if name.period == period:
-                info = with_quarantine(root, ops, functools.partial(read_footer, directory / str(name), key, name))
+                read = functools.partial(read_footer, directory / str(name), key, name, schema=schema_for(numbers))
+                info = with_quarantine(root, ops, read)
                 if info is not None:
                     lasts.append(info.last)
         if lasts:
             sealed = max(lasts)
             break
-    landed = landing_rows(paths).get(key)
+    landed = landing_rows(paths, numbers).get(key)
     pending = int(open_times(landed)[-1]) if landed is not None and landed.num_rows else None
     if sealed is None or pending is None:
         return pending if sealed is None else sealed
