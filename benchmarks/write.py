@@ -26,7 +26,12 @@ every size, for the smoke test):
 - ``latency_p99_ms_50_series`` (and ``_p50``, ``_max``): the same path at 200 candles/s spread over the 50
   series, ``flush_seconds`` 0.2, from the channel send to the writer reporting the candle durable (what
   ``Recorder.candles()`` subscribers see), with ``seal_seconds`` 2 so that seal rounds (run by the writer
-  between its flushes) fall inside the run; the target is ``flush_seconds`` + 250 ms.
+  between its flushes) fall inside the run; the target is ``flush_seconds`` + 250 ms;
+- exact numbers beside float ones (a dataset of ``numbers = "exact"``, the candles' values the decimal
+  strings Binance sends, padded to 8 digits as spot's are): ``rows_per_s_batch_10000_exact`` and
+  ``closed_rows_per_s_50_series_exact`` / ``cpu_us_per_row_50_series_exact``, run right after their float
+  twins, with ``exact_over_float_*`` the ratio of the time per row; ``bytes_per_row_{float,exact}``: the
+  sealed files of the batch run (packed, zstd) per candle.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 import numpy as np
 import pandas as pd
 import trio
@@ -60,6 +66,8 @@ LATENCY_FLUSH_SECONDS: Final = 0.2
 #: Short, so that seal rounds run between the latency run's flushes (the default would wait 10 minutes).
 LATENCY_SEAL_SECONDS: Final = 2.0
 LATENCY_RATE: Final = 200.0  # candles/s, spread over the 50 series
+VALUES: Final = ("open", "high", "low", "close", "volume", "quote_volume", "taker_buy_base_asset_volume",
+                 "taker_buy_quote_asset_volume")  # fmt: skip
 TARGETS: Final = {
     "rows_per_s_batch_10000": 800_000,
     "closed_rows_per_s_50_series": 50_000,
@@ -98,6 +106,11 @@ def make_candles(count: int, first_index: int = 0, seed: int = 1) -> list[Candle
     ]
 
 
+def exact(candles: Sequence[Candle]) -> list[Candle]:
+    """``candles`` as the exact parsers give them: each price and volume the string Binance would send."""
+    return [msgspec.structs.replace(c, **{name: f"{getattr(c, name):.8f}" for name in VALUES}) for c in candles]
+
+
 def many_candles(count: int, stamp: bool = False) -> list[Candle]:
     """``count`` closed candles of the 50 :data:`MANY` series, round-robin, each series in time order;
     with ``stamp`` the trade count is the candle's index (the latency run finds its send time by it)."""
@@ -110,12 +123,12 @@ def many_candles(count: int, stamp: bool = False) -> list[Candle]:
     return out
 
 
-async def writer_closed(root: Path, count: int) -> tuple[float, float]:
+async def writer_closed(root: Path, count: int, numbers: str = "float") -> tuple[float, float]:
     """Seconds (wall, CPU) for :func:`run_writer` + :class:`Store` to make ``count`` candles durable."""
-    candles = many_candles(count)
+    candles = many_candles(count) if numbers == "float" else exact(many_candles(count))
     stats = WriterStats()
     send, receive = trio.open_memory_channel[Sequence[Candle]](100)
-    with Store(root) as store:
+    with Store(root, numbers=numbers) as store:
         wall, cpu = time.perf_counter(), time.process_time()
         async with trio.open_nursery() as nursery:
             settings = WriterSettings(flush_seconds=0.5)
@@ -160,14 +173,17 @@ def chunks(items: Sequence[Candle], size: int) -> Iterator[Sequence[Candle]]:
         yield items[start : start + size]
 
 
-def rows_per_second(work: Path, batches: dict[int, int]) -> dict[int, tuple[float, float]]:
+def rows_per_second(
+    work: Path, batches: dict[int, int], numbers: str = "float", sizes: dict[int, int] | None = None
+) -> dict[int, tuple[float, float]]:
     """Rows per second appending ``count`` batches of each size to a fresh store and sealing them all,
-    and the share of that time the seal took."""
+    and the share of that time the seal took; ``sizes`` (if given) hears the bytes per row of the files."""
     results = {}
     for size, count in batches.items():
-        root = work / f"batch_{size}"
-        prepared = list(chunks(make_candles(size * count), size))
-        with Store(root) as store:
+        root = work / f"batch_{size}_{numbers}"
+        candles = make_candles(size * count)
+        prepared = list(chunks(candles if numbers == "float" else exact(candles), size))
+        with Store(root, numbers=numbers) as store:
             start = time.perf_counter()
             for batch in prepared:
                 store.append(batch)
@@ -176,6 +192,9 @@ def rows_per_second(work: Path, batches: dict[int, int]) -> dict[int, tuple[floa
             elapsed = time.perf_counter() - start
             assert store.sealed_rows >= size * count, store.sealed_rows
         results[size] = (size * count / elapsed, (elapsed - (appended - start)) / elapsed)
+        if sizes is not None:
+            files = list(root.glob("market=*/interval=*/symbol=*/*.parquet"))
+            sizes[size] = sum(f.stat().st_size for f in files) / (size * count)
         shutil.rmtree(root)
     return results
 
@@ -227,10 +246,15 @@ def run(quick: bool) -> tuple[dict[str, Any], list[str]]:
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="trio-klines-bench-") as tmp:
         work = Path(tmp)
-        throughput = rows_per_second(work, sizes.batches)
+        float_bytes: dict[int, float] = {}
+        exact_bytes: dict[int, float] = {}
+        throughput = rows_per_second(work, sizes.batches, sizes=float_bytes)
+        biggest = {10_000: sizes.batches[10_000]}
+        exact_throughput = rows_per_second(work, biggest, "exact", exact_bytes)[10_000]
         costs = append_costs(work, sizes.stored, sizes.single_appends)
         rewrite = rewrite_costs(work, sizes.rewrite)
         many_wall, many_cpu = trio.run(writer_closed, work / "many_closed", sizes.many_closed)
+        exact_wall, exact_cpu = trio.run(writer_closed, work / "many_closed_exact", sizes.many_closed, "exact")
         latencies = sorted(trio.run(writer_latency, work / "many_latency", sizes.many_latency))
     small, large = sizes.stored
     few, many = sorted(sizes.rewrite)
@@ -257,6 +281,13 @@ def run(quick: bool) -> tuple[dict[str, Any], list[str]]:
         "latency_p50_ms_50_series": round(statistics.median(latencies) * 1e3, 1),
         "latency_p99_ms_50_series": round(latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1e3, 1),
         "latency_max_ms_50_series": round(latencies[-1] * 1e3, 1),
+        "rows_per_s_batch_10000_exact": round(exact_throughput[0], 1),
+        "exact_over_float_batch_10000": round(throughput[10_000][0] / exact_throughput[0], 2),
+        "closed_rows_per_s_50_series_exact": round(sizes.many_closed / exact_wall, 1),
+        "cpu_us_per_row_50_series_exact": round(exact_cpu / sizes.many_closed * 1e6, 2),
+        "exact_over_float_cpu_50_series": round(exact_cpu / many_cpu, 2),
+        "bytes_per_row_float": round(float_bytes[10_000], 1),
+        "bytes_per_row_exact": round(exact_bytes[10_000], 1),
         "quick": quick,
         "seconds": round(time.perf_counter() - began, 1),
         "environment": environment(),
@@ -288,6 +319,11 @@ def run(quick: bool) -> tuple[dict[str, Any], list[str]]:
         f" seal_seconds {LATENCY_SEAL_SECONDS}:"
         f" latency p50 {results['latency_p50_ms_50_series']:.0f} ms, p99 {results['latency_p99_ms_50_series']:.0f} ms,"
         f" max {results['latency_max_ms_50_series']:.0f} ms",
+        f"  exact numbers beside float: batches of 10,000 sealed {results['rows_per_s_batch_10000_exact']:,.0f}"
+        f" rows/s ({results['exact_over_float_batch_10000']}x the float time per row); writer + store, 50 series:"
+        f" {results['closed_rows_per_s_50_series_exact']:,.0f} rows/s, {results['cpu_us_per_row_50_series_exact']:.1f}"
+        f" µs CPU per row ({results['exact_over_float_cpu_50_series']}x float's); sealed files"
+        f" {results['bytes_per_row_exact']} bytes per row against {results['bytes_per_row_float']}",
         "  targets met: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in results["targets_met"].items()),
     ]
     return results, lines

@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from .core.decimals import NUMBERS
 from .core.markets import MARKETS, Market, Series, apply_endpoints, get_market, series
 from .core.universe import UniverseSpec, is_universe_spec, parse_universe_spec, universe_from_fields
 from .errors import ConfigError
@@ -199,6 +200,10 @@ class RecorderConfig:
     health_grace: float = DEFAULT_HEALTH_GRACE
     #: Per-series age gauges for up to this many series (above it, only for stale series, stalest first).
     metrics_series_limit: int = DEFAULT_METRICS_SERIES_LIMIT
+    #: Prices and volumes as ``float`` (float64) or ``exact`` (decimals, digit for digit as Binance sends them),
+    #: recorded in the data directory at its first use; None: what the data directory holds (``float`` for a
+    #: new one). A dataset never mixes both: asking for the other is a ConfigError.
+    numbers: str | None = None
 
     def __post_init__(self) -> None:
         streams = tuple(self.streams)
@@ -218,6 +223,8 @@ class RecorderConfig:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         if self.metrics is not None:
             parse_address(self.metrics)
+        if self.numbers is not None and self.numbers not in NUMBERS:
+            raise ConfigError(f"numbers must be one of {', '.join(NUMBERS)}, not {self.numbers!r}")
         for name in ("flush_size", "max_pending", "channel_size", "metrics_series_limit"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -342,6 +349,7 @@ _TOML_KEYS: Final = {
     "metrics": "metrics",
     "health_grace": "health_grace",
     "metrics_series_limit": "metrics_series_limit",
+    "numbers": "numbers",
 }
 
 

@@ -181,6 +181,8 @@ class Recorder:
         self._ops_scope = trio.CancelScope()
         # The start-up catch-up's ranges per series (end None: up to now), until it is done.
         self._catching_up: dict[Series, list[tuple[int, int | None]]] = {}
+        #: ``float`` or ``exact`` prices and volumes: the store's, once it is open (``config.numbers`` before).
+        self.numbers: str = config.numbers or "float"
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -195,6 +197,7 @@ class Recorder:
             if self._sink is None:
                 self._sink = await trio.to_thread.run_sync(self._open_store)
             sink = self._sink
+            self._set_numbers(getattr(sink, "numbers", None) or self.config.numbers or "float")
             stored, plan, ledger = await trio.to_thread.run_sync(self._prepare, sink)
             if self.universe is not None:  # with the store locked: ours to write
                 await self._mark_ended(sorted(self.universe.recorded), None)
@@ -328,7 +331,13 @@ class Recorder:
     def _open_store(self) -> CandleSink:
         from .store.dataset import Store  # imported here: a recorder given its own sink never loads pyarrow
 
-        return Store(self.config.data_dir, seal_seconds=self.config.seal_seconds)
+        return Store(self.config.data_dir, seal_seconds=self.config.seal_seconds, numbers=self.config.numbers)
+
+    def _set_numbers(self, numbers: str) -> None:
+        """Record ``numbers`` (those of the store, else of the config): exact ones parse Binance's strings as sent."""
+        self.numbers = numbers
+        for client in (self._clients or {}).values():  # made for the symbol check, before the store was open
+            client.exact = numbers == "exact"
 
     @staticmethod
     def _close_store(sink: Any) -> None:
@@ -453,7 +462,8 @@ class Recorder:
             if self._http is None:
                 self._http = new_http_client()
             markets = self.config.markets_recorded
-            self._clients = rest_clients([self.config.market(m) for m in markets], self._http)
+            self._clients = rest_clients([self.config.market(m) for m in markets], self._http,
+                                         exact=self.numbers == "exact")  # fmt: skip
         return self._clients
 
     async def _check_symbols(self) -> None:
@@ -590,6 +600,7 @@ class Recorder:
             self._send.clone(),
             settings=self.config.stream_settings(),
             transport=self._transport,
+            exact=self.numbers == "exact",
         )
         scope = trio.CancelScope()
 

@@ -21,6 +21,7 @@ from ..config import (
     merge,
     parse_time,
 )
+from ..core.decimals import NUMBERS
 from .common import (
     EXIT_FAILURE,
     STOP_SIGNALS,
@@ -61,6 +62,12 @@ def add_recording_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--endpoints", type=Path, help="JSON endpoints map, as printed by `python -m trio_klines exchange`"
     )
+    parser.add_argument(
+        "--numbers",
+        choices=NUMBERS,
+        help="prices and volumes as float (float64, the default for a new data directory) or exact (decimals, "
+        "digit for digit as Binance sends them); recorded in the data directory, which never mixes both",
+    )
 
 
 def build_config(args: argparse.Namespace, **extra: Any) -> RecorderConfig:
@@ -69,7 +76,7 @@ def build_config(args: argparse.Namespace, **extra: Any) -> RecorderConfig:
     Raises ``ConfigError`` for a bad setting, and for a data directory that cannot be written.
     """
     base = load_toml(args.config) if args.config else {}
-    flags = {"streams": args.streams, "data_dir": args.data_dir, **extra}
+    flags = {"streams": args.streams, "data_dir": args.data_dir, "numbers": args.numbers, **extra}
     if args.endpoints:
         flags["endpoints"] = load_endpoints(args.endpoints)
     config = RecorderConfig.build(**merge(base, flags))

@@ -11,7 +11,8 @@ strings in ``../shared/realdata`` do not). These functions never go through floa
 - :func:`scaled` is the value times ``10**scale`` as an ``int``: what an Arrow ``decimal128(precision,
   scale)`` holds, and how two values compare exactly; :func:`unscaled` is its inverse, in canonical form.
 
-Issue 18 (exact values in the store) builds on these; the parser and the store do not use them yet.
+A dataset of exact numbers (``numbers = "exact"``) stores the strings as decimals; :func:`canonical`
+compares them with what the exchange sends (``verify``).
 """
 
 from __future__ import annotations
@@ -19,8 +20,13 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["DECIMAL_PATTERN", "VALUE_SHAPE", "canonical", "fraction_digits", "is_decimal", "scaled", "unscaled"]
+__all__ = [
+    "DECIMAL_PATTERN", "NUMBERS", "VALUE_SHAPE", "canonical", "fraction_digits", "is_decimal", "scaled", "unscaled",
+]  # fmt: skip
 
+#: How a dataset stores prices and volumes: ``float`` (float64, the seed's) or ``exact`` (decimals, digit for
+#: digit). Here, not in the store, so that a config can be checked without loading pyarrow.
+NUMBERS: Final = ("float", "exact")
 #: Binance's decimal strings: ASCII digits, then optionally a dot and at least one digit (``\Z``, not ``$``,
 #: which would let a trailing newline in). Anchored for ``re.search``, as msgspec's ``Meta(pattern=)`` uses it.
 DECIMAL_PATTERN: Final = r"^[0-9]+(?:\.[0-9]+)?\Z"

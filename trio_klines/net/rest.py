@@ -184,6 +184,8 @@ class RestClient:
     max_retries: int = 8
     backoff: Backoff = field(default_factory=lambda: Backoff(0.2, 10.0, rng=random.Random()))
     stats: RestStats = field(default_factory=RestStats)
+    #: Klines' prices and volumes as Binance's decimal strings (for a store of exact numbers), not floats.
+    exact: bool = False
 
     async def _get(self, path: str, params: dict[str, str | int], weight: int) -> httpx.Response:
         """A ``200`` answer to ``GET path``, after as many attempts as it takes (within ``max_retries``).
@@ -312,7 +314,8 @@ class RestClient:
             "limit": limit,
         }
         response = await self._get(self.market.klines_path, params, self.market.kline_weight(limit))
-        candles = parse_rest_klines(response.content, self.market, symbol, interval, closed_before=closed_before)
+        candles = parse_rest_klines(response.content, self.market, symbol, interval, closed_before=closed_before,
+                                    exact=self.exact)  # fmt: skip
         self.stats.candles += len(candles)
         return [c for c in candles if start <= c.open_time <= end]
 
@@ -328,13 +331,14 @@ class RestClient:
             yield await self.klines(symbol, interval, lo, hi, closed_before=closed_before)
 
 
-def rest_clients(markets: Iterable[Market], http: httpx.AsyncClient) -> dict[str, RestClient]:
-    """One client per market, markets of one weight pool sharing one :class:`WeightBudget`."""
+def rest_clients(markets: Iterable[Market], http: httpx.AsyncClient, *, exact: bool = False) -> dict[str, RestClient]:
+    """One client per market, markets of one weight pool sharing one :class:`WeightBudget`; ``exact``: see
+    :attr:`RestClient.exact`."""
     budgets: dict[str, WeightBudget] = {}
     clients: dict[str, RestClient] = {}
     for market in markets:
         budget = budgets.setdefault(market.weight_pool, WeightBudget(market.weight_limit_per_minute))
-        clients[market.name] = RestClient(market, http, budget)
+        clients[market.name] = RestClient(market, http, budget, exact=exact)
     return clients
 
 

@@ -157,6 +157,7 @@ class StreamConnection:
     ``connect_limiter`` paces its connects; pass one limiter to every connection that shares an IP.
     Without one it uses :func:`shared_connect_limiter`, the trio run's. ``control_limiter`` paces its control
     requests; by default its own, at its market's rate (:func:`~trio_klines.core.pacing.control_pacer`).
+    ``exact``: the candles' prices and volumes are Binance's decimal strings (a store of exact numbers).
     """
 
     def __init__(
@@ -171,6 +172,7 @@ class StreamConnection:
         rng: random.Random | None = None,
         connect_limiter: RateLimiter | None = None,
         control_limiter: RateLimiter | None = None,
+        exact: bool = False,
     ) -> None:
         self.name = name
         self.market = market
@@ -186,7 +188,7 @@ class StreamConnection:
         self._send = send
         self._transport = transport or trio_websocket_transport()
         self._backoff = Backoff(settings.backoff_initial, settings.backoff_max, rng=rng or random.Random())
-        self._parse = frame_parser(market)
+        self._parse = frame_parser(market, exact=exact)
         self._open: set[_Session] = set()  # sessions with a socket, live or not yet: two while rotating
         self._request_id = 0
         self._connect_limiter = connect_limiter  # None: the run's, looked up when run() starts

@@ -59,6 +59,7 @@ from ..errors import ArchiveError, KlinesError, MalformedMessage, StoreError
 from ..net.archive import ArchiveClient, Downloaded
 from ..net.rest import RestClient
 from ..store.archive_csv import read_archive_zip, select_wanted
+from ..store.tables import schema_for
 from .backfill import Backfiller
 from .writer import SEAL_STEP_FILES, SEAL_STEP_ROWS  # a step of sealing after each file, as the writer's
 
@@ -326,11 +327,12 @@ class ArchiveImporter:
 
     async def _parse(self, s: Series, downloaded: Downloaded, job: FileJob) -> tuple[pa.Table, list[tuple[int, int]]]:
         csv_name = job.file.name.removesuffix(".zip") + ".csv"
+        numbers = getattr(self._store, "numbers", "float")  # the archive's strings as decimals in an exact store
 
         def parse() -> tuple[pa.Table, list[tuple[int, int]]]:
             with downloaded.body:
-                tables = read_archive_zip(downloaded.body, csv_name, s.market, s.symbol, s.interval)
-            return select_wanted(s.interval, tables, job.wanted)
+                tables = read_archive_zip(downloaded.body, csv_name, s.market, s.symbol, s.interval, numbers=numbers)
+            return select_wanted(s.interval, tables, job.wanted, schema_for(numbers))
 
         return await trio.to_thread.run_sync(parse, limiter=self._parsers)
 

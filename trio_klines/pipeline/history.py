@@ -12,6 +12,7 @@ not fetched again, so a run that failed part-way is finished by running it again
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -155,7 +156,7 @@ async def download(
     is whole, and the next run fetches the rest. ``writer_stats`` then says what was stored.
     """
     # Opening the store replays its journal, and the ledger is a file: blocking work, in worker threads.
-    store = await trio.to_thread.run_sync(Store, config.data_dir)
+    store = await trio.to_thread.run_sync(functools.partial(Store, config.data_dir, numbers=config.numbers))
     with store, single_error():
         held = await trio.to_thread.run_sync(coverage, config.data_dir, list(config.streams))
         ledger = await trio.to_thread.run_sync(ExchangeGapLedger, config.data_dir)
@@ -165,7 +166,7 @@ async def download(
             settings = WriterSettings(flush_seconds=FLUSH_SECONDS)
             nursery.start_soon(lambda: run_writer(receive, store, settings=settings, stats=writer_stats))
             markets = {m: config.market(m) for m in sorted({s.market for s in config.streams})}
-            clients = rest_clients(markets.values(), http)
+            clients = rest_clients(markets.values(), http, exact=store.numbers == "exact")
             # An open end is sized by the exchange's clock (a fake exchange's may be far from ours), which
             # only the progress total needs: asked once per market, and only when someone listens.
             open_ended = {s.market for s, ranges in plan.items() for _, hi in ranges if hi is None}

@@ -21,12 +21,14 @@ from typing import Any, Final
 import pyarrow as pa
 import trio
 
+from ..core.decimals import canonical
 from ..core.markets import Market, Series, next_open_time
 from ..core.parse import Candle
 from ..core.timefmt import iso_ms
 from ..net.rest import RestClient, new_http_client, rest_clients
 from ..store.compaction import open_times
 from ..store.coverage import coverage
+from ..store.marker import dataset_numbers
 from ..store.reading import read_series
 from ..store.tables import COLUMNS
 
@@ -90,9 +92,10 @@ async def verify(
     If cancelled, it stops at once; nothing is written.
     """
     stored = await trio.to_thread.run_sync(coverage, root)
+    exact = await trio.to_thread.run_sync(dataset_numbers, root) == "exact"
     results: list[SeriesComparison] = []
     async with new_http_client() as http:
-        clients = rest_clients([markets[m] for m in sorted({s.market for s in stored})], http)
+        clients = rest_clients([markets[m] for m in sorted({s.market for s in stored})], http, exact=exact)
         for key, cov in stored.items():
             if cov.first is None:
                 continue
@@ -132,4 +135,12 @@ async def _compare(root: Path, key: Series, client: RestClient, since: int | Non
 
 
 def _same(table: pa.Table, row: int, candle: Candle) -> bool:
-    return all(table.column(name)[row].as_py() == getattr(candle, name) for name in VALUES)
+    """Whether the stored row holds the exchange's candle: its floats equal, or (a store of exact numbers)
+    its decimals the strings the exchange sent, digit for digit (``"0.01000000"`` is ``0.01``)."""
+    for name in VALUES:
+        stored, sent = table.column(name)[row].as_py(), getattr(candle, name)
+        if isinstance(sent, str):  # a Decimal beside Binance's string: "0E-18" is "0" in fixed notation
+            stored, sent = canonical(format(stored, "f")), canonical(sent)
+        if stored != sent:
+            return False
+    return True

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..core.decimals import VALUE_SHAPE
+from ..core.decimals import NUMBERS, VALUE_SHAPE
 from ..core.markets import INTERVALS, interval_ms
 from ..core.parse import Candle
 from ..core.validity import EXACT_FRACTION_DIGITS, EXACT_VALUE, EXACT_WHOLE_DIGITS
@@ -70,8 +70,6 @@ SCHEMA: Final = pa.schema(
 _SERIES_FIELDS: Final = [pa.field(name, pa.string(), nullable=False) for name in SERIES_COLUMNS]
 _VALUES: Final = (*_FLOATS, *_TAKER)
 
-#: How a dataset stores prices and volumes: ``float`` (float64, the seed's) or ``exact`` (decimals).
-NUMBERS: Final = ("float", "exact")
 #: Exact prices and volumes: 18 digits after the dot, 20 before (see core.validity.EXACT_WHOLE_DIGITS).
 EXACT_TYPE: Final = pa.decimal128(EXACT_WHOLE_DIGITS + EXACT_FRACTION_DIGITS, EXACT_FRACTION_DIGITS)
 #: :data:`SCHEMA` with :data:`EXACT_TYPE` prices and volumes.

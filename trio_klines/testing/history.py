@@ -31,7 +31,7 @@ from ..core.parse import Candle
 from ..errors import ConfigError
 from .schedule import normalize_halts, normalize_moments
 from .symbols import SymbolSpec, Universe
-from .wire import kline_floats
+from .wire import kline_floats, kline_strings
 
 __all__ = ["History", "Kline", "Outage", "ground_truth", "key_of", "mix64"]
 
@@ -368,21 +368,26 @@ class History:
             last_id=full.first_id + trades - 1 if trades else -1,
         )
 
-    def candle(self, spec: SymbolSpec, interval: str, kline: Kline) -> Candle:
-        """The :class:`Candle` that :mod:`trio_klines.core.parse` makes of ``kline``'s wire strings."""
-        return Candle(spec.market, spec.symbol, interval, kline.open_time, *kline_floats(spec, kline))
+    def candle(self, spec: SymbolSpec, interval: str, kline: Kline, exact: bool = False) -> Candle:
+        """The :class:`Candle` that :mod:`trio_klines.core.parse` makes of ``kline``'s wire strings (``exact``:
+        the exact parsers, whose values are those strings)."""
+        values = kline_strings(spec, kline) if exact else kline_floats(spec, kline)
+        return Candle(spec.market, spec.symbol, interval, kline.open_time, *values)
 
-    def candles(self, market: str, symbol: str, interval: str, start: int, end: int) -> list[Candle]:
+    def candles(
+        self, market: str, symbol: str, interval: str, start: int, end: int, *, exact: bool = False
+    ) -> list[Candle]:
         """Ground truth: the existing candles of a series opening in ``[start, end)``, oldest first.
 
         A pure function of its arguments (and this history's seed, universe and outages): it includes
         candles that, in exchange time, have not happened yet. Raises :class:`ConfigError` for an
-        unknown market, unlisted symbol or an interval the market does not serve.
+        unknown market, unlisted symbol or an interval the market does not serve. ``exact``: values as
+        the strings sent (see :meth:`candle`).
         """
         spec = self.spec(market, symbol)
         interval = validate_interval(spec.market, interval)
         return [
-            self.candle(spec, interval, self.kline(spec, interval, t))
+            self.candle(spec, interval, self.kline(spec, interval, t), exact)
             for t in self.open_times(spec, interval, start, end)
         ]
 
@@ -406,9 +411,10 @@ def ground_truth(
     delistings: Mapping[str, object] | None = None,
     halts: Mapping[str, object] | None = None,
     exchange_start: int | None = None,
+    exact: bool = False,
 ) -> list[Candle]:
     """The candles an exchange with this seed, outages, symbol count and schedule serves, opening in
-    ``[start, end)``.
+    ``[start, end)`` (``exact``: their values the decimal strings sent, as the exact parsers give them).
 
     Same as :meth:`FakeExchange.ground_truth`, without a running exchange. ``listings``, ``delistings``
     and ``halts`` are those of :class:`~.symbols.Universe`; relative times in them count from
@@ -421,7 +427,8 @@ def ground_truth(
         tuple(normalize_moments(delistings, "delisting").items()),
         tuple(normalize_halts(halts).items()),
     )
-    return _history(seed, key, symbols, schedule, exchange_start).candles(market, symbol, interval, start, end)
+    return _history(seed, key, symbols, schedule, exchange_start).candles(market, symbol, interval, start, end,
+                                                                          exact=exact)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=8)

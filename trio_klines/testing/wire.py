@@ -56,6 +56,12 @@ def _strings(spec: SymbolSpec, k: Kline) -> tuple[str, str, str, str, str, str, 
     )
 
 
+def kline_strings(spec: SymbolSpec, k: Kline) -> tuple[str, str, str, str, str, str, int, str, str]:
+    """The values of ``k`` as the exact parsers' :class:`~trio_klines.core.parse.Candle` holds them: as sent."""
+    o, h, lo, c, v, qv, bv, bq = _strings(spec, k)
+    return o, h, lo, c, v, qv, k.trades, bv, bq
+
+
 def kline_floats(spec: SymbolSpec, k: Kline) -> tuple[float, float, float, float, float, float, int, float, float]:
     """The values of ``k`` as :class:`~trio_klines.core.parse.Candle` holds them (open … taker-buy quote)."""
     o, h, lo, c, v, qv, bv, bq = (float(s) for s in _strings(spec, k))
