@@ -31,7 +31,8 @@ every size, for the smoke test):
   strings Binance sends, padded to 8 digits as spot's are): ``rows_per_s_batch_10000_exact`` and
   ``closed_rows_per_s_50_series_exact`` / ``cpu_us_per_row_50_series_exact``, run right after their float
   twins, with ``exact_over_float_*`` the ratio of the time per row; ``bytes_per_row_{float,exact}``: the
-  sealed files of the batch run (packed, zstd) per candle.
+  sealed files of the batch run (packed, zstd) per candle; ``real_bytes_per_row``: the same for the real
+  archive CSVs of ``../shared/realdata`` (a packed period file of each, both numbers), when they are there.
 """
 
 from __future__ import annotations
@@ -48,10 +49,12 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import trio
 
 from benchmarks._util import emit, environment
 from trio_klines.config import WriterSettings
+from trio_klines.core.markets import Series
 from trio_klines.core.parse import Candle
 from trio_klines.pipeline.writer import WriterStats, run_writer
 from trio_klines.store.dataset import Store
@@ -109,6 +112,24 @@ def make_candles(count: int, first_index: int = 0, seed: int = 1) -> list[Candle
 def exact(candles: Sequence[Candle]) -> list[Candle]:
     """``candles`` as the exact parsers give them: each price and volume the string Binance would send."""
     return [msgspec.structs.replace(c, **{name: f"{getattr(c, name):.8f}" for name in VALUES}) for c in candles]
+
+
+def real_bytes() -> dict[str, dict[str, float]]:
+    """Bytes per row of a packed period file of each real archive CSV, float and exact (none without them)."""
+    from trio_klines.store.archive_csv import read_archive_csv
+    from trio_klines.store.periodfiles import serialize
+
+    realdata = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+    out: dict[str, dict[str, float]] = {}
+    for path in sorted(realdata.glob("*.csv")) if realdata.is_dir() else []:
+        market = "usdt_futures" if "usdm" in path.name else "spot"
+        key = Series(market, "ADABTC" if "adabtc" in path.name else "BTCUSDT", "1h" if "_1h_" in path.name else "1m")
+        sizes = {}
+        for numbers in ("float", "exact"):
+            table = pa.concat_tables(read_archive_csv(path.read_bytes(), *key, numbers=numbers))
+            sizes[numbers] = round(serialize(table, key, packed=True).size / table.num_rows, 1)
+        out[path.name] = sizes
+    return out
 
 
 def many_candles(count: int, stamp: bool = False) -> list[Candle]:
@@ -288,6 +309,7 @@ def run(quick: bool) -> tuple[dict[str, Any], list[str]]:
         "exact_over_float_cpu_50_series": round(exact_cpu / many_cpu, 2),
         "bytes_per_row_float": round(float_bytes[10_000], 1),
         "bytes_per_row_exact": round(exact_bytes[10_000], 1),
+        "real_bytes_per_row": real_bytes(),
         "quick": quick,
         "seconds": round(time.perf_counter() - began, 1),
         "environment": environment(),
@@ -324,6 +346,8 @@ def run(quick: bool) -> tuple[dict[str, Any], list[str]]:
         f" {results['closed_rows_per_s_50_series_exact']:,.0f} rows/s, {results['cpu_us_per_row_50_series_exact']:.1f}"
         f" µs CPU per row ({results['exact_over_float_cpu_50_series']}x float's); sealed files"
         f" {results['bytes_per_row_exact']} bytes per row against {results['bytes_per_row_float']}",
+        *(f"  real archive CSV {name}: {sizes['exact']} bytes per row exact, {sizes['float']} float"
+          for name, sizes in results["real_bytes_per_row"].items()),
         "  targets met: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in results["targets_met"].items()),
     ]
     return results, lines

@@ -18,7 +18,7 @@ from trio_klines.core.decimals import canonical, fraction_digits, is_decimal, sc
 
 pytestmark = pytest.mark.timeout(120)
 
-#: The scale and precision an exact store would use: 18 digits after the dot, 20 before.
+#: A scale and precision wider than the store's (core.validity.EXACT_FRACTION_DIGITS): the functions hold there too.
 SCALE, PRECISION = 18, 38
 
 # Binance's shapes: a whole part (zero-padded or not), and a fraction padded to the symbol's precision.

@@ -117,7 +117,7 @@ def test_backfill_exact_from_the_archive_and_rest_and_verify_exactly(tmp_path: P
 
 
 def _nudge(candle: Candle) -> Candle:
-    """``candle`` with its quote volume 1e-17 larger (its taker-buy quote volume stays at most it)."""
+    """``candle`` with its quote volume 1e-12 larger (its taker-buy quote volume stays at most it)."""
     whole, _, fraction = candle.quote_volume.partition(".")
-    text = f"{whole}.{fraction.ljust(17, '0')}1"
+    text = f"{whole}.{fraction.ljust(11, '0')}1"
     return msgspec.structs.replace(candle, quote_volume=text)

@@ -45,6 +45,7 @@ __all__ = [
     "Refusal",
     "candle_problem",
     "describe",
+    "key_problem",
     "open_time_problem",
     "order_problem",
     "partition",
@@ -57,14 +58,18 @@ MAX_OPEN_TIME: Final = 253_402_300_800_000
 MAX_COUNT: Final = 2**63 - 1
 #: Largest price or volume; finite float64 (NaN fails every comparison, so ``0 <= x <= MAX_VALUE`` is false).
 MAX_VALUE: Final = 1e300
-#: An exact value's digits before and after the dot: the store's ``decimal128(38, 18)``. Binance sends at
+#: An exact value's digits before and after the dot: the store's ``decimal128(30, 12)``. Binance sends at
 #: most 8 after it in every capture of ../shared/realdata and up to 12 before (quote volumes); a USDⓈ-M
-#: quote volume can carry pricePrecision + quantityPrecision digits after it, so 18 leaves room.
-EXACT_WHOLE_DIGITS: Final = 20
-EXACT_FRACTION_DIGITS: Final = 18
+#: quote volume can carry pricePrecision + quantityPrecision digits after it, so 12 leaves room, and 18
+#: before hold a month's volume of a coin priced in millionths. Not more: every digit of scale is stored,
+#: and on the real captures scale 18 made the files 65 % larger than float64's, scale 12 a third.
+EXACT_WHOLE_DIGITS: Final = 18
+EXACT_FRACTION_DIGITS: Final = 12
 #: An exact value the store holds (unanchored; ``^…$`` for Arrow's RE2): :data:`~trio_klines.core.decimals.VALUE_SHAPE`
-#: within those digits, leading zeros and trailing zeros aside (they change nothing).
-EXACT_VALUE: Final = rf"(?:0*[0-9]{{0,{EXACT_WHOLE_DIGITS}}}(?:\.[0-9]{{0,{EXACT_FRACTION_DIGITS}}}0*)?)"
+#: within those digits, leading zeros and trailing zeros aside (they change nothing). One pattern for both,
+#: so that a column is checked in one pass.
+EXACT_VALUE: Final = (rf"(?:0*[0-9]{{1,{EXACT_WHOLE_DIGITS}}}(?:\.[0-9]{{0,{EXACT_FRACTION_DIGITS}}}0*)?"
+                      rf"|\.[0-9]{{1,{EXACT_FRACTION_DIGITS}}}0*)")  # fmt: skip
 _EXACT_VALUE: Final = re.compile(EXACT_VALUE)
 _SHAPED: Final = re.compile(VALUE_SHAPE)
 #: How far (ms) a closed candle's close time may lie past the exchange's clock: a frame's event time ``E``
@@ -188,6 +193,29 @@ def _explain(candle: object) -> str | None:
     return problem or order_problem(o, h, lo, c, v, q, bv, bq)
 
 
+def key_problem(candle: object) -> str | None:
+    """Why ``candle``'s series, open time or trade count are not a valid candle's (its values aside), or
+    ``None``: the part of :func:`candle_problem` a store of exact numbers checks candle by candle, its
+    values being checked as columns. Never raises; about 0.2 µs for a candle of a known series."""
+    try:
+        c = candle
+        t, n = c.open_time, c.trade_num  # type: ignore[attr-defined]
+        grid = _known[(c.market, c.symbol, c.interval)]  # type: ignore[attr-defined]
+        if (
+            grid is not None and type(n) is int and 0 <= n <= MAX_COUNT
+            and type(t) is int and 0 <= t < MAX_OPEN_TIME and (t - grid[0]) % grid[1] == 0
+        ):  # fmt: skip
+            return None
+    except (AttributeError, KeyError, TypeError):
+        pass
+    try:
+        return _key_problem(*(getattr(candle, name) for name in _FIELDS[:4]), candle.trade_num)  # type: ignore[attr-defined]
+    except AttributeError as exc:
+        return f"not a candle: {exc}"
+    except RecursionError:
+        return "a value nested too deeply to show"
+
+
 def _key_problem(m: object, s: object, i: object, t: object, n: object) -> str | None:
     problem = series_problem(m, s, i) or open_time_problem(i, t)  # type: ignore[arg-type]
     if problem is None and (type(n) is not int or not 0 <= n <= MAX_COUNT):
@@ -214,12 +242,13 @@ def _exact_problem(candle: object) -> str | None:
     values = {"open": o, "high": h, "low": lo, "close": c, "volume": v, "quote volume": q,
               "taker-buy base volume": bv, "taker-buy quote volume": bq}  # fmt: skip
     for name, x in values.items():
+        if type(x) is str and _EXACT_VALUE.fullmatch(x) is not None:
+            continue
         if type(x) is not str or _SHAPED.fullmatch(x) is None:
             shown = repr(x) if type(x) in (str, float, int) else f"a {type(x).__name__}"
             return f"{name} {shown} is not a decimal string (exact numbers)"
-        if _EXACT_VALUE.fullmatch(x) is None:
-            return (f"{name} {x!r} has more than {EXACT_WHOLE_DIGITS} digits before the dot or "
-                    f"{EXACT_FRACTION_DIGITS} after it")  # fmt: skip
+        return (f"{name} {x!r} has more than {EXACT_WHOLE_DIGITS} digits before the dot or "
+                f"{EXACT_FRACTION_DIGITS} after it")  # fmt: skip
     pairs = ((lo, o), (o, h), (lo, c), (c, h), (bv, v), (bq, q))
     if all(_at_most(a, b) for a, b in pairs):
         return None

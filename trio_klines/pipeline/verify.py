@@ -139,7 +139,7 @@ def _same(table: pa.Table, row: int, candle: Candle) -> bool:
     its decimals the strings the exchange sent, digit for digit (``"0.01000000"`` is ``0.01``)."""
     for name in VALUES:
         stored, sent = table.column(name)[row].as_py(), getattr(candle, name)
-        if isinstance(sent, str):  # a Decimal beside Binance's string: "0E-18" is "0" in fixed notation
+        if isinstance(sent, str):  # a Decimal beside Binance's string: "0E-12" is "0" in fixed notation
             stored, sent = canonical(format(stored, "f")), canonical(sent)
         if stored != sent:
             return False

@@ -40,7 +40,7 @@ from ..errors import ConfigError, MalformedMessage
 from .compaction import open_times, sort_unique
 from .tables import SCHEMA, decimal_column, decimal_problem, schema_for
 
-__all__ = ["BLOCK_SIZE", "read_archive_csv", "read_archive_zip", "select_wanted", "table_problem"]
+__all__ = ["BLOCK_SIZE", "read_archive_csv", "read_archive_zip", "select_wanted", "table_problem", "values_problem"]
 
 #: Bytes of CSV text parsed at a time: ~9,000 rows of spot 1m. Larger blocks cost no less per row.
 BLOCK_SIZE: Final = 1 << 20
@@ -210,10 +210,11 @@ def _convert(interval: str, batch: pa.RecordBatch, schema: pa.Schema) -> tuple[p
                               f"{iso_ms(int(t[i]))}"), i
     if schema is not SCHEMA:
         for short, name in zip(_VALUES, _STORED_VALUES, strict=True):
-            problem = decimal_problem(name, columns[short])
-            if problem is not None:
-                return pa.table({}), problem[1], problem[0]
-            columns[short] = decimal_column(name, columns[short])
+            try:
+                columns[short] = decimal_column(name, columns[short])
+            except ValueError as exc:
+                problem = decimal_problem(name, columns[short])
+                return pa.table({}), str(exc), problem[0] if problem is not None else 0
     count = columns["count"].to_numpy()
     stored = ("open", "high", "low", "close", "volume", "quote_volume", "count", "taker_buy_base", "taker_buy_quote")
     times = pa.array(t.astype("datetime64[ms]"), SCHEMA.field("candle_begin_time").type)
@@ -236,6 +237,16 @@ def table_problem(interval: str, table: pa.Table, *, numbers: str = "float") -> 
     t = table.column("candle_begin_time").cast(pa.int64()).to_numpy()
     problem, _ = _rows_problem(interval, t, _value_checks(values), table.column("trade_num").to_numpy())
     return problem
+
+
+def values_problem(table: pa.Table) -> str | None:
+    """Why the prices and volumes of a table in either numbers' schema (any series) are not valid candles'
+    (:func:`table_problem`'s value rules alone), or ``None``."""
+    values = {short: table.column(name).combine_chunks() for short, name in zip(_VALUES, _STORED_VALUES, strict=True)}
+    for ok, what in _value_checks(values):
+        if not ok.all():
+            return what
+    return None
 
 
 def _value_checks(columns: dict[str, pa.Array]) -> list[tuple[np.ndarray, str]]:

@@ -67,7 +67,7 @@ def load(
     The index is ``candle_end_time`` (UTC); rows are those with ``start <= candle_begin_time < end``.
     Prices and volumes are float64 (a dataset of exact numbers gives the float nearest each decimal, as
     ``float(text)`` does); with ``exact``, from a dataset of exact numbers only, they are the decimals
-    as stored, ``pd.ArrowDtype(pa.decimal128(38, 18))`` columns.
+    as stored, ``pd.ArrowDtype(pa.decimal128(30, 12))`` columns.
     A series with nothing stored gives an empty frame. A corrupt file is moved to quarantine (error
     logged) and its rows are missing from the result, as :func:`~trio_klines.store.coverage.coverage` shows.
 
@@ -185,7 +185,7 @@ def scan(
     series (sorted), each sorted by open time with one row per open time, as :func:`load` sees it.
 
     Rows carry ``market``, ``symbol`` and ``interval`` besides the store's columns (or ``columns``, in
-    that order); prices and volumes are float64, or ``decimal128(38, 18)`` in a dataset of exact numbers.
+    that order); prices and volumes are float64, or ``decimal128(30, 12)`` in a dataset of exact numbers.
     Memory holds one series at a time, so it reads stores larger than memory; the landing files (a few
     minutes of rows) are read when it is called, the series' files as the stream reaches them. With
     pyarrow: ``scan(...).read_all()``; pandas: ``.read_pandas()``; polars: ``pl.from_arrow(scan(...))``;
