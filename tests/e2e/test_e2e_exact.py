@@ -61,6 +61,10 @@ def test_record_exact_stores_what_the_websocket_and_rest_sent(tmp_path: Path) ->
         assert read_numbers(data) == "exact"
         compared = sum(assert_sent_digit_for_digit(data, key, 11, START) for key in SERIES)
         assert compared >= 31 * len(SERIES)
+        for command in (("status", "--json"), ("compact",)):  # the other commands take an exact dataset as it is
+            code, out, err = run(command[0], "--data", str(data), *command[1:])
+            assert code == 0, out + err
+        assert assert_sent_digit_for_digit(data, SERIES[0], 11, START) >= 31
         # The dataset keeps its numbers: asking for floats is refused in one line, before anything runs.
         code, _, err = run("record", "--data", str(data), "--endpoints", str(endpoints), "--numbers", "float",
                            "--stream", "spot:1m:BTCUSDT")  # fmt: skip

@@ -159,8 +159,10 @@ def test_a_file_of_the_other_numbers_stops_the_read_and_is_not_quarantined(tmp_p
     stranger = next(floats.glob(GLOB))
     target = next(exact.glob(GLOB)).with_name(stranger.name.replace("000000000001", "000000000007"))
     shutil.copy(stranger, target)
-    with pytest.raises(StoreError, match=r"holds float numbers but its dataset exact ones"):
+    with pytest.raises(StoreError, match=r"holds float numbers but its dataset exact ones .* run `python -m "
+                                         r"trio_klines compact`, which restores it from the files") as caught:
         load(exact, *BTC)
+    assert "\n" not in str(caught.value)
     assert target.exists() and not (exact / "_quarantine").exists()
 
 
@@ -177,6 +179,19 @@ def test_exact_stores_refuse_floats_and_values_that_do_not_fit(tmp_path: Path) -
             store.append_table(BTC, candles_to_table([as_floats(candle(0, good))]))
         assert store.append_table(BTC, candles_to_table([candle(0, good)], numbers="exact")) == 1
     assert read_series(tmp_path, BTC).schema == EXACT_SCHEMA
+
+
+def test_an_exact_batch_names_only_its_bad_candles(tmp_path: Path) -> None:
+    good = ["2", "3", "1", "2", "5", "10", "1", "2"]
+    batch = [candle(0, good), candle(1, ["2", "3", "1", "4", *good[4:]]), candle(2, good),
+             msgspec.structs.replace(candle(3, good), open_time=T + 3 * MINUTE + 1), candle(4, good)]  # fmt: skip
+    with Store(tmp_path, numbers="exact") as store:
+        with pytest.raises(RefusedCandles, match=r"refusing 2 candle\(s\).*prices out of order") as refused:
+            store.append(batch)
+        assert [r.candle for r in refused.value.refused] == [batch[1], batch[3]]
+        assert "is not a 1m boundary" in refused.value.refused[1].reason
+        assert store.append([batch[0], batch[2], batch[4]]) == 3  # what a writer does next
+    assert exact_strings(load(tmp_path, *BTC, exact=True)) == sent_strings([batch[0], batch[2], batch[4]])
 
 
 def test_exact_order_is_checked_beyond_what_floats_tell() -> None:

@@ -34,7 +34,7 @@ from ..errors import ConfigError, CorruptFile, InvalidCandles, StoreError
 from .batches import refused_candles
 from .compaction import open_times, sort_unique
 from .layout import series_dir
-from .periodfiles import read_parquet_bytes
+from .periodfiles import MIXED_HINT, read_parquet_bytes
 from .tables import SCHEMA, SERIES_COLUMNS, candles_to_table, schema_for
 
 __all__ = [
@@ -222,8 +222,8 @@ def read_landing(path: Path, *, numbers: str = "float") -> pa.Table:
     other = LANDING_SCHEMA if wanted is not LANDING_SCHEMA else _EXACT_LANDING_SCHEMA
     if _values_of(table.schema) == _values_of(other):  # a cast would convert them silently
         held = "float" if other is LANDING_SCHEMA else "exact"
-        raise StoreError(f"{path} holds {held} numbers but its dataset {numbers} ones (ROOT/_dataset.json): a "
-                         "dataset never mixes both; move the file out of the data directory")
+        raise StoreError(f"{path} holds {held} numbers but its dataset {numbers} ones (ROOT/_dataset.json): "
+                         f"{MIXED_HINT}")
     try:
         table = table.cast(wanted)
     except (pa.ArrowException, ValueError) as exc:

@@ -39,6 +39,7 @@ from .layout import (
 from .tables import EXACT_SCHEMA, SCHEMA
 
 __all__ = [
+    "MIXED_HINT",
     "QuarantinedFile",
     "iter_series_dirs",
     "list_series_dir",
@@ -64,6 +65,9 @@ SERIES_KEY: Final = b"trio_klines.series"
 #: catch) when those are garbled by a flipped bit, and a bad file must be quarantined, not kill the writer.
 SPAN_KEY: Final = b"trio_klines.span"
 _QUARANTINE_SUFFIX: Final = ".quarantined"
+#: What to do about a file of the other numbers than its dataset's.
+MIXED_HINT: Final = ("a dataset never mixes both; move the file out of the data directory, or if the marker was "
+                     "lost, run `python -m trio_klines compact`, which restores it from the files")  # fmt: skip
 _T = TypeVar("_T")
 _warned: set[Path] = set()
 
@@ -171,7 +175,7 @@ def _check_schema(
             if wanted is not None and candidate is not wanted:
                 held, other = ("exact", "float") if candidate is EXACT_SCHEMA else ("float", "exact")
                 raise StoreError(f"{path} holds {held} numbers but its dataset {other} ones (ROOT/_dataset.json): "
-                                 "a dataset never mixes both; move the file out of the data directory")
+                                 f"{MIXED_HINT}")
             break
     else:
         raise CorruptFile(path, f"unexpected schema {bare}")
