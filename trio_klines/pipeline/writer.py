@@ -244,6 +244,8 @@ class _Writer:
                 verdict, gap = observe(series, candle.open_time, hash(candle))
             except _BAD_CANDLE_ERRORS:
                 problem = candle_problem(candle)
+                if problem is not None and candle_problem(candle, exact=True) is None:
+                    problem = None  # a valid candle of a store of exact numbers
                 if problem is None:
                     raise  # a valid candle the tracker cannot take: a bug
                 self.rejected(1, f"{problem}: {describe(candle)}")
