@@ -21,7 +21,8 @@ import re
 from typing import Final
 
 __all__ = [
-    "DECIMAL_PATTERN", "NUMBERS", "VALUE_SHAPE", "canonical", "fraction_digits", "is_decimal", "scaled", "unscaled",
+    "DECIMAL_PATTERN", "NUMBERS", "VALUE_RE", "VALUE_SHAPE", "canonical", "fraction_digits", "is_decimal", "scaled",
+    "unscaled",
 ]  # fmt: skip
 
 #: How a dataset stores prices and volumes: ``float`` (float64, the seed's) or ``exact`` (decimals, digit for
@@ -35,6 +36,8 @@ _DECIMAL: Final = re.compile(DECIMAL_PATTERN)
 #: Arrow's RE2, where ``$`` is the end of the text): ASCII digits with at most one dot, ``".5"`` and ``"5."``
 #: too, which Binance never sends but which are exact all the same.
 VALUE_SHAPE: Final = r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)"
+#: :data:`VALUE_SHAPE` compiled, for ``fullmatch``.
+VALUE_RE: Final = re.compile(VALUE_SHAPE)
 
 
 def is_decimal(text: object) -> bool:

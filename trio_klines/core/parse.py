@@ -5,7 +5,7 @@ float conversion in C; the few checks msgspec cannot express (series names, cand
 follow in Python.
 
 With ``exact=True`` the parsers keep each price and volume as the decimal string Binance sent, digit for
-digit, never through a float (issue 18: the store does not take them yet). Their shape is checked with one
+digit, never through a float (for a dataset of exact numbers). Their shape is checked with one
 regular expression per candle, and their order and range through floats, whose rounding is monotonic: a
 valid candle is never refused. Anything that is not what Binance sends raises :class:`MalformedMessage` with the
 reason; Binance's own error payloads raise :class:`BinanceError`; spot's ``serverShutdown`` raises
@@ -23,7 +23,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from ..errors import BinanceError, ConfigError, MalformedMessage, ServerShutdown
-from .decimals import VALUE_SHAPE
+from .decimals import VALUE_RE
 from .markets import INTERVALS, Market, get_market, next_open_time, normalize_symbol, validate_interval
 from .timefmt import iso_ms
 from .validity import CLOCK_TOLERANCE, MAX_COUNT, MAX_OPEN_TIME, MAX_VALUE, open_time_problem, order_problem
@@ -48,8 +48,6 @@ _NO_CLOCK: Final = -1
 #: ``float()`` then refuses what is not a number (``"1..2"``, ``""``). Only ``".5"`` and ``"5."`` pass
 #: that Binance never sends, and they are exact all the same.
 _DECIMAL_CHARS: Final = re.compile(r"[0-9.,]+\Z")
-#: What the exact parsers take as a value: ASCII digits with at most one dot (``".5"`` and ``"5."`` too).
-_LOOSE_DECIMAL: Final = re.compile(VALUE_SHAPE)
 
 #: A price or volume: a float, or in exact mode (``exact=True``) Binance's decimal string as sent.
 Value = float | str
@@ -206,7 +204,7 @@ def _check_exact(o: str, h: str, lo: str, c: str, v: str, q: str, bv: str, bq: s
     """The exact parsers' check of a candle's values: decimal strings, in range, in order (the slow path of
     the inlined check: it raises with the reason)."""
     for x in (o, h, lo, c, v, q, bv, bq):
-        if _LOOSE_DECIMAL.fullmatch(x) is None:
+        if VALUE_RE.fullmatch(x) is None:
             raise MalformedMessage(f"value {x!r} is not a decimal string", frame)
     f = float
     fo, fh, flo, fc, fv, fq, fbv, fbq = f(o), f(h), f(lo), f(c), f(v), f(q), f(bv), f(bq)

@@ -29,7 +29,7 @@ from decimal import Decimal
 from typing import Final, NamedTuple
 
 from ..errors import ConfigError
-from .decimals import VALUE_SHAPE
+from .decimals import VALUE_RE
 from .markets import INTERVALS, floor_open_time, is_open_time, series
 from .timefmt import iso_ms
 
@@ -71,7 +71,6 @@ EXACT_FRACTION_DIGITS: Final = 12
 EXACT_VALUE: Final = (rf"(?:0*[0-9]{{1,{EXACT_WHOLE_DIGITS}}}(?:\.[0-9]{{0,{EXACT_FRACTION_DIGITS}}}0*)?"
                       rf"|\.[0-9]{{1,{EXACT_FRACTION_DIGITS}}}0*)")  # fmt: skip
 _EXACT_VALUE: Final = re.compile(EXACT_VALUE)
-_SHAPED: Final = re.compile(VALUE_SHAPE)
 #: How far (ms) a closed candle's close time may lie past the exchange's clock: a frame's event time ``E``
 #: on the WebSocket, the ``/time`` answer on REST. ``E`` is stamped by the exchange itself after the close
 #: (real closed frames carry ``E`` 5 ms to 2.4 s after ``T``), so no clock skew between machines enters;
@@ -244,7 +243,7 @@ def _exact_problem(candle: object) -> str | None:
     for name, x in values.items():
         if type(x) is str and _EXACT_VALUE.fullmatch(x) is not None:
             continue
-        if type(x) is not str or _SHAPED.fullmatch(x) is None:
+        if type(x) is not str or VALUE_RE.fullmatch(x) is None:
             shown = repr(x) if type(x) in (str, float, int) else f"a {type(x).__name__}"
             return f"{name} {shown} is not a decimal string (exact numbers)"
         return (f"{name} {x!r} has more than {EXACT_WHOLE_DIGITS} digits before the dot or "

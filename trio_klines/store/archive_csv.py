@@ -212,9 +212,9 @@ def _convert(interval: str, batch: pa.RecordBatch, schema: pa.Schema) -> tuple[p
         for short, name in zip(_VALUES, _STORED_VALUES, strict=True):
             try:
                 columns[short] = decimal_column(name, columns[short])
-            except ValueError as exc:
-                problem = decimal_problem(name, columns[short])
-                return pa.table({}), str(exc), problem[0] if problem is not None else 0
+            except ValueError as exc:  # which row: the slower check that names it
+                row, why = decimal_problem(name, columns[short]) or (0, str(exc))
+                return pa.table({}), why, row
     count = columns["count"].to_numpy()
     stored = ("open", "high", "low", "close", "volume", "quote_volume", "count", "taker_buy_base", "taker_buy_quote")
     times = pa.array(t.astype("datetime64[ms]"), SCHEMA.field("candle_begin_time").type)
@@ -233,20 +233,23 @@ def table_problem(interval: str, table: pa.Table, *, numbers: str = "float") -> 
         return f"interval {interval!r} is not stored from tables"
     if any(column.null_count for column in table.columns):
         return "a value is missing"
-    values = {short: table.column(name).combine_chunks() for short, name in zip(_VALUES, _STORED_VALUES, strict=True)}
     t = table.column("candle_begin_time").cast(pa.int64()).to_numpy()
-    problem, _ = _rows_problem(interval, t, _value_checks(values), table.column("trade_num").to_numpy())
+    problem, _ = _rows_problem(interval, t, _value_checks(_value_columns(table)), table.column("trade_num").to_numpy())
     return problem
 
 
 def values_problem(table: pa.Table) -> str | None:
     """Why the prices and volumes of a table in either numbers' schema (any series) are not valid candles'
     (:func:`table_problem`'s value rules alone), or ``None``."""
-    values = {short: table.column(name).combine_chunks() for short, name in zip(_VALUES, _STORED_VALUES, strict=True)}
-    for ok, what in _value_checks(values):
+    for ok, what in _value_checks(_value_columns(table)):
         if not ok.all():
             return what
     return None
+
+
+def _value_columns(table: pa.Table) -> dict[str, pa.Array]:
+    """A store table's value columns, by the CSV's short names."""
+    return {short: table.column(name).combine_chunks() for short, name in zip(_VALUES, _STORED_VALUES, strict=True)}
 
 
 def _value_checks(columns: dict[str, pa.Array]) -> list[tuple[np.ndarray, str]]:

@@ -30,11 +30,11 @@ from ..core.markets import INTERVALS, Series, floor_open_time, is_open_time
 from ..core.parse import Candle
 from ..core.timefmt import iso_ms
 from ..core.validity import MAX_OPEN_TIME, Refusal, candle_problem, key_problem
-from ..errors import ConfigError, CorruptFile, InvalidCandles, StoreError
+from ..errors import ConfigError, CorruptFile, InvalidCandles
 from .batches import refused_candles
 from .compaction import open_times, sort_unique
 from .layout import series_dir
-from .periodfiles import MIXED_HINT, read_parquet_bytes
+from .periodfiles import mixed_numbers, read_parquet_bytes
 from .tables import SCHEMA, SERIES_COLUMNS, candles_to_table, schema_for
 
 __all__ = [
@@ -221,9 +221,7 @@ def read_landing(path: Path, *, numbers: str = "float") -> pa.Table:
     wanted = landing_schema(numbers)
     other = LANDING_SCHEMA if wanted is not LANDING_SCHEMA else _EXACT_LANDING_SCHEMA
     if _values_of(table.schema) == _values_of(other):  # a cast would convert them silently
-        held = "float" if other is LANDING_SCHEMA else "exact"
-        raise StoreError(f"{path} holds {held} numbers but its dataset {numbers} ones (ROOT/_dataset.json): "
-                         f"{MIXED_HINT}")
+        raise mixed_numbers(path, "float" if other is LANDING_SCHEMA else "exact")
     try:
         table = table.cast(wanted)
     except (pa.ArrowException, ValueError) as exc:

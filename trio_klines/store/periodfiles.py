@@ -39,11 +39,11 @@ from .layout import (
 from .tables import EXACT_SCHEMA, SCHEMA
 
 __all__ = [
-    "MIXED_HINT",
     "QuarantinedFile",
     "iter_series_dirs",
     "list_series_dir",
     "live_files",
+    "mixed_numbers",
     "partition_links",
     "quarantine",
     "quarantined_files",
@@ -65,9 +65,7 @@ SERIES_KEY: Final = b"trio_klines.series"
 #: catch) when those are garbled by a flipped bit, and a bad file must be quarantined, not kill the writer.
 SPAN_KEY: Final = b"trio_klines.span"
 _QUARANTINE_SUFFIX: Final = ".quarantined"
-#: What to do about a file of the other numbers than its dataset's.
-MIXED_HINT: Final = ("a dataset never mixes both; move the file out of the data directory, or if the marker was "
-                     "lost, run `python -m trio_klines compact`, which restores it from the files")  # fmt: skip
+
 _T = TypeVar("_T")
 _warned: set[Path] = set()
 
@@ -173,9 +171,7 @@ def _check_schema(
         expected = candidate if columns is None else pa.schema([candidate.field(c) for c in columns])
         if bare.equals(expected):
             if wanted is not None and candidate is not wanted:
-                held, other = ("exact", "float") if candidate is EXACT_SCHEMA else ("float", "exact")
-                raise StoreError(f"{path} holds {held} numbers but its dataset {other} ones (ROOT/_dataset.json): "
-                                 f"{MIXED_HINT}")
+                raise mixed_numbers(path, "exact" if candidate is EXACT_SCHEMA else "float")
             break
     else:
         raise CorruptFile(path, f"unexpected schema {bare}")
@@ -195,6 +191,16 @@ def _check_times(series: Series, name: FileName, first: int, last: int, rows: in
     span = (last - first) // length + 1 if length else rows  # 1M: at most 12 rows a year, nothing to gain
     if not 0 < rows <= span:
         raise CorruptFile(path, f"{rows} rows cannot be unique open times in {iso_ms(first)}..{iso_ms(last)}")
+
+
+def mixed_numbers(path: Path, held: str) -> StoreError:
+    """The error for a file that holds ``held`` numbers in a dataset of the other ones."""
+    other = "float" if held == "exact" else "exact"
+    return StoreError(
+        f"{path} holds {held} numbers but its dataset {other} ones (ROOT/_dataset.json): a dataset never mixes "
+        "both; move the file out of the data directory, or if the marker was lost, run `python -m trio_klines "
+        "compact`, which restores it from the files"
+    )
 
 
 def _other(schema: pa.Schema) -> pa.Schema:

@@ -78,10 +78,12 @@ def load(
     """
     key = series(market, symbol, interval)
     lo, hi = to_ms(start, "start"), to_ms(end, "end")
-    if exact and (numbers := dataset_numbers(_existing(root))) != "exact":
+    path = _existing(root)
+    numbers = dataset_numbers(path)
+    if exact and numbers != "exact":
         raise ConfigError(f"the store at {root} holds {numbers} numbers: exact=True reads a dataset recorded "
                           "with numbers = \"exact\"")  # fmt: skip
-    return table_to_dataframe(read_series(root, key, lo, hi), key.interval, exact=exact)
+    return table_to_dataframe(_read_series(path, key, lo, hi, numbers), key.interval, exact=exact)
 
 
 def read_series(
@@ -92,8 +94,11 @@ def read_series(
 
     Raises as :func:`load`.
     """
-    root = _existing(root)
-    numbers = dataset_numbers(root)
+    path = _existing(root)
+    return _read_series(path, key, start, end, dataset_numbers(path))
+
+
+def _read_series(root: Path, key: Series, start: int | None, end: int | None, numbers: str) -> pa.Table:
     directory = root.joinpath(*series_dir(key))
     refuse_links(root, directory)
     read = functools.partial(_read_once, root, directory, key, start, end, None, numbers)
